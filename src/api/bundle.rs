@@ -1,0 +1,87 @@
+//! `POST /fhir/Bundle` (intake) and `GET /fhir/Bundle/{id}`.
+
+use actix_web::http::StatusCode;
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse, web};
+
+use crate::audit::AuditEvent;
+use crate::auth::{Permission, Principal};
+use crate::domain::Role;
+use crate::error::ApiError;
+use crate::fhir::FHIR_JSON;
+use crate::fhir::outcome::operation_outcome;
+use crate::pipeline::{self, Receipt};
+use crate::startup::AppState;
+
+#[tracing::instrument(name = "Submit document", skip_all)]
+pub async fn submit_document(
+    req: HttpRequest,
+    principal: Principal,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    principal
+        .authorize(
+            &state,
+            "POST /fhir/Bundle",
+            &[Role::Prison],
+            "Bundle",
+            Permission::Create,
+        )
+        .await?;
+    let body = match super::read_body(&req, payload, state.settings.limits.max_body_bytes).await {
+        Ok(b) => b,
+        Err(err) => {
+            pipeline::audit_rejection(&state, &principal, "POST /fhir/Bundle", &err, None).await;
+            return Err(err);
+        }
+    };
+    let receipt = pipeline::submit(&state, &principal, super::content_type(&req), &body).await?;
+    let (status, id, issues) = match receipt {
+        Receipt::Created { id, issues } => (StatusCode::CREATED, id, issues),
+        Receipt::Repeat { id, issues } => (StatusCode::OK, id, issues),
+    };
+    let location = format!("{}/fhir/Bundle/{id}", state.public_url);
+    Ok(HttpResponse::build(status)
+        .content_type(FHIR_JSON)
+        .insert_header((header::LOCATION, location))
+        .body(operation_outcome(&issues).to_string()))
+}
+
+#[tracing::instrument(name = "Read document", skip_all)]
+pub async fn read_document(
+    principal: Principal,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    principal
+        .authorize(
+            &state,
+            "GET /fhir/Bundle/{id}",
+            &[Role::Prison],
+            "Bundle",
+            Permission::Read,
+        )
+        .await?;
+    let id = path.into_inner();
+    let not_found = || {
+        ApiError::not_found(format!(
+            "Bundle/{id} is not known, or not visible to this client."
+        ))
+    };
+    let doc = state.store.document(&id).await?.ok_or_else(not_found)?;
+    // Only the sending organisation reads the document as sent; recipients read their own
+    // filtered copies through the delivery and pull routes.
+    if doc.sender_ods != principal.ods.as_str() {
+        return Err(not_found());
+    }
+    state
+        .audit
+        .record(AuditEvent::DocumentRead {
+            actor: principal.actor(),
+            document_id: doc.id.clone(),
+            nhs_number: doc.nhs_number.clone(),
+        })
+        .await?;
+    Ok(HttpResponse::Ok().content_type(FHIR_JSON).body(doc.body))
+}

@@ -1,0 +1,191 @@
+//! Typed audit events, emitted as values (past tense, like vector's `internal_events`).
+
+use serde_json::{Value, json};
+
+use super::{AuditDraft, Outcome};
+
+/// Who did it, as established by authentication (never by the request body).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Actor {
+    pub client_id: String,
+    pub ods: String,
+}
+
+/// Everything the gateway audits.
+#[derive(Debug, Clone)]
+pub enum AuditEvent {
+    /// A client exchanged an assertion for an access token.
+    TokenIssued { actor: Actor, scopes: String },
+    /// A token request or a bearer token was refused.
+    AuthenticationFailed {
+        client_id: Option<String>,
+        endpoint: String,
+        reason: String,
+    },
+    /// An authenticated caller was refused for role, scope or organisation.
+    AccessDenied {
+        actor: Actor,
+        endpoint: String,
+        reason: String,
+    },
+    /// A document was accepted and committed.
+    DocumentReceived {
+        actor: Actor,
+        document_id: String,
+        nhs_number: String,
+        bundle_identifier: String,
+        event: String,
+        content_hash: String,
+    },
+    /// A document already accepted was sent again, and nothing new was stored.
+    DocumentRepeated {
+        actor: Actor,
+        document_id: String,
+        nhs_number: String,
+        bundle_identifier: String,
+    },
+    /// Input was refused at intake.
+    InputRejected {
+        actor: Actor,
+        endpoint: String,
+        status: u16,
+        reason: String,
+        nhs_number: Option<String>,
+    },
+    /// A stored document was read.
+    DocumentRead {
+        actor: Actor,
+        document_id: String,
+        nhs_number: String,
+    },
+    /// The gateway started or stopped serving.
+    GatewayLifecycle { what: &'static str },
+}
+
+impl AuditEvent {
+    pub fn action(&self) -> &'static str {
+        match self {
+            AuditEvent::TokenIssued { .. } => "token-issued",
+            AuditEvent::AuthenticationFailed { .. } => "authentication-failed",
+            AuditEvent::AccessDenied { .. } => "access-denied",
+            AuditEvent::DocumentReceived { .. } => "document-received",
+            AuditEvent::DocumentRepeated { .. } => "document-repeated",
+            AuditEvent::InputRejected { .. } => "input-rejected",
+            AuditEvent::DocumentRead { .. } => "document-read",
+            AuditEvent::GatewayLifecycle { what } => what,
+        }
+    }
+
+    pub fn into_draft(self) -> AuditDraft {
+        let action = self.action();
+        let (outcome, actor, nhs_number, entities, detail): (
+            Outcome,
+            Option<Actor>,
+            Option<String>,
+            Vec<String>,
+            Value,
+        ) = match self {
+            AuditEvent::TokenIssued { actor, scopes } => (
+                Outcome::Success,
+                Some(actor),
+                None,
+                vec![],
+                json!({"scope": scopes}),
+            ),
+            AuditEvent::AuthenticationFailed {
+                client_id,
+                endpoint,
+                reason,
+            } => {
+                let actor = client_id.map(|c| Actor {
+                    client_id: c,
+                    ods: String::new(),
+                });
+                (
+                    Outcome::Failure,
+                    actor,
+                    None,
+                    vec![],
+                    json!({"endpoint": endpoint, "reason": reason}),
+                )
+            }
+            AuditEvent::AccessDenied {
+                actor,
+                endpoint,
+                reason,
+            } => (
+                Outcome::Failure,
+                Some(actor),
+                None,
+                vec![],
+                json!({"endpoint": endpoint, "reason": reason}),
+            ),
+            AuditEvent::DocumentReceived {
+                actor,
+                document_id,
+                nhs_number,
+                bundle_identifier,
+                event,
+                content_hash,
+            } => (
+                Outcome::Success,
+                Some(actor),
+                Some(nhs_number),
+                vec![format!("Bundle/{document_id}")],
+                json!({"bundleIdentifier": bundle_identifier, "event": event, "sha256": content_hash}),
+            ),
+            AuditEvent::DocumentRepeated {
+                actor,
+                document_id,
+                nhs_number,
+                bundle_identifier,
+            } => (
+                Outcome::Success,
+                Some(actor),
+                Some(nhs_number),
+                vec![format!("Bundle/{document_id}")],
+                json!({"bundleIdentifier": bundle_identifier, "stored": false}),
+            ),
+            AuditEvent::InputRejected {
+                actor,
+                endpoint,
+                status,
+                reason,
+                nhs_number,
+            } => (
+                Outcome::Failure,
+                Some(actor),
+                nhs_number,
+                vec![],
+                json!({"endpoint": endpoint, "status": status, "reason": reason}),
+            ),
+            AuditEvent::DocumentRead {
+                actor,
+                document_id,
+                nhs_number,
+            } => (
+                Outcome::Success,
+                Some(actor),
+                Some(nhs_number),
+                vec![format!("Bundle/{document_id}")],
+                json!({}),
+            ),
+            AuditEvent::GatewayLifecycle { .. } => {
+                (Outcome::Success, None, None, vec![], json!({}))
+            }
+        };
+        let (actor_client, actor_ods) = match actor {
+            Some(a) => (Some(a.client_id), (!a.ods.is_empty()).then_some(a.ods)),
+            None => (None, None),
+        };
+        AuditDraft {
+            action,
+            outcome,
+            actor_client,
+            actor_ods,
+            nhs_number,
+            entities,
+            detail,
+        }
+    }
+}

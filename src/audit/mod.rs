@@ -1,0 +1,242 @@
+//! The audit log: typed events, the hash chain, and its verification.
+//!
+//! Every stage records what it did through [`Audit`]. Entries are chained: each carries the
+//! SHA-256 of the previous entry's canonical encoding, so an edit, a deletion or a reordering
+//! breaks the chain at that point and `throughcare audit verify` names it.
+
+mod event;
+
+pub use event::{Actor, AuditEvent};
+
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use crate::store::{Store, StoreError};
+
+/// The `prev_hash` of the first entry.
+pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// Whether the audited step succeeded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Success,
+    Failure,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Success => "success",
+            Outcome::Failure => "failure",
+        }
+    }
+}
+
+/// An entry before it is placed on the chain (no sequence number, time or hashes yet).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditDraft {
+    pub action: &'static str,
+    pub outcome: Outcome,
+    pub actor_client: Option<String>,
+    pub actor_ods: Option<String>,
+    pub nhs_number: Option<String>,
+    pub entities: Vec<String>,
+    pub detail: Value,
+}
+
+/// An entry as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEntry {
+    pub seq: i64,
+    pub recorded_at: String,
+    pub actor_client: Option<String>,
+    pub actor_ods: Option<String>,
+    pub action: String,
+    pub outcome: String,
+    pub nhs_number: Option<String>,
+    /// JSON array of entity references, as stored.
+    pub entities: String,
+    /// JSON object with the event's detail, as stored.
+    pub detail: String,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+impl AuditEntry {
+    /// Places `draft` on the chain after `prev` (`None` for the first entry).
+    pub fn chain(prev: Option<(i64, &str)>, draft: AuditDraft, recorded_at: String) -> AuditEntry {
+        let (seq, prev_hash) = match prev {
+            Some((seq, hash)) => (seq + 1, hash.to_string()),
+            None => (1, GENESIS_HASH.to_string()),
+        };
+        let mut entry = AuditEntry {
+            seq,
+            recorded_at,
+            actor_client: draft.actor_client,
+            actor_ods: draft.actor_ods,
+            action: draft.action.to_string(),
+            outcome: draft.outcome.as_str().to_string(),
+            nhs_number: draft.nhs_number,
+            entities: serde_json::to_string(&draft.entities).unwrap_or_else(|_| "[]".into()),
+            detail: draft.detail.to_string(),
+            prev_hash,
+            hash: String::new(),
+        };
+        entry.hash = entry.compute_hash();
+        entry
+    }
+
+    /// The canonical encoding hashed into the chain: a compact JSON array of every field but
+    /// `hash`, in a fixed order, with `entities` and `detail` as the exact stored strings.
+    pub fn canonical(&self) -> Vec<u8> {
+        let tuple = (
+            self.seq,
+            &self.recorded_at,
+            &self.actor_client,
+            &self.actor_ods,
+            &self.action,
+            &self.outcome,
+            &self.nhs_number,
+            &self.entities,
+            &self.detail,
+            &self.prev_hash,
+        );
+        serde_json::to_vec(&tuple).unwrap_or_default()
+    }
+
+    pub fn compute_hash(&self) -> String {
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &self.canonical());
+        hex::encode(digest.as_ref())
+    }
+}
+
+/// The result of checking the chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifyReport {
+    pub entries: u64,
+    pub head: Option<(i64, String)>,
+    pub broken: Option<Break>,
+}
+
+/// The first place the chain does not hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Break {
+    pub seq: i64,
+    pub reason: String,
+}
+
+/// Checks every entry in sequence order: contiguous numbering from 1, each `prev_hash` equal to
+/// the previous entry's hash, and each hash equal to the hash of its canonical encoding.
+pub async fn verify(store: &dyn Store) -> Result<VerifyReport, StoreError> {
+    let mut report = VerifyReport {
+        entries: 0,
+        head: None,
+        broken: None,
+    };
+    let mut expected_seq = 1i64;
+    let mut prev_hash = GENESIS_HASH.to_string();
+    let mut after = 0i64;
+    loop {
+        let page = store.audit_page(after, 1000).await?;
+        if page.is_empty() {
+            break;
+        }
+        for entry in page {
+            after = entry.seq;
+            report.entries += 1;
+            let reason = if entry.seq != expected_seq {
+                Some(format!(
+                    "expected entry {expected_seq} but found {}",
+                    entry.seq
+                ))
+            } else if entry.prev_hash != prev_hash {
+                Some("its prev_hash does not match the hash of the entry before it".to_string())
+            } else if entry.compute_hash() != entry.hash {
+                Some("its content does not match its hash (the entry was altered)".to_string())
+            } else {
+                None
+            };
+            if let Some(reason) = reason {
+                report.broken = Some(Break {
+                    seq: entry.seq,
+                    reason,
+                });
+                return Ok(report);
+            }
+            expected_seq = entry.seq + 1;
+            prev_hash = entry.hash.clone();
+            report.head = Some((entry.seq, entry.hash));
+        }
+    }
+    Ok(report)
+}
+
+/// The one door every stage uses to record what happened.
+#[derive(Clone)]
+pub struct Audit {
+    store: Arc<dyn Store>,
+}
+
+impl Audit {
+    pub fn new(store: Arc<dyn Store>) -> Audit {
+        Audit { store }
+    }
+
+    /// Appends an event to the chain. A failure to audit is an error for the caller: the
+    /// gateway does not act on what it cannot record.
+    pub async fn record(&self, event: AuditEvent) -> Result<(), StoreError> {
+        self.store.append_audit(vec![event.into_draft()]).await
+    }
+
+    /// Records an event where the caller cannot do anything more about a failure than log it
+    /// (for example while already answering with an error).
+    pub async fn record_or_log(&self, event: AuditEvent) {
+        let action = event.action();
+        if let Err(err) = self.record(event).await {
+            tracing::error!(action, error = %err, "Could not write the audit entry.");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn draft(action: &'static str) -> AuditDraft {
+        AuditDraft {
+            action,
+            outcome: Outcome::Success,
+            actor_client: Some("prison".into()),
+            actor_ods: Some("Y02307".into()),
+            nhs_number: Some("9990000018".into()),
+            entities: vec!["Bundle/1".into()],
+            detail: json!({"dose": 2.50}),
+        }
+    }
+
+    #[test]
+    fn chained_entries_link_by_hash() {
+        let a = AuditEntry::chain(None, draft("a"), "2026-01-01T00:00:00.000Z".into());
+        let b = AuditEntry::chain(Some((a.seq, &a.hash)), draft("b"), "t".into());
+        assert_eq!(a.seq, 1);
+        assert_eq!(a.prev_hash, GENESIS_HASH);
+        assert_eq!(b.seq, 2);
+        assert_eq!(b.prev_hash, a.hash);
+        assert_eq!(a.hash.len(), 64);
+        assert_eq!(a.detail, r#"{"dose":2.50}"#);
+    }
+
+    #[test]
+    fn any_field_change_changes_the_hash() {
+        let a = AuditEntry::chain(None, draft("a"), "t".into());
+        let mut tampered = a.clone();
+        tampered.nhs_number = Some("9990000026".into());
+        assert_ne!(tampered.compute_hash(), a.hash);
+        let mut tampered = a.clone();
+        tampered.outcome = "failure".into();
+        assert_ne!(tampered.compute_hash(), a.hash);
+        assert_eq!(a.compute_hash(), a.hash);
+    }
+}

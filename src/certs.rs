@@ -1,0 +1,138 @@
+//! `throughcare certs generate`: a development CA, a server certificate for `localhost` and
+//! `127.0.0.1`, and client certificates for the sample organisations. For development only.
+
+use std::path::Path;
+
+use anyhow::Context;
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType,
+};
+use time::{Duration, OffsetDateTime};
+
+/// A sample client: its id (file name), ODS code and a description.
+pub struct SampleClient {
+    pub id: &'static str,
+    pub ods: &'static str,
+    pub organisation: &'static str,
+}
+
+/// The sample organisations registered in the example configuration.
+/// `Y02307` is the ODS code of the healthcare unit at HMP Bristol (prison register in the corpus);
+/// the others are made up for development.
+pub const SAMPLE_CLIENTS: &[SampleClient] = &[
+    SampleClient {
+        id: "prison",
+        ods: "Y02307",
+        organisation: "HMP Bristol Healthcare",
+    },
+    SampleClient {
+        id: "gp",
+        ods: "A99001",
+        organisation: "Sample Community GP Practice",
+    },
+    SampleClient {
+        id: "icb",
+        ods: "Q99",
+        organisation: "Sample Integrated Care Board",
+    },
+    SampleClient {
+        id: "drug-service",
+        ods: "X99001",
+        organisation: "Sample Drug and Alcohol Service",
+    },
+    SampleClient {
+        id: "auditor",
+        ods: "X99002",
+        organisation: "Sample Information Governance Office",
+    },
+];
+
+const NOTICE: &str = "# Development only\n\n\
+These certificates and keys are EXAMPLES for development and tests. They are public: never use\n\
+them to protect real patient data. Regenerate them with:\n\n\
+    cargo run -- certs generate --out certs-example\n\n\
+- `ca.crt`, `ca.key`: the development CA that signs everything here.\n\
+- `server.crt`, `server.key`: the gateway, for `localhost` and `127.0.0.1`.\n\
+- `clients/<name>.crt`, `clients/<name>.key`: sample clients (PKCS#8 PEM, EC P-384). The\n\
+  certificate's subject O is the organisation's ODS code and CN the client id; the gateway\n\
+  checks O against the access token's organisation when a client presents its certificate.\n";
+
+fn key() -> anyhow::Result<KeyPair> {
+    KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).context("generating a P-384 key")
+}
+
+fn validity(params: &mut CertificateParams, years: i64) {
+    let now = OffsetDateTime::now_utc();
+    params.not_before = now - Duration::days(1);
+    params.not_after = now + Duration::days(365 * years);
+}
+
+fn write(dir: &Path, name: &str, contents: &str) -> anyhow::Result<()> {
+    let path = dir.join(name);
+    std::fs::write(&path, contents).with_context(|| format!("writing {}", path.display()))
+}
+
+/// Writes a fresh development PKI into `out`.
+pub fn generate(out: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(out.join("clients"))?;
+
+    let ca_key = key()?;
+    let mut ca = CertificateParams::new(Vec::<String>::new())?;
+    let mut dn = DistinguishedName::new();
+    dn.push(
+        DnType::CommonName,
+        "Throughcare Development CA (NOT FOR PRODUCTION)",
+    );
+    dn.push(DnType::OrganizationName, "Throughcare development");
+    ca.distinguished_name = dn;
+    ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    validity(&mut ca, 20);
+    let ca_cert = ca.self_signed(&ca_key)?;
+    write(out, "ca.crt", &ca_cert.pem())?;
+    write(out, "ca.key", &ca_key.serialize_pem())?;
+    let issuer = Issuer::new(ca, ca_key);
+
+    let server_key = key()?;
+    let mut server = CertificateParams::new(vec!["localhost".to_string()])?;
+    server
+        .subject_alt_names
+        .push(SanType::IpAddress(std::net::IpAddr::from([127, 0, 0, 1])));
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, "localhost");
+    dn.push(DnType::OrganizationName, "Throughcare development gateway");
+    server.distinguished_name = dn;
+    server.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    server.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    validity(&mut server, 10);
+    let server_cert = server.signed_by(&server_key, &issuer)?;
+    write(out, "server.crt", &server_cert.pem())?;
+    write(out, "server.key", &server_key.serialize_pem())?;
+
+    for client in SAMPLE_CLIENTS {
+        let client_key = key()?;
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, client.id);
+        dn.push(DnType::OrganizationName, client.ods);
+        dn.push(DnType::OrganizationalUnitName, client.organisation);
+        params.distinguished_name = dn;
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        validity(&mut params, 10);
+        let cert = params.signed_by(&client_key, &issuer)?;
+        write(
+            &out.join("clients"),
+            &format!("{}.crt", client.id),
+            &cert.pem(),
+        )?;
+        write(
+            &out.join("clients"),
+            &format!("{}.key", client.id),
+            &client_key.serialize_pem(),
+        )?;
+    }
+    write(out, "README.md", NOTICE)?;
+    Ok(())
+}

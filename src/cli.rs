@@ -1,0 +1,135 @@
+//! The command line: `serve`, `demo`, `audit verify`, `certs generate`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::store::Store as _;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{Overrides, Settings};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "throughcare",
+    version,
+    about = "Prison-to-community FHIR gateway"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the gateway over HTTPS.
+    Serve {
+        /// Configuration file (default: ./throughcare.toml when present).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Address to listen on, such as 127.0.0.1:8443.
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+        /// Directory for the SQLite store and the signing key.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Run a release end to end on the embedded defaults, printing each step.
+    Demo,
+    /// Audit log tools.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+    /// Development certificates.
+    Certs {
+        #[command(subcommand)]
+        command: CertsCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check the audit hash chain; exits non-zero and names the first broken entry.
+    Verify {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CertsCommand {
+    /// Write a development CA, server and sample client certificates.
+    Generate {
+        #[arg(long, default_value = "certs-example")]
+        out: PathBuf,
+    },
+}
+
+/// Runs a command; the returned code is the process exit code.
+pub async fn run(cli: Cli) -> anyhow::Result<i32> {
+    match cli.command {
+        Command::Serve {
+            config,
+            listen,
+            data_dir,
+        } => {
+            let settings = Settings::load(config.as_deref(), &Overrides { listen, data_dir })?;
+            let app = crate::startup::Application::build(settings).await?;
+            tracing::info!(url = app.public_url(), "Gateway listening.");
+            app.run_until_stopped().await?;
+            tracing::info!("Gateway stopped.");
+            Ok(0)
+        }
+        Command::Demo => {
+            crate::demo::run().await?;
+            Ok(0)
+        }
+        Command::Audit {
+            command: AuditCommand::Verify { config, data_dir },
+        } => {
+            let settings = Settings::load(
+                config.as_deref(),
+                &Overrides {
+                    listen: None,
+                    data_dir,
+                },
+            )?;
+            let dir = &settings.server.data_dir;
+            if !dir.join(crate::store::sqlite_file_name()).exists() {
+                anyhow::bail!("no audit log in {}", dir.display());
+            }
+            let store =
+                crate::store::SqliteStore::open(dir, Arc::new(crate::clock::SystemClock)).await?;
+            let report = crate::audit::verify(&store).await?;
+            store.close().await;
+            match report.broken {
+                None => {
+                    let head = report
+                        .head
+                        .map(|(s, h)| format!("head #{s} {h}"))
+                        .unwrap_or_default();
+                    println!("audit chain intact: {} entries; {head}", report.entries);
+                    Ok(0)
+                }
+                Some(b) => {
+                    println!("audit chain BROKEN at entry {}: {}", b.seq, b.reason);
+                    Ok(1)
+                }
+            }
+        }
+        Command::Certs {
+            command: CertsCommand::Generate { out },
+        } => {
+            crate::certs::generate(&out)?;
+            println!(
+                "wrote development certificates to {} (NOT for production)",
+                out.display()
+            );
+            Ok(0)
+        }
+    }
+}

@@ -1,0 +1,219 @@
+//! Settings: built-in defaults, then `throughcare.toml` (or `--config FILE`), then
+//! `THROUGHCARE__SECTION__KEY` environment variables, then command-line flags.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{OdsCode, Role};
+
+/// Everything the gateway needs to start.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub tls: TlsSettings,
+    pub auth: AuthSettings,
+    pub limits: Limits,
+    #[serde(default)]
+    pub clients: Vec<ClientRegistration>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    /// Address to listen on; port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// Base URL clients use to reach the gateway, such as `https://gateway.example.nhs.uk`.
+    /// Defaults to `https://localhost:<port>`. The token endpoint's `aud` is derived from it.
+    #[serde(default)]
+    pub public_url: Option<String>,
+    /// Directory holding the SQLite store and the gateway's signing key.
+    pub data_dir: PathBuf,
+    /// Worker threads for HTTP; 0 means one per core.
+    #[serde(default)]
+    pub workers: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSettings {
+    /// Server certificate chain (PEM).
+    pub cert: PathBuf,
+    /// Server private key (PKCS#8 PEM).
+    pub key: PathBuf,
+    /// CA that client certificates must chain to (PEM).
+    pub client_ca: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSettings {
+    /// Lifetime of access tokens issued by `/oauth2/token`, in seconds.
+    pub access_token_ttl_secs: u64,
+    /// Longest lifetime a client assertion may claim (`exp` minus now), in seconds.
+    pub max_assertion_lifetime_secs: u64,
+    /// Allowed clock skew between the gateway and its clients, in seconds.
+    pub clock_skew_secs: u64,
+    /// The gateway's ES384 signing key (PKCS#8 PEM). When absent, a key is generated on first
+    /// start and kept in the data directory.
+    #[serde(default)]
+    pub signing_key: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+    /// Deepest JSON nesting accepted.
+    pub max_json_depth: usize,
+    /// Most entries accepted in one Bundle.
+    pub max_bundle_entries: usize,
+}
+
+/// A registered client (SMART Backend Services).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientRegistration {
+    /// The client id, used as `iss` and `sub` of its assertions.
+    pub id: String,
+    /// The organisation the client acts for.
+    pub ods: OdsCode,
+    pub role: Role,
+    /// Scopes the client may be granted, such as `system/Bundle.c`.
+    pub scopes: Vec<String>,
+    /// Certificate (PEM) whose public key verifies the client's assertions.
+    pub certificate: PathBuf,
+    /// Human-readable name of the organisation.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Whether the client may use emergency (`ETREAT`) access.
+    #[serde(default)]
+    pub break_glass: bool,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            server: ServerSettings {
+                listen: SocketAddr::from(([127, 0, 0, 1], 8443)),
+                public_url: None,
+                data_dir: PathBuf::from("data"),
+                workers: 0,
+            },
+            tls: TlsSettings {
+                cert: PathBuf::from("certs-example/server.crt"),
+                key: PathBuf::from("certs-example/server.key"),
+                client_ca: PathBuf::from("certs-example/ca.crt"),
+            },
+            auth: AuthSettings {
+                access_token_ttl_secs: 300,
+                max_assertion_lifetime_secs: 300,
+                clock_skew_secs: 60,
+                signing_key: None,
+            },
+            limits: Limits {
+                max_body_bytes: 10 * 1024 * 1024,
+                max_json_depth: 64,
+                max_bundle_entries: 10_000,
+            },
+            clients: Vec::new(),
+        }
+    }
+}
+
+/// Overrides given on the command line; they win over everything else.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub listen: Option<SocketAddr>,
+    pub data_dir: Option<PathBuf>,
+}
+
+/// Where to look for the configuration file when `--config` is not given.
+pub const DEFAULT_CONFIG_FILE: &str = "throughcare.toml";
+
+impl Settings {
+    /// Loads defaults, then the file (if `file` is given it must exist; otherwise
+    /// `throughcare.toml` is read when present), then the environment, then `overrides`.
+    /// Relative paths in the file are resolved against the file's directory.
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> anyhow::Result<Settings> {
+        let (path, required) = match file {
+            Some(p) => (p.to_path_buf(), true),
+            None => (PathBuf::from(DEFAULT_CONFIG_FILE), false),
+        };
+        if required && !path.exists() {
+            anyhow::bail!("configuration file {} does not exist", path.display());
+        }
+        let mut figment = Figment::from(Serialized::defaults(Settings::default()));
+        let base_dir = if path.exists() {
+            figment = figment.merge(Toml::file(&path));
+            path.parent().map(Path::to_path_buf).unwrap_or_default()
+        } else {
+            PathBuf::new()
+        };
+        figment = figment.merge(Env::prefixed("THROUGHCARE__").split("__"));
+        let mut settings: Settings = figment
+            .extract()
+            .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+        settings.resolve_paths(&base_dir);
+        if let Some(listen) = overrides.listen {
+            settings.server.listen = listen;
+        }
+        if let Some(dir) = &overrides.data_dir {
+            settings.server.data_dir = dir.clone();
+        }
+        settings.check()?;
+        Ok(settings)
+    }
+
+    /// Makes every relative path absolute against `base` (the configuration file's folder).
+    pub fn resolve_paths(&mut self, base: &Path) {
+        if base.as_os_str().is_empty() {
+            return;
+        }
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        fix(&mut self.server.data_dir);
+        fix(&mut self.tls.cert);
+        fix(&mut self.tls.key);
+        fix(&mut self.tls.client_ca);
+        if let Some(k) = self.auth.signing_key.as_mut() {
+            fix(k);
+        }
+        for client in &mut self.clients {
+            fix(&mut client.certificate);
+        }
+    }
+
+    /// Checks what serde cannot: unique client ids, sane limits.
+    pub fn check(&self) -> anyhow::Result<()> {
+        let mut seen = std::collections::HashSet::new();
+        for c in &self.clients {
+            if !seen.insert(c.id.as_str()) {
+                anyhow::bail!("client id {:?} is registered twice", c.id);
+            }
+        }
+        if self.limits.max_body_bytes == 0 || self.limits.max_json_depth < 8 {
+            anyhow::bail!("limits are too small to accept any FHIR document");
+        }
+        if self.auth.access_token_ttl_secs == 0 || self.auth.access_token_ttl_secs > 3600 {
+            anyhow::bail!("auth.access_token_ttl_secs must be between 1 and 3600");
+        }
+        Ok(())
+    }
+
+    /// The base URL clients use, defaulting to `https://localhost:<port>`.
+    pub fn public_url(&self, bound: SocketAddr) -> String {
+        match &self.server.public_url {
+            Some(url) => url.trim_end_matches('/').to_string(),
+            None => format!("https://localhost:{}", bound.port()),
+        }
+    }
+}

@@ -1,0 +1,251 @@
+//! Domain newtypes: parse, don't validate. An `NhsNumber` that exists has a valid check digit.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// FHIR identifier systems and canonical URLs the gateway speaks.
+pub mod systems {
+    pub const NHS_NUMBER: &str = "https://fhir.nhs.uk/Id/nhs-number";
+    pub const ODS_ORGANISATION: &str = "https://fhir.nhs.uk/Id/ods-organization-code";
+    pub const SNOMED: &str = "http://snomed.info/sct";
+    pub const BASE: &str = "https://throughcare.example.org/fhir/";
+    pub const PRISON_NUMBER: &str = "https://throughcare.example.org/fhir/Id/prison-number";
+    pub const CUSTODY_EVENT: &str = "https://throughcare.example.org/fhir/CodeSystem/custody-event";
+    pub const CUSTODY_LABEL: &str = "https://throughcare.example.org/fhir/CodeSystem/custody-label";
+    pub const CUSTODY_EXTENSION_PREFIX: &str =
+        "https://throughcare.example.org/fhir/StructureDefinition/custody-";
+    /// SNOMED CT 373942005 |Discharge summary|.
+    pub const DISCHARGE_SUMMARY: &str = "373942005";
+}
+
+/// A ten-digit NHS number whose Modulus 11 check digit is valid.
+///
+/// `Debug` does not print the number: it is patient-identifying and must not reach ordinary logs.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct NhsNumber(String);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NhsNumberError {
+    #[error("an NHS number is exactly ten digits with no spaces")]
+    Format,
+    #[error("the NHS number fails the Modulus 11 check")]
+    CheckDigit,
+}
+
+impl NhsNumber {
+    pub fn parse(value: &str) -> Result<NhsNumber, NhsNumberError> {
+        if value.len() != 10 || !value.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(NhsNumberError::Format);
+        }
+        let parsed = nhs_number::NHSNumber::from_str(value).map_err(|_| NhsNumberError::Format)?;
+        if !parsed.validate_check_digit() {
+            return Err(NhsNumberError::CheckDigit);
+        }
+        Ok(NhsNumber(value.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for NhsNumber {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("NhsNumber(***)")
+    }
+}
+
+/// An ODS organisation code (e.g. `Y02307` for a prison healthcare unit, `A81001` for a GP).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(try_from = "String", into = "String")]
+pub struct OdsCode(String);
+
+impl OdsCode {
+    pub fn parse(value: &str) -> Result<OdsCode, String> {
+        let ok = (3..=10).contains(&value.len())
+            && value
+                .bytes()
+                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit());
+        if ok {
+            Ok(OdsCode(value.to_string()))
+        } else {
+            Err(format!(
+                "{value:?} is not an ODS code (3 to 10 upper-case letters and digits)"
+            ))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for OdsCode {
+    type Error = String;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        OdsCode::parse(&value)
+    }
+}
+
+impl From<OdsCode> for String {
+    fn from(value: OdsCode) -> Self {
+        value.0
+    }
+}
+
+impl fmt::Display for OdsCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A NOMIS prison number, `A1234BC`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PrisonNumber(String);
+
+impl PrisonNumber {
+    pub fn parse(value: &str) -> Option<PrisonNumber> {
+        let b = value.as_bytes();
+        let ok = b.len() == 7
+            && b[0].is_ascii_uppercase()
+            && b[1..5].iter().all(u8::is_ascii_digit)
+            && b[5..7].iter().all(u8::is_ascii_uppercase);
+        ok.then(|| PrisonNumber(value.to_string()))
+    }
+}
+
+impl fmt::Debug for PrisonNumber {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PrisonNumber(***)")
+    }
+}
+
+/// What kind of party a client is; routes and policy are decided by role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    /// A prison healthcare unit.
+    Prison,
+    /// A community GP practice.
+    Gp,
+    /// An integrated care board or its shared care record.
+    Icb,
+    /// A community service: drug and alcohol, community mental health, liaison.
+    Service,
+    /// Information governance: reads and verifies the audit log.
+    Auditor,
+    /// Gateway operators.
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Prison => "prison",
+            Role::Gp => "gp",
+            Role::Icb => "icb",
+            Role::Service => "service",
+            Role::Auditor => "auditor",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+impl FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s {
+            "prison" => Role::Prison,
+            "gp" => Role::Gp,
+            "icb" => Role::Icb,
+            "service" => Role::Service,
+            "auditor" => Role::Auditor,
+            "admin" => Role::Admin,
+            other => return Err(format!("unknown role {other:?}")),
+        })
+    }
+}
+
+/// The custody events a prison document announces (`CodeSystem/custody-event`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CustodyEvent {
+    PreRelease,
+    Release,
+    CourtRelease,
+    Transfer,
+    Reception,
+}
+
+impl CustodyEvent {
+    pub const ALL: [CustodyEvent; 5] = [
+        CustodyEvent::PreRelease,
+        CustodyEvent::Release,
+        CustodyEvent::CourtRelease,
+        CustodyEvent::Transfer,
+        CustodyEvent::Reception,
+    ];
+
+    pub fn code(self) -> &'static str {
+        match self {
+            CustodyEvent::PreRelease => "pre-release",
+            CustodyEvent::Release => "release",
+            CustodyEvent::CourtRelease => "court-release",
+            CustodyEvent::Transfer => "transfer",
+            CustodyEvent::Reception => "reception",
+        }
+    }
+
+    pub fn from_code(code: &str) -> Option<CustodyEvent> {
+        CustodyEvent::ALL.into_iter().find(|e| e.code() == code)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nhs_numbers_in_the_test_range_with_valid_check_digits_parse() {
+        for n in ["9990000018", "9991000003", "9990000026"] {
+            assert!(NhsNumber::parse(n).is_ok(), "{n}");
+        }
+    }
+
+    #[test]
+    fn nhs_numbers_failing_modulus_11_are_refused() {
+        // Negative cases named in the corpus notes.
+        for n in ["9432003812", "1234567890", "9000000015"] {
+            assert_eq!(NhsNumber::parse(n), Err(NhsNumberError::CheckDigit), "{n}");
+        }
+        assert_eq!(
+            NhsNumber::parse("999 000 0018"),
+            Err(NhsNumberError::Format)
+        );
+        assert_eq!(NhsNumber::parse("99900000"), Err(NhsNumberError::Format));
+        assert_eq!(NhsNumber::parse("99900000１8"), Err(NhsNumberError::Format));
+    }
+
+    #[test]
+    fn nhs_number_debug_hides_the_digits() {
+        let n = NhsNumber::parse("9990000018").unwrap();
+        assert!(!format!("{n:?}").contains("999"));
+    }
+
+    #[test]
+    fn prison_numbers_follow_the_nomis_format() {
+        assert!(PrisonNumber::parse("A1234BC").is_some());
+        for bad in ["a1234BC", "A123BC", "A1234B1", "AA234BC", "A1234BCD", ""] {
+            assert!(PrisonNumber::parse(bad).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn ods_codes_are_upper_case_alphanumerics() {
+        assert!(OdsCode::parse("Y02307").is_ok());
+        assert!(OdsCode::parse("y02307").is_err());
+        assert!(OdsCode::parse("Y0").is_err());
+    }
+}

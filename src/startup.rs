@@ -1,0 +1,264 @@
+//! `Application`: builds state, binds the TLS listener, holds the route table, runs until stopped.
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+
+use actix_web::dev::{Extensions, Server, ServerHandle};
+use actix_web::http::Method;
+use actix_web::{App, HttpRequest, HttpResponse, Route, web};
+use anyhow::Context;
+
+use crate::api;
+use crate::audit::{Audit, AuditEvent};
+use crate::auth::PeerIdentity;
+use crate::auth::keys::{GatewayKey, certificate_organisation};
+use crate::auth::token::{ClientRegistry, TokenService};
+use crate::clock::{SharedClock, SystemClock};
+use crate::config::Settings;
+use crate::error::{ApiError, codes};
+use crate::fhir::outcome::Issue;
+use crate::store::{SqliteStore, Store};
+
+/// Shared state handed to every handler.
+pub struct AppState {
+    pub settings: Settings,
+    pub public_url: String,
+    pub store: Arc<dyn Store>,
+    pub audit: Audit,
+    pub clock: SharedClock,
+    pub tokens: TokenService,
+    /// The CapabilityStatement, rendered once.
+    pub capability: String,
+}
+
+/// One row of the route table: the single source for the router, the CapabilityStatement and
+/// the test that holds `openapi.yaml` to the router.
+pub struct RouteDef {
+    pub method: Method,
+    pub path: &'static str,
+    pub route: fn() -> Route,
+}
+
+fn def(method: Method, path: &'static str, route: fn() -> Route) -> RouteDef {
+    RouteDef {
+        method,
+        path,
+        route,
+    }
+}
+
+/// Every route the gateway serves. More specific paths come before parameterised ones.
+pub fn route_table() -> Vec<RouteDef> {
+    vec![
+        def(Method::GET, "/fhir/metadata", || {
+            web::get().to(api::metadata::capability_statement)
+        }),
+        def(Method::POST, "/fhir/Bundle", || {
+            web::post().to(api::bundle::submit_document)
+        }),
+        def(Method::GET, "/fhir/Bundle/{id}", || {
+            web::get().to(api::bundle::read_document)
+        }),
+        def(Method::POST, "/oauth2/token", || {
+            web::post().to(api::oauth::issue_token)
+        }),
+        def(Method::GET, "/.well-known/smart-configuration", || {
+            web::get().to(api::oauth::smart_configuration)
+        }),
+        def(Method::GET, "/.well-known/jwks.json", || {
+            web::get().to(api::oauth::jwks)
+        }),
+        def(Method::GET, "/healthz", || {
+            web::get().to(api::health::healthz)
+        }),
+        def(Method::GET, "/readyz", || {
+            web::get().to(api::health::readyz)
+        }),
+    ]
+}
+
+/// (method, path) of every route, for the CapabilityStatement and the OpenAPI test.
+pub fn routes() -> Vec<(Method, &'static str)> {
+    route_table()
+        .into_iter()
+        .map(|r| (r.method, r.path))
+        .collect()
+}
+
+fn configure(cfg: &mut web::ServiceConfig) {
+    // Group by path so that a known path with another method answers 405, not 404.
+    let mut paths: Vec<&'static str> = Vec::new();
+    let table = route_table();
+    for r in &table {
+        if !paths.contains(&r.path) {
+            paths.push(r.path);
+        }
+    }
+    for path in paths {
+        let mut resource = web::resource(path).default_service(web::to(method_not_allowed));
+        for r in table.iter().filter(|r| r.path == path) {
+            resource = resource.route((r.route)());
+        }
+        cfg.service(resource);
+    }
+}
+
+async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::MethodNotAllowed)
+}
+
+async fn unknown_route(req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    Err(ApiError::NotFound(
+        Issue::error(
+            "not-supported",
+            format!("No route for {} {}.", req.method(), req.path()),
+        )
+        .with_code(codes::UNKNOWN_ROUTE),
+    ))
+}
+
+/// Records the verified client certificate's organisation on the connection.
+fn on_connect(conn: &dyn std::any::Any, ext: &mut Extensions) {
+    type Tls = actix_tls::accept::rustls_0_23::TlsStream<actix_web::rt::net::TcpStream>;
+    if let Some(tls) = conn.downcast_ref::<Tls>() {
+        let (_, session) = tls.get_ref();
+        if let Some(cert) = session.peer_certificates().and_then(|c| c.first()) {
+            let organisation = certificate_organisation(cert.as_ref());
+            ext.insert(PeerIdentity {
+                organisation,
+                common_name: None,
+            });
+        }
+    }
+}
+
+/// A built, bound gateway.
+pub struct Application {
+    port: u16,
+    server: Server,
+    state: web::Data<AppState>,
+}
+
+/// Options for embedding the gateway (tests, the demo).
+#[derive(Debug, Clone, Default)]
+pub struct BuildOptions {
+    /// Leave signal handling to the embedder.
+    pub disable_signals: bool,
+    /// Use this clock instead of the system clock.
+    pub clock: Option<SharedClock>,
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+        Application::build_with(settings, BuildOptions::default()).await
+    }
+
+    pub async fn build_with(
+        settings: Settings,
+        options: BuildOptions,
+    ) -> anyhow::Result<Application> {
+        let clock: SharedClock = options.clock.unwrap_or_else(|| Arc::new(SystemClock));
+        let tls = crate::tls::server_config(&settings.tls)?;
+        let listener = TcpListener::bind(settings.server.listen)
+            .with_context(|| format!("binding {}", settings.server.listen))?;
+        let bound: SocketAddr = listener.local_addr()?;
+        let public_url = settings.public_url(bound);
+
+        let store: Arc<dyn Store> = Arc::new(
+            SqliteStore::open(&settings.server.data_dir, clock.clone())
+                .await
+                .with_context(|| {
+                    format!(
+                        "opening the store in {}",
+                        settings.server.data_dir.display()
+                    )
+                })?,
+        );
+        let audit = Audit::new(store.clone());
+        let gateway_key = GatewayKey::load_or_generate(
+            settings.auth.signing_key.as_deref(),
+            &settings.server.data_dir,
+        )?;
+        let clients = ClientRegistry::load(&settings.clients)?;
+        if clients.is_empty() {
+            tracing::warn!("No clients are registered: every protected route will refuse.");
+        }
+        let tokens = TokenService {
+            clients,
+            gateway_key,
+            settings: settings.auth.clone(),
+            issuer: public_url.clone(),
+            token_url: format!("{public_url}/oauth2/token"),
+        };
+        let capability = crate::fhir::capability::build(&public_url, &routes()).to_string();
+        let state = web::Data::new(AppState {
+            settings: settings.clone(),
+            public_url,
+            store,
+            audit,
+            clock,
+            tokens,
+            capability,
+        });
+
+        let app_state = state.clone();
+        let mut server = actix_web::HttpServer::new(move || {
+            App::new()
+                .app_data(app_state.clone())
+                .wrap(tracing_actix())
+                .configure(configure)
+                .default_service(web::to(unknown_route))
+        })
+        .on_connect(on_connect)
+        .listen_rustls_0_23(listener, tls)?;
+        if settings.server.workers > 0 {
+            server = server.workers(settings.server.workers);
+        }
+        if options.disable_signals {
+            server = server.disable_signals();
+        }
+        let server = server.shutdown_timeout(30).run();
+        state
+            .audit
+            .record(AuditEvent::GatewayLifecycle {
+                what: "gateway-started",
+            })
+            .await?;
+        Ok(Application {
+            port: bound.port(),
+            server,
+            state,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn public_url(&self) -> &str {
+        &self.state.public_url
+    }
+
+    pub fn handle(&self) -> ServerHandle {
+        self.server.handle()
+    }
+
+    /// Serves until stopped (SIGTERM, Ctrl-C or the handle), then records the stop and closes
+    /// the store.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        self.server.await?;
+        self.state
+            .audit
+            .record_or_log(AuditEvent::GatewayLifecycle {
+                what: "gateway-stopped",
+            })
+            .await;
+        self.state.store.close().await;
+        Ok(())
+    }
+}
+
+fn tracing_actix() -> actix_web::middleware::Logger {
+    // Method, path and status only: paths carry resource ids, never patient identifiers.
+    actix_web::middleware::Logger::new("%r %s %Dms").exclude("/healthz")
+}

@@ -1,0 +1,239 @@
+//! The embedded SQLite store: WAL, full sync, one writer connection and a pool of readers.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{Row, Sqlite, Transaction};
+
+use super::{Acceptance, NewDocument, Store, StoreError, StoredDocument};
+use crate::audit::{AuditDraft, AuditEntry};
+use crate::clock::{SharedClock, rfc3339};
+
+/// The database file inside the data directory.
+pub const DATABASE_FILE: &str = "throughcare.db";
+
+pub struct SqliteStore {
+    writer: SqlitePool,
+    readers: SqlitePool,
+    clock: SharedClock,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the store in `data_dir` and applies migrations.
+    pub async fn open(data_dir: &Path, clock: SharedClock) -> Result<SqliteStore, StoreError> {
+        std::fs::create_dir_all(data_dir)?;
+        let path = data_dir.join(DATABASE_FILE);
+        let options = SqliteConnectOptions::from_str("sqlite:")?
+            .filename(&path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .connect_with(options.clone())
+            .await?;
+        sqlx::migrate!("./migrations/sqlite").run(&writer).await?;
+        let readers = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(options.read_only(true))
+            .await?;
+        Ok(SqliteStore {
+            writer,
+            readers,
+            clock,
+        })
+    }
+
+    async fn chain_into(
+        &self,
+        tx: &mut Transaction<'_, Sqlite>,
+        drafts: Vec<AuditDraft>,
+    ) -> Result<(), StoreError> {
+        if drafts.is_empty() {
+            return Ok(());
+        }
+        let head: Option<(i64, String)> =
+            sqlx::query_as("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+                .fetch_optional(&mut **tx)
+                .await?;
+        let mut prev = head;
+        let recorded_at = rfc3339(self.clock.now());
+        for draft in drafts {
+            let entry = AuditEntry::chain(
+                prev.as_ref().map(|(s, h)| (*s, h.as_str())),
+                draft,
+                recorded_at.clone(),
+            );
+            sqlx::query(
+                "INSERT INTO audit_log (seq, recorded_at, actor_client, actor_ods, action, outcome, \
+                 nhs_number, entities, detail, prev_hash, hash) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(entry.seq)
+            .bind(&entry.recorded_at)
+            .bind(&entry.actor_client)
+            .bind(&entry.actor_ods)
+            .bind(&entry.action)
+            .bind(&entry.outcome)
+            .bind(&entry.nhs_number)
+            .bind(&entry.entities)
+            .bind(&entry.detail)
+            .bind(&entry.prev_hash)
+            .bind(&entry.hash)
+            .execute(&mut **tx)
+            .await?;
+            prev = Some((entry.seq, entry.hash));
+        }
+        Ok(())
+    }
+}
+
+fn document_from_row(row: &SqliteRow) -> Result<StoredDocument, sqlx::Error> {
+    Ok(StoredDocument {
+        id: row.try_get("id")?,
+        sender_client: row.try_get("sender_client")?,
+        sender_ods: row.try_get("sender_ods")?,
+        identifier_system: row.try_get("identifier_system")?,
+        identifier_value: row.try_get("identifier_value")?,
+        content_hash: row.try_get("content_hash")?,
+        nhs_number: row.try_get("nhs_number")?,
+        event_code: row.try_get("event_code")?,
+        event_date: row.try_get("event_date")?,
+        received_at: row.try_get("received_at")?,
+        body: row.try_get("body")?,
+    })
+}
+
+fn entry_from_row(row: &SqliteRow) -> Result<AuditEntry, sqlx::Error> {
+    Ok(AuditEntry {
+        seq: row.try_get("seq")?,
+        recorded_at: row.try_get("recorded_at")?,
+        actor_client: row.try_get("actor_client")?,
+        actor_ods: row.try_get("actor_ods")?,
+        action: row.try_get("action")?,
+        outcome: row.try_get("outcome")?,
+        nhs_number: row.try_get("nhs_number")?,
+        entities: row.try_get("entities")?,
+        detail: row.try_get("detail")?,
+        prev_hash: row.try_get("prev_hash")?,
+        hash: row.try_get("hash")?,
+    })
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn accept_document(
+        &self,
+        doc: NewDocument,
+        audit: Vec<AuditDraft>,
+    ) -> Result<Acceptance, StoreError> {
+        let mut tx = self.writer.begin().await?;
+        let existing: Option<(String, String)> = sqlx::query_as(
+            "SELECT id, content_hash FROM documents \
+             WHERE sender_ods = ? AND identifier_system = ? AND identifier_value = ?",
+        )
+        .bind(&doc.sender_ods)
+        .bind(&doc.identifier_system)
+        .bind(&doc.identifier_value)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some((id, hash)) = existing {
+            tx.rollback().await?;
+            return Ok(if hash == doc.content_hash {
+                Acceptance::Repeat { id }
+            } else {
+                Acceptance::Conflict { id }
+            });
+        }
+        sqlx::query(
+            "INSERT INTO documents (id, sender_client, sender_ods, identifier_system, \
+             identifier_value, content_hash, nhs_number, event_code, event_date, received_at, body) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&doc.id)
+        .bind(&doc.sender_client)
+        .bind(&doc.sender_ods)
+        .bind(&doc.identifier_system)
+        .bind(&doc.identifier_value)
+        .bind(&doc.content_hash)
+        .bind(&doc.nhs_number)
+        .bind(&doc.event_code)
+        .bind(&doc.event_date)
+        .bind(&doc.received_at)
+        .bind(&doc.body)
+        .execute(&mut *tx)
+        .await?;
+        self.chain_into(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(Acceptance::Created { id: doc.id })
+    }
+
+    async fn document(&self, id: &str) -> Result<Option<StoredDocument>, StoreError> {
+        let row = sqlx::query("SELECT * FROM documents WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.readers)
+            .await?;
+        Ok(row.as_ref().map(document_from_row).transpose()?)
+    }
+
+    async fn append_audit(&self, drafts: Vec<AuditDraft>) -> Result<(), StoreError> {
+        let mut tx = self.writer.begin().await?;
+        self.chain_into(&mut tx, drafts).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn audit_page(&self, after: i64, limit: i64) -> Result<Vec<AuditEntry>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM audit_log WHERE seq > ? ORDER BY seq LIMIT ?")
+            .bind(after)
+            .bind(limit)
+            .fetch_all(&self.readers)
+            .await?;
+        Ok(rows.iter().map(entry_from_row).collect::<Result<_, _>>()?)
+    }
+
+    async fn remember_assertion(
+        &self,
+        client_id: &str,
+        jti: &str,
+        expires_at: i64,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.writer.begin().await?;
+        sqlx::query("DELETE FROM used_assertions WHERE expires_at < ?")
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        let inserted = sqlx::query(
+            "INSERT INTO used_assertions (client_id, jti, expires_at) VALUES (?, ?, ?) \
+             ON CONFLICT (client_id, jti) DO NOTHING",
+        )
+        .bind(client_id)
+        .bind(jti)
+        .bind(expires_at)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(inserted == 1)
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.readers).await?;
+        Ok(())
+    }
+
+    async fn close(&self) {
+        self.readers.close().await;
+        self.writer.close().await;
+    }
+}
