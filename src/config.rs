@@ -18,6 +18,7 @@ pub struct Settings {
     pub tls: TlsSettings,
     pub auth: AuthSettings,
     pub limits: Limits,
+    pub fhir: FhirSettings,
     #[serde(default)]
     pub clients: Vec<ClientRegistration>,
 }
@@ -75,6 +76,21 @@ pub struct Limits {
     pub max_bundle_entries: usize,
 }
 
+/// Where profiles, packages and mappings come from.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FhirSettings {
+    /// Our own StructureDefinitions (the prison profiles), one JSON file per profile.
+    pub profiles_dir: PathBuf,
+    /// External packages (FHIR R4 core, UK Core R4, GP Connect STU3): folders of JSON
+    /// conformance resources, loaded like implementation-guide packages. A folder that does not
+    /// exist is reported at start-up and skipped.
+    #[serde(default)]
+    pub packages: Vec<PathBuf>,
+    /// Declarative translation rules and ConceptMaps.
+    pub mappings_dir: PathBuf,
+}
+
 /// A registered client (SMART Backend Services).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -120,6 +136,11 @@ impl Default for Settings {
                 max_body_bytes: 10 * 1024 * 1024,
                 max_json_depth: 64,
                 max_bundle_entries: 10_000,
+            },
+            fhir: FhirSettings {
+                profiles_dir: PathBuf::from("profiles"),
+                packages: Vec::new(),
+                mappings_dir: PathBuf::from("mappings"),
             },
             clients: Vec::new(),
         }
@@ -186,6 +207,11 @@ impl Settings {
         fix(&mut self.tls.client_ca);
         if let Some(k) = self.auth.signing_key.as_mut() {
             fix(k);
+        }
+        fix(&mut self.fhir.profiles_dir);
+        fix(&mut self.fhir.mappings_dir);
+        for p in &mut self.fhir.packages {
+            fix(p);
         }
         for client in &mut self.clients {
             fix(&mut client.certificate);

@@ -20,3 +20,5 @@ pub mod pipeline;
 pub mod startup;
 pub mod store;
 pub mod tls;
+pub mod translate;
+pub mod validate;
