@@ -259,6 +259,8 @@ impl Application {
 }
 
 fn tracing_actix() -> actix_web::middleware::Logger {
-    // Method, path and status only: paths carry resource ids, never patient identifiers.
-    actix_web::middleware::Logger::new("%r %s %Dms").exclude("/healthz")
+    // Method, path (no query string: searches carry NHS numbers) and status only.
+    actix_web::middleware::Logger::new("%{method}xi %U %s %Dms")
+        .custom_request_replace("method", |req| req.method().to_string())
+        .exclude("/healthz")
 }
