@@ -17,6 +17,7 @@ pub mod domain;
 pub mod error;
 pub mod fhir;
 pub mod pipeline;
+pub mod policy;
 pub mod startup;
 pub mod store;
 pub mod tls;

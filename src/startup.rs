@@ -95,7 +95,16 @@ fn configure(cfg: &mut web::ServiceConfig) {
         }
     }
     for path in paths {
-        let mut resource = web::resource(path).default_service(web::to(method_not_allowed));
+        let allow: Vec<&str> = table
+            .iter()
+            .filter(|r| r.path == path)
+            .map(|r| r.method.as_str())
+            .collect();
+        let allow = allow.join(", ");
+        let mut resource = web::resource(path).default_service(web::to(move || {
+            let allow = allow.clone();
+            async move { method_not_allowed(allow) }
+        }));
         for r in table.iter().filter(|r| r.path == path) {
             resource = resource.route((r.route)());
         }
@@ -103,8 +112,15 @@ fn configure(cfg: &mut web::ServiceConfig) {
     }
 }
 
-async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
-    Err(ApiError::MethodNotAllowed)
+fn method_not_allowed(allow: String) -> HttpResponse {
+    use actix_web::ResponseError;
+    let mut response = ApiError::MethodNotAllowed.error_response();
+    if let Ok(value) = actix_web::http::header::HeaderValue::from_str(&allow) {
+        response
+            .headers_mut()
+            .insert(actix_web::http::header::ALLOW, value);
+    }
+    response
 }
 
 async fn unknown_route(req: HttpRequest) -> Result<HttpResponse, ApiError> {

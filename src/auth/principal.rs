@@ -103,15 +103,18 @@ fn authenticate(
             ApiError::unauthorized(codes::NO_TOKEN, "A bearer access token is required."),
         )
     })?;
-    let claims = state.tokens.verify_access_token(&token).map_err(|reason| {
-        (
-            None,
-            ApiError::unauthorized(
-                codes::BAD_TOKEN,
-                format!("The access token is not valid: {reason}."),
-            ),
-        )
-    })?;
+    let claims = state
+        .tokens
+        .verify_access_token(&token, state.clock.now().unix_timestamp())
+        .map_err(|reason| {
+            (
+                None,
+                ApiError::unauthorized(
+                    codes::BAD_TOKEN,
+                    format!("The access token is not valid: {reason}."),
+                ),
+            )
+        })?;
     let client_id = Some(claims.client_id.clone());
     let client = state.tokens.clients.get(&claims.client_id).ok_or_else(|| {
         (

@@ -128,6 +128,7 @@ struct AssertionClaims {
     iss: Option<String>,
     exp: Option<i64>,
     iat: Option<i64>,
+    nbf: Option<i64>,
     jti: Option<String>,
 }
 
@@ -228,7 +229,9 @@ impl TokenService {
         validation.set_issuer(&[client_id.as_str()]);
         validation.sub = Some(client_id.clone());
         validation.set_required_spec_claims(&["exp", "aud", "iss", "sub"]);
-        validation.validate_nbf = true;
+        // Times are checked below against the gateway's clock, not the system time.
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
         jsonwebtoken::decode::<serde_json::Value>(assertion, &client.key.key, &validation)
             .map_err(|e| {
                 TokenError::client(
@@ -239,6 +242,15 @@ impl TokenService {
 
         let skew = self.settings.clock_skew_secs as i64;
         let exp = unverified.exp.unwrap_or(0);
+        if exp + skew < now {
+            return Err(TokenError::client(cid, "assertion rejected: expired"));
+        }
+        if unverified.nbf.is_some_and(|nbf| nbf > now + skew) {
+            return Err(TokenError::client(
+                cid,
+                "assertion rejected: not yet valid (nbf)",
+            ));
+        }
         if exp - now > self.settings.max_assertion_lifetime_secs as i64 + skew {
             return Err(TokenError::client(
                 cid,
@@ -316,19 +328,26 @@ impl TokenService {
     }
 
     /// Verifies one of the gateway's own access tokens.
-    pub fn verify_access_token(&self, token: &str) -> Result<AccessClaims, String> {
+    pub fn verify_access_token(&self, token: &str, now: i64) -> Result<AccessClaims, String> {
         let header = jsonwebtoken::decode_header(token).map_err(|e| describe_jwt_error(&e))?;
         if header.alg != Algorithm::ES384 {
             return Err("access tokens are ES384".into());
         }
         let mut validation = Validation::new(Algorithm::ES384);
-        validation.leeway = 5;
         validation.set_audience(&[self.issuer.as_str()]);
         validation.set_issuer(&[self.issuer.as_str()]);
         validation.set_required_spec_claims(&["exp", "aud", "iss", "sub"]);
+        // Expiry is checked against the gateway's clock, not the system time.
+        validation.validate_exp = false;
         let data =
             jsonwebtoken::decode::<AccessClaims>(token, &self.gateway_key.decoding, &validation)
                 .map_err(|e| describe_jwt_error(&e))?;
+        if data.claims.exp <= now {
+            return Err("expired".into());
+        }
+        if data.claims.iat > now + self.settings.clock_skew_secs as i64 {
+            return Err("issued in the future".into());
+        }
         Ok(data.claims)
     }
 }

@@ -1,0 +1,303 @@
+//! The patient's consent, read from FHIR R4 Consent resources: permit and deny provisions by
+//! actor (an organisation's ODS code, or a recipient role), class (security label or resource
+//! type), purpose and period. A withdrawn consent (`inactive`) has no effect at all.
+//!
+//! Actors are given in `provision.actor.reference.identifier`: system
+//! `https://fhir.nhs.uk/Id/ods-organization-code` for an organisation, or
+//! `https://throughcare.example.org/fhir/Id/recipient-role` (gp, icb, service, prison) for every
+//! organisation of a role.
+
+use std::collections::BTreeSet;
+
+use serde_json::Value;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use super::Purpose;
+use super::labels::{Label, ResourceView};
+use crate::domain::{OdsCode, Role, systems};
+
+pub const RECIPIENT_ROLE_SYSTEM: &str = "https://throughcare.example.org/fhir/Id/recipient-role";
+pub const RESOURCE_TYPES: &str = "http://hl7.org/fhir/resource-types";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProvisionKind {
+    Permit,
+    Deny,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ActorSelector {
+    Ods(String),
+    Role(Role),
+}
+
+/// One provision, flattened (nested provisions inherit nothing: each states its own scope).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Provision {
+    /// FHIRPath of the provision in its Consent, for explanations.
+    pub path: String,
+    pub kind: ProvisionKind,
+    pub actors: Vec<ActorSelector>,
+    pub labels: BTreeSet<Label>,
+    pub resource_types: Vec<String>,
+    pub purposes: Vec<Purpose>,
+    pub start: Option<OffsetDateTime>,
+    pub end: Option<OffsetDateTime>,
+    /// Whether this is the root provision (the default answer).
+    pub root: bool,
+}
+
+/// An active Consent, ready to evaluate.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConsentDirective {
+    /// `Consent/<id>` with its version.
+    pub reference: String,
+    pub active: bool,
+    pub provisions: Vec<Provision>,
+}
+
+fn parse_time(s: &str) -> Option<OffsetDateTime> {
+    if let Ok(t) = OffsetDateTime::parse(s, &Rfc3339) {
+        return Some(t);
+    }
+    // A FHIR date: midnight UTC.
+    let d = time::Date::parse(s, time::macros::format_description!("[year]-[month]-[day]")).ok()?;
+    Some(d.midnight().assume_utc())
+}
+
+fn codings(v: Option<&Value>) -> Vec<(Option<&str>, Option<&str>)> {
+    v.and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .map(|c| {
+                    (
+                        c.get("system").and_then(Value::as_str),
+                        c.get("code").and_then(Value::as_str),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn read_provision(
+    p: &Value,
+    path: String,
+    kind_default: ProvisionKind,
+    root: bool,
+    out: &mut Vec<Provision>,
+) -> Result<(), String> {
+    let kind = match p.get("type").and_then(Value::as_str) {
+        Some("permit") => ProvisionKind::Permit,
+        Some("deny") => ProvisionKind::Deny,
+        None => kind_default,
+        Some(other) => return Err(format!("{path}.type: unknown provision type {other:?}")),
+    };
+    let mut actors = Vec::new();
+    for (i, a) in p
+        .get("actor")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        let id = a.get("reference").and_then(|r| r.get("identifier"));
+        let system = id.and_then(|i| i.get("system")).and_then(Value::as_str);
+        let value = id.and_then(|i| i.get("value")).and_then(Value::as_str);
+        match (system, value) {
+            (Some(s), Some(v)) if s == systems::ODS_ORGANISATION => {
+                actors.push(ActorSelector::Ods(v.to_string()))
+            }
+            (Some(s), Some(v)) if s == RECIPIENT_ROLE_SYSTEM => actors.push(ActorSelector::Role(
+                v.parse().map_err(|e| format!("{path}.actor[{i}]: {e}"))?,
+            )),
+            _ => {
+                return Err(format!(
+                    "{path}.actor[{i}].reference.identifier must be an ODS code or a recipient role"
+                ));
+            }
+        }
+    }
+    let mut labels = BTreeSet::new();
+    for (i, (s, c)) in codings(p.get("securityLabel")).into_iter().enumerate() {
+        match Label::from_coding(s, c) {
+            Ok(Some(l)) => {
+                labels.insert(l);
+            }
+            _ => return Err(format!("{path}.securityLabel[{i}]: unsupported label")),
+        }
+    }
+    let mut resource_types = Vec::new();
+    for (s, c) in codings(p.get("class")) {
+        if s == Some(RESOURCE_TYPES)
+            && let Some(c) = c
+        {
+            resource_types.push(c.to_string());
+        }
+    }
+    let mut purposes = Vec::new();
+    for (i, (s, c)) in codings(p.get("purpose")).into_iter().enumerate() {
+        match (s, c.and_then(Purpose::from_code)) {
+            (Some(super::ACT_REASON), Some(pu)) => purposes.push(pu),
+            _ => {
+                return Err(format!(
+                    "{path}.purpose[{i}]: only v3-ActReason TREAT and ETREAT are understood"
+                ));
+            }
+        }
+    }
+    let period = p.get("period");
+    let start = period
+        .and_then(|x| x.get("start"))
+        .and_then(Value::as_str)
+        .and_then(parse_time);
+    let end = period
+        .and_then(|x| x.get("end"))
+        .and_then(Value::as_str)
+        .and_then(parse_time);
+    out.push(Provision {
+        path: path.clone(),
+        kind,
+        actors,
+        labels,
+        resource_types,
+        purposes,
+        start,
+        end,
+        root,
+    });
+    for (i, nested) in p
+        .get("provision")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        let opposite = match kind {
+            ProvisionKind::Permit => ProvisionKind::Deny,
+            ProvisionKind::Deny => ProvisionKind::Permit,
+        };
+        read_provision(
+            nested,
+            format!("{path}.provision[{i}]"),
+            opposite,
+            false,
+            out,
+        )?;
+    }
+    Ok(())
+}
+
+impl ConsentDirective {
+    /// Reads a Consent resource. Errors name the element that cannot be understood, so that a
+    /// consent the gateway cannot evaluate is refused rather than half-applied.
+    pub fn from_resource(consent: &Value, version: u32) -> Result<ConsentDirective, String> {
+        if consent.get("resourceType").and_then(Value::as_str) != Some("Consent") {
+            return Err("Consent.resourceType must be Consent".into());
+        }
+        let id = consent
+            .get("id")
+            .and_then(Value::as_str)
+            .unwrap_or("unsaved");
+        let active = match consent.get("status").and_then(Value::as_str) {
+            Some("active") => true,
+            Some("inactive") | Some("rejected") | Some("entered-in-error") => false,
+            Some("draft") | Some("proposed") => false,
+            _ => return Err("Consent.status must be active, inactive, draft, proposed, rejected or entered-in-error".into()),
+        };
+        let mut provisions = Vec::new();
+        match consent.get("provision") {
+            Some(p) => read_provision(
+                p,
+                "Consent.provision".into(),
+                ProvisionKind::Permit,
+                true,
+                &mut provisions,
+            )?,
+            None => {
+                return Err(
+                    "Consent.provision is required: it says what is permitted or denied".into(),
+                );
+            }
+        }
+        Ok(ConsentDirective {
+            reference: format!("Consent/{id}/_history/{version}"),
+            active,
+            provisions,
+        })
+    }
+}
+
+/// Evaluation context for consent.
+pub struct ConsentContext<'a> {
+    pub recipient_ods: &'a OdsCode,
+    pub recipient_role: Role,
+    pub purpose: Purpose,
+    pub at: OffsetDateTime,
+}
+
+fn provision_applies(p: &Provision, r: &ResourceView, cx: &ConsentContext<'_>) -> bool {
+    let actor_ok = p.actors.is_empty()
+        || p.actors.iter().any(|a| match a {
+            ActorSelector::Ods(o) => o == cx.recipient_ods.as_str(),
+            ActorSelector::Role(role) => *role == cx.recipient_role,
+        });
+    let label_ok = p.labels.is_empty() || r.labels.iter().any(|l| p.labels.contains(l));
+    let type_ok = p.resource_types.is_empty() || p.resource_types.contains(&r.resource_type);
+    let purpose_ok = p.purposes.is_empty()
+        || p.purposes.contains(&cx.purpose)
+        || (cx.purpose == Purpose::EmergencyTreat && p.purposes.contains(&Purpose::Treat));
+    let period_ok = p.start.is_none_or(|s| cx.at >= s) && p.end.is_none_or(|e| cx.at <= e);
+    actor_ok && label_ok && type_ok && purpose_ok && period_ok
+}
+
+/// The answer of one consent for one resource: the root provision when it applies, overridden
+/// by the nested provisions that apply (a nested deny wins over a nested permit).
+fn evaluate<'c>(
+    c: &'c ConsentDirective,
+    r: &ResourceView,
+    cx: &ConsentContext<'_>,
+) -> Option<&'c Provision> {
+    let applying: Vec<&Provision> = c
+        .provisions
+        .iter()
+        .filter(|p| provision_applies(p, r, cx))
+        .collect();
+    let nested_deny = applying
+        .iter()
+        .find(|p| !p.root && p.kind == ProvisionKind::Deny);
+    let nested_permit = applying
+        .iter()
+        .find(|p| !p.root && p.kind == ProvisionKind::Permit);
+    let root = applying.iter().find(|p| p.root);
+    nested_deny.or(nested_permit).or(root).copied()
+}
+
+/// The first active consent provision that denies this resource to this recipient.
+pub fn find_denial(
+    consents: &[ConsentDirective],
+    r: &ResourceView,
+    cx: &ConsentContext<'_>,
+) -> Option<String> {
+    consents.iter().filter(|c| c.active).find_map(|c| {
+        evaluate(c, r, cx)
+            .filter(|p| p.kind == ProvisionKind::Deny)
+            .map(|p| format!("{} {}", c.reference, p.path))
+    })
+}
+
+/// The first active consent provision that explicitly permits `label` for this recipient: the
+/// deciding provision is a permit that names the label.
+pub fn find_permit(
+    consents: &[ConsentDirective],
+    label: Label,
+    r: &ResourceView,
+    cx: &ConsentContext<'_>,
+) -> Option<String> {
+    consents.iter().filter(|c| c.active).find_map(|c| {
+        evaluate(c, r, cx)
+            .filter(|p| p.kind == ProvisionKind::Permit && p.labels.contains(&label))
+            .map(|p| format!("{} {}", c.reference, p.path))
+    })
+}

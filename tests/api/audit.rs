@@ -1,0 +1,226 @@
+//! The audit log: what the gateway records, the hash chain, and `throughcare audit verify`.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use serde_json::{Value, json};
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePool};
+use throughcare::audit::AuditEntry;
+
+use crate::helpers::*;
+
+/// Runs `throughcare audit verify --data-dir <dir>` from the package directory.
+fn run_verify(data_dir: &Path) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_throughcare"));
+    command
+        .args(["audit", "verify", "--data-dir"])
+        .arg(data_dir)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("RUST_LOG", "warn");
+    for (key, _) in std::env::vars() {
+        if key.starts_with("THROUGHCARE__") {
+            command.env_remove(key);
+        }
+    }
+    command.output().expect("the binary runs")
+}
+
+fn find<'a>(entries: &'a [AuditEntry], action: &str) -> Vec<&'a AuditEntry> {
+    entries.iter().filter(|e| e.action == action).collect()
+}
+
+fn detail(entry: &AuditEntry) -> Value {
+    serde_json::from_str(&entry.detail).expect("detail is JSON")
+}
+
+async fn open_pool(app: &TestApp) -> SqlitePool {
+    SqlitePool::connect_with(SqliteConnectOptions::new().filename(app.database_file()))
+        .await
+        .expect("the database opens")
+}
+
+#[tokio::test]
+async fn audit_log_records_each_step_and_verify_finds_a_tampered_entry() {
+    let mut app = spawn_app().await;
+
+    // A token, an accepted document, a rejected document and a request without a token.
+    let token = app.token_for("prison").await;
+    let (release, identifier) = unique_release();
+    let (status, headers, outcome) =
+        status_and_json(app.post_bundle(&token, FHIR_JSON, release).await).await;
+    assert_eq!(status, 201, "{outcome}");
+    let location = location_of(&headers);
+    let id = location.rsplit('/').next().unwrap().to_string();
+
+    let bad = release_tree(|b| {
+        b["entry"][1]["resource"]["identifier"][0]["value"] = json!("9990000019");
+    });
+    let (status, _, outcome) = status_and_json(app.post_bundle(&token, FHIR_JSON, bad).await).await;
+    assert_eq!(status, 422, "{outcome}");
+
+    let response = app.anonymous_client().get(&location).send().await.unwrap();
+    assert_eq!(response.status().as_u16(), 401);
+
+    app.stop().await;
+
+    // What was recorded.
+    let entries = app.audit_entries().await;
+    let actions: Vec<&str> = entries.iter().map(|e| e.action.as_str()).collect();
+    assert_eq!(actions.first(), Some(&"gateway-started"), "{actions:?}");
+    assert_eq!(actions.last(), Some(&"gateway-stopped"), "{actions:?}");
+
+    let issued = find(&entries, "token-issued");
+    assert_eq!(issued.len(), 1, "{actions:?}");
+    assert_eq!(issued[0].actor_client.as_deref(), Some("prison"));
+    assert_eq!(issued[0].actor_ods.as_deref(), Some("Y02307"));
+    assert_eq!(issued[0].outcome, "success");
+
+    let received = find(&entries, "document-received");
+    assert_eq!(received.len(), 1, "{actions:?}");
+    let received = received[0];
+    assert_eq!(received.nhs_number.as_deref(), Some(SAMPLE_NHS_NUMBER));
+    let entities: Vec<String> = serde_json::from_str(&received.entities).unwrap();
+    assert_eq!(entities, vec![format!("Bundle/{id}")]);
+    assert_eq!(received.actor_client.as_deref(), Some("prison"));
+    assert!(
+        detail(received)["bundleIdentifier"]
+            .as_str()
+            .is_some_and(|b| b.ends_with(&format!("|{identifier}"))),
+        "{}",
+        received.detail
+    );
+
+    let rejected = find(&entries, "input-rejected");
+    assert_eq!(rejected.len(), 1, "{actions:?}");
+    assert_eq!(detail(rejected[0])["status"], 422);
+    assert_eq!(rejected[0].outcome, "failure");
+    assert_eq!(rejected[0].actor_client.as_deref(), Some("prison"));
+
+    let failed = find(&entries, "authentication-failed");
+    assert_eq!(failed.len(), 1, "{actions:?}");
+    assert_eq!(failed[0].outcome, "failure");
+    assert!(
+        detail(failed[0])["endpoint"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("GET /fhir/Bundle/")),
+        "{}",
+        failed[0].detail
+    );
+
+    // The chain holds.
+    let store = app.open_store().await;
+    let report = throughcare::audit::verify(&store).await.unwrap();
+    throughcare::store::Store::close(&store).await;
+    assert_eq!(report.broken, None);
+    assert_eq!(report.entries, entries.len() as u64);
+    let last = entries.last().unwrap();
+    assert_eq!(report.head, Some((last.seq, last.hash.clone())));
+
+    let intact = run_verify(app.data_dir());
+    let stdout = String::from_utf8_lossy(&intact.stdout);
+    assert!(
+        intact.status.success(),
+        "verify should pass on an intact chain: {stdout} {}",
+        String::from_utf8_lossy(&intact.stderr)
+    );
+    assert!(stdout.contains("intact"), "{stdout}");
+
+    // The table refuses changes while its triggers stand.
+    let target = received.seq;
+    let pool = open_pool(&app).await;
+    let update = sqlx::query("UPDATE audit_log SET nhs_number = ? WHERE seq = ?")
+        .bind("9990000026")
+        .bind(target)
+        .execute(&pool)
+        .await;
+    let err = update.expect_err("UPDATE must fail while the trigger exists");
+    assert!(err.to_string().contains("append-only"), "{err}");
+    let delete = sqlx::query("DELETE FROM audit_log WHERE seq = ?")
+        .bind(target)
+        .execute(&pool)
+        .await;
+    assert!(delete.is_err(), "DELETE must fail while the trigger exists");
+
+    // Someone with file access drops the trigger and rewrites the entry.
+    sqlx::query("DROP TRIGGER audit_log_no_update")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let changed = sqlx::query("UPDATE audit_log SET nhs_number = ? WHERE seq = ?")
+        .bind("9990000026")
+        .bind(target)
+        .execute(&pool)
+        .await
+        .unwrap();
+    assert_eq!(changed.rows_affected(), 1);
+    pool.close().await;
+
+    let store = app.open_store().await;
+    let report = throughcare::audit::verify(&store).await.unwrap();
+    throughcare::store::Store::close(&store).await;
+    let broken = report.broken.expect("the chain is broken");
+    assert_eq!(broken.seq, target, "{}", broken.reason);
+    assert!(broken.reason.contains("altered"), "{}", broken.reason);
+
+    let tampered = run_verify(app.data_dir());
+    let stdout = String::from_utf8_lossy(&tampered.stdout);
+    assert!(
+        !tampered.status.success(),
+        "verify must fail on a tampered chain: {stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("entry {target}:")),
+        "stdout should name entry {target}: {stdout}"
+    );
+}
+
+#[tokio::test]
+async fn audit_verify_names_the_entry_after_a_deleted_one() {
+    let mut app = spawn_app().await;
+    let _ = app.token_for("prison").await;
+    let _ = app.token_for("gp").await;
+    app.stop().await;
+    let entries = app.audit_entries().await;
+    assert!(entries.len() >= 4, "{entries:?}");
+    let removed = entries[1].seq;
+
+    let pool = open_pool(&app).await;
+    sqlx::query("DROP TRIGGER audit_log_no_delete")
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM audit_log WHERE seq = ?")
+        .bind(removed)
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+
+    let store = app.open_store().await;
+    let report = throughcare::audit::verify(&store).await.unwrap();
+    throughcare::store::Store::close(&store).await;
+    let broken = report.broken.expect("the chain is broken");
+    assert_eq!(broken.seq, removed + 1, "{}", broken.reason);
+}
+
+#[tokio::test]
+async fn refusal_for_role_is_audited_as_access_denied() {
+    let mut app = spawn_app().await;
+    let token = app.token_for("gp").await;
+    let (release, _) = unique_release();
+    let response = app
+        .post_bundle_over(&app.client_for("gp"), &token, FHIR_JSON, release)
+        .await;
+    assert_eq!(response.status().as_u16(), 403);
+    app.stop().await;
+    let entries = app.audit_entries().await;
+    let denied = find(&entries, "access-denied");
+    assert_eq!(denied.len(), 1);
+    assert_eq!(denied[0].actor_client.as_deref(), Some("gp"));
+    assert_eq!(denied[0].actor_ods.as_deref(), Some("A99001"));
+    assert_eq!(detail(denied[0])["endpoint"], "POST /fhir/Bundle");
+    assert!(
+        find(&entries, "document-received").is_empty(),
+        "nothing was stored"
+    );
+}

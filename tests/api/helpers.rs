@@ -1,0 +1,440 @@
+//! A gateway on a random port over a temporary data directory, and clients to talk to it.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, LazyLock};
+
+use actix_web::dev::ServerHandle;
+use serde_json::Value;
+use throughcare::client::{GatewayClient, http_client, sign_claims};
+use throughcare::clock::{Clock, SharedClock};
+use throughcare::config::Settings;
+use throughcare::startup::{Application, BuildOptions};
+use throughcare::store::{SqliteStore, Store};
+use tokio::task::JoinHandle;
+
+/// The token endpoint's assertion type.
+pub const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+/// The FHIR JSON media type.
+pub const FHIR_JSON: &str = "application/fhir+json";
+/// The sample release document, as committed.
+pub const SAMPLE_RELEASE: &str = include_str!("../../samples/release-bundle.json");
+/// The NHS number of the patient in the sample document.
+pub const SAMPLE_NHS_NUMBER: &str = "9990000018";
+/// The identifier value of the sample document.
+pub const SAMPLE_IDENTIFIER: &str = "Y02307-REL-2026-000123";
+
+static TRACING: LazyLock<()> = LazyLock::new(|| {
+    if std::env::var("TEST_LOG").is_ok_and(|v| v == "1") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+            )
+            .with_test_writer()
+            .try_init();
+    }
+});
+
+/// `<CARGO_MANIFEST_DIR>/certs-example`.
+pub fn certs_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("certs-example")
+}
+
+pub fn ca_pem() -> Vec<u8> {
+    std::fs::read(certs_dir().join("ca.crt")).unwrap()
+}
+
+/// The PEM private key of a sample client.
+pub fn client_key(name: &str) -> Vec<u8> {
+    std::fs::read(certs_dir().join("clients").join(format!("{name}.key"))).unwrap()
+}
+
+/// The certificate PEM of a sample client followed by its key PEM.
+pub fn client_identity(name: &str) -> Vec<u8> {
+    let mut pem = std::fs::read(certs_dir().join("clients").join(format!("{name}.crt"))).unwrap();
+    if !pem.ends_with(b"\n") {
+        pem.push(b'\n');
+    }
+    pem.extend_from_slice(&client_key(name));
+    pem
+}
+
+/// Seconds since the epoch.
+pub fn now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+/// Settings for a test gateway whose data lives in `data_dir`.
+pub fn test_settings(data_dir: &Path) -> Settings {
+    let certs = certs_dir();
+    let mut settings = Settings::default();
+    settings.server.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+    settings.server.workers = 1;
+    settings.server.data_dir = data_dir.to_path_buf();
+    settings.tls.cert = certs.join("server.crt");
+    settings.tls.key = certs.join("server.key");
+    settings.tls.client_ca = certs.join("ca.crt");
+    settings.clients = throughcare::demo::sample_registrations(&certs);
+    settings
+}
+
+/// A running gateway.
+pub struct TestApp {
+    pub base_url: String,
+    pub port: u16,
+    pub handle: ServerHandle,
+    pub server: Option<JoinHandle<anyhow::Result<()>>>,
+    pub dir: tempfile::TempDir,
+    pub settings: Settings,
+}
+
+/// Starts a gateway on the defaults used by the tests.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// Starts a gateway after `adjust` has changed the test settings.
+pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
+    LazyLock::force(&TRACING);
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = test_settings(&dir.path().join("data"));
+    adjust(&mut settings);
+    start(settings, dir, None).await
+}
+
+/// Starts a gateway that reads the time from `clock`.
+pub async fn spawn_app_with_clock(clock: SharedClock) -> TestApp {
+    LazyLock::force(&TRACING);
+    let dir = tempfile::tempdir().unwrap();
+    let settings = test_settings(&dir.path().join("data"));
+    start(settings, dir, Some(clock)).await
+}
+
+/// A clock running `offset` seconds ahead of the system clock; the offset can be changed.
+#[derive(Debug, Default)]
+pub struct ShiftedClock {
+    offset: AtomicI64,
+}
+
+impl ShiftedClock {
+    pub fn set_offset(&self, seconds: i64) {
+        self.offset.store(seconds, Ordering::SeqCst);
+    }
+
+    pub fn unix_now(&self) -> i64 {
+        self.now().unix_timestamp()
+    }
+}
+
+impl Clock for ShiftedClock {
+    fn now(&self) -> time::OffsetDateTime {
+        time::OffsetDateTime::now_utc()
+            + time::Duration::seconds(self.offset.load(Ordering::SeqCst))
+    }
+}
+
+async fn start(settings: Settings, dir: tempfile::TempDir, clock: Option<SharedClock>) -> TestApp {
+    let app = Application::build_with(
+        settings.clone(),
+        BuildOptions {
+            disable_signals: true,
+            clock,
+        },
+    )
+    .await
+    .expect("the gateway should start");
+    let base_url = app.public_url().to_string();
+    let port = app.port();
+    let handle = app.handle();
+    let server = tokio::spawn(app.run_until_stopped());
+    TestApp {
+        base_url,
+        port,
+        handle,
+        server: Some(server),
+        dir,
+        settings,
+    }
+}
+
+impl TestApp {
+    pub fn data_dir(&self) -> &Path {
+        &self.settings.server.data_dir
+    }
+
+    pub fn token_url(&self) -> String {
+        format!("{}/oauth2/token", self.base_url)
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base_url)
+    }
+
+    /// An HTTP client presenting the certificate of the sample client `name`.
+    pub fn client_for(&self, name: &str) -> reqwest::Client {
+        http_client(&ca_pem(), Some(&client_identity(name))).unwrap()
+    }
+
+    /// An HTTP client presenting no client certificate.
+    pub fn anonymous_client(&self) -> reqwest::Client {
+        http_client(&ca_pem(), None).unwrap()
+    }
+
+    /// A token for `name` through the real token endpoint, over a connection presenting `name`'s
+    /// certificate.
+    pub async fn token_for(&self, name: &str) -> String {
+        self.token_over(name, self.client_for(name)).await
+    }
+
+    /// A token for `name` through the real token endpoint, over the given client.
+    pub async fn token_over(&self, name: &str, http: reqwest::Client) -> String {
+        GatewayClient::new(&self.base_url, name, client_key(name), http)
+            .token()
+            .await
+            .unwrap_or_else(|e| panic!("a token for {name} should be issued: {e:#}"))
+    }
+
+    /// Claims for an assertion by `client_id` that the gateway should accept.
+    pub fn assertion_claims(&self, client_id: &str) -> Value {
+        let now = now();
+        serde_json::json!({
+            "iss": client_id,
+            "sub": client_id,
+            "aud": self.token_url(),
+            "exp": now + 240,
+            "iat": now,
+            "jti": uuid::Uuid::new_v4().to_string(),
+        })
+    }
+
+    /// Signs `claims` (ES384) with the key of the sample client `key_of`.
+    pub fn sign(&self, claims: &Value, key_of: &str) -> String {
+        sign_claims(claims, &client_key(key_of)).unwrap()
+    }
+
+    /// POSTs a token request form over `http`; returns the status and the JSON body.
+    pub async fn token_request(
+        &self,
+        http: &reqwest::Client,
+        form: &[(&str, &str)],
+    ) -> (u16, Value) {
+        let response = http.post(self.token_url()).form(form).send().await.unwrap();
+        let status = response.status().as_u16();
+        let body: Value = response.json().await.unwrap();
+        (status, body)
+    }
+
+    /// A client-credentials request carrying `assertion`, over an anonymous connection.
+    pub async fn exchange(&self, assertion: &str) -> (u16, Value) {
+        self.token_request(
+            &self.anonymous_client(),
+            &[
+                ("grant_type", "client_credentials"),
+                ("client_assertion_type", ASSERTION_TYPE),
+                ("client_assertion", assertion),
+            ],
+        )
+        .await
+    }
+
+    /// POSTs a document as the prison (over a connection presenting the prison's certificate).
+    pub async fn post_bundle(
+        &self,
+        token: &str,
+        content_type: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> reqwest::Response {
+        self.post_bundle_over(&self.client_for("prison"), token, content_type, body)
+            .await
+    }
+
+    pub async fn post_bundle_over(
+        &self,
+        http: &reqwest::Client,
+        token: &str,
+        content_type: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> reqwest::Response {
+        http.post(self.url("/fhir/Bundle"))
+            .bearer_auth(token)
+            .header("Content-Type", content_type)
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// GETs `/fhir/Bundle/{id}` over a connection presenting no certificate.
+    pub async fn get_bundle(&self, token: &str, id: &str) -> reqwest::Response {
+        self.anonymous_client()
+            .get(self.url(&format!("/fhir/Bundle/{id}")))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Stops the gateway gracefully and waits for it to finish (including its audit entry).
+    pub async fn stop(&mut self) {
+        self.handle.stop(true).await;
+        if let Some(server) = self.server.take() {
+            server
+                .await
+                .expect("the server task should not panic")
+                .expect("the gateway should stop cleanly");
+        }
+    }
+
+    /// Stops this gateway and starts a new one over the same data directory (new port).
+    pub async fn restart(mut self) -> TestApp {
+        self.stop().await;
+        let TestApp { dir, settings, .. } = self;
+        start(settings, dir, None).await
+    }
+
+    /// Opens the store of a stopped gateway.
+    pub async fn open_store(&self) -> SqliteStore {
+        SqliteStore::open(self.data_dir(), Arc::new(throughcare::clock::SystemClock))
+            .await
+            .unwrap()
+    }
+
+    /// Every audit entry, read from the store of a stopped gateway.
+    pub async fn audit_entries(&self) -> Vec<throughcare::audit::AuditEntry> {
+        let store = self.open_store().await;
+        let entries = store.audit_page(0, 1000).await.unwrap();
+        store.close().await;
+        entries
+    }
+
+    /// The SQLite database file.
+    pub fn database_file(&self) -> PathBuf {
+        self.data_dir().join(throughcare::store::sqlite_file_name())
+    }
+}
+
+/// The sample document with its `Bundle.identifier.value` made unique.
+pub fn unique_release() -> (String, String) {
+    let value = format!("Y02307-REL-{}", uuid::Uuid::new_v4());
+    (with_identifier(SAMPLE_RELEASE, &value), value)
+}
+
+/// `document` (the sample text) with another `Bundle.identifier.value`, keeping every other byte.
+pub fn with_identifier(document: &str, value: &str) -> String {
+    let old = format!("\"value\": \"{SAMPLE_IDENTIFIER}\"");
+    assert!(document.contains(&old), "the sample identifier is present");
+    document.replacen(&old, &format!("\"value\": \"{value}\""), 1)
+}
+
+/// A uniquely identified sample document as a JSON tree, changed by `edit`.
+pub fn release_tree(edit: impl FnOnce(&mut Value)) -> String {
+    let (text, _) = unique_release();
+    let mut tree: Value = serde_json::from_str(&text).unwrap();
+    edit(&mut tree);
+    serde_json::to_string_pretty(&tree).unwrap()
+}
+
+/// Status, headers and JSON body of a response.
+pub async fn status_and_json(
+    response: reqwest::Response,
+) -> (u16, reqwest::header::HeaderMap, Value) {
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let text = response.text().await.unwrap();
+    let body: Value = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("the body should be JSON ({e}): {text}"));
+    (status, headers, body)
+}
+
+/// The issues of an OperationOutcome (asserting that it is one).
+pub fn issues(outcome: &Value) -> &Vec<Value> {
+    assert_eq!(
+        outcome["resourceType"], "OperationOutcome",
+        "expected an OperationOutcome, got {outcome}"
+    );
+    let issues = outcome["issue"]
+        .as_array()
+        .unwrap_or_else(|| panic!("OperationOutcome without issues: {outcome}"));
+    assert!(!issues.is_empty(), "OperationOutcome without issues");
+    issues
+}
+
+/// Every `expression` of every issue.
+pub fn expressions(outcome: &Value) -> Vec<String> {
+    issues(outcome)
+        .iter()
+        .flat_map(|i| {
+            i["expression"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|e| e.as_str().map(str::to_string))
+        })
+        .collect()
+}
+
+/// Every gateway issue code (`issue.details.coding.code`).
+pub fn gateway_codes(outcome: &Value) -> Vec<String> {
+    issues(outcome)
+        .iter()
+        .filter_map(|i| {
+            i["details"]["coding"][0]["code"]
+                .as_str()
+                .map(str::to_string)
+        })
+        .collect()
+}
+
+/// Every `diagnostics` text, joined.
+pub fn diagnostics(outcome: &Value) -> String {
+    issues(outcome)
+        .iter()
+        .filter_map(|i| i["diagnostics"].as_str())
+        .collect::<Vec<_>>()
+        .join(" | ")
+}
+
+/// Asserts an OperationOutcome carrying an error issue with gateway code `code`.
+pub fn assert_outcome_code(outcome: &Value, code: &str) {
+    assert!(
+        gateway_codes(outcome).iter().any(|c| c == code),
+        "expected gateway code {code} in {outcome}"
+    );
+    assert!(
+        issues(outcome)
+            .iter()
+            .any(|i| i["severity"] == "error" || i["severity"] == "fatal"),
+        "expected an error issue in {outcome}"
+    );
+}
+
+/// Asserts an OperationOutcome with an issue at `expression`.
+pub fn assert_expression(outcome: &Value, expression: &str) {
+    assert!(
+        expressions(outcome).iter().any(|e| e == expression),
+        "expected an issue at {expression} in {outcome}"
+    );
+}
+
+/// Asserts an OAuth error body: `error` equals `code` and `error_description` mentions `hint`.
+pub fn assert_oauth_error(body: &Value, code: &str, hint: &str) {
+    assert_eq!(body["error"], code, "unexpected OAuth error in {body}");
+    let description = body["error_description"].as_str().unwrap_or_default();
+    assert!(
+        description.to_lowercase().contains(&hint.to_lowercase()),
+        "error_description {description:?} should mention {hint:?}"
+    );
+}
+
+/// The id at the end of a `Location` of `/fhir/Bundle/{id}`.
+pub fn location_of(headers: &reqwest::header::HeaderMap) -> String {
+    headers
+        .get("Location")
+        .expect("a Location header")
+        .to_str()
+        .unwrap()
+        .to_string()
+}

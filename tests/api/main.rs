@@ -1,0 +1,9 @@
+//! API tests: one binary driving a real gateway over TLS, one instance per test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod audit;
+mod helpers;
+mod intake;
+mod openapi;
+mod restart;
+mod token;
