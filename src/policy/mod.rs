@@ -18,6 +18,9 @@ pub use consent::{ConsentDirective, ProvisionKind};
 pub use decision::{Decision, DecisionRequest, Party, RecipientContext, ResourceDecision, decide};
 pub use labels::{Classifier, DataClass, Label, ResourceView};
 
+#[cfg(test)]
+mod tests;
+
 use serde::{Deserialize, Serialize};
 
 /// Purpose of use (v3-ActReason).
