@@ -19,6 +19,7 @@ pub struct Settings {
     pub auth: AuthSettings,
     pub limits: Limits,
     pub fhir: FhirSettings,
+    pub policy: PolicySettings,
     #[serde(default)]
     pub clients: Vec<ClientRegistration>,
 }
@@ -91,6 +92,22 @@ pub struct FhirSettings {
     pub mappings_dir: PathBuf,
 }
 
+/// Where agreements and sensitivity classifications come from, and how routing finds an ICB.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicySettings {
+    /// Data-sharing agreement files (`*.toml`, one per agreement), seeded into the store.
+    pub agreements_dir: PathBuf,
+    /// Code classification files (`*.yaml`) that label sensitive content.
+    pub labels_dir: PathBuf,
+    /// The ICB for a release address with no more specific match.
+    #[serde(default)]
+    pub default_icb: Option<OdsCode>,
+    /// ICBs by postcode area prefix (e.g. `BS` to the Bristol ICB), longest prefix wins.
+    #[serde(default)]
+    pub icb_by_postcode: std::collections::BTreeMap<String, OdsCode>,
+}
+
 /// A registered client (SMART Backend Services).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -141,6 +158,12 @@ impl Default for Settings {
                 profiles_dir: PathBuf::from("profiles"),
                 packages: Vec::new(),
                 mappings_dir: PathBuf::from("mappings"),
+            },
+            policy: PolicySettings {
+                agreements_dir: PathBuf::from("agreements"),
+                labels_dir: PathBuf::from("mappings/labels"),
+                default_icb: None,
+                icb_by_postcode: Default::default(),
             },
             clients: Vec::new(),
         }
@@ -208,6 +231,8 @@ impl Settings {
         if let Some(k) = self.auth.signing_key.as_mut() {
             fix(k);
         }
+        fix(&mut self.policy.agreements_dir);
+        fix(&mut self.policy.labels_dir);
         fix(&mut self.fhir.profiles_dir);
         fix(&mut self.fhir.mappings_dir);
         for p in &mut self.fhir.packages {

@@ -32,7 +32,7 @@ pub fn sample_registrations(certs_dir: &Path) -> Vec<ClientRegistration> {
                     ],
                 ),
                 "gp" => ("gp", &["system/*.rs"]),
-                "icb" => ("icb", &["system/*.rs"]),
+                "icb" => ("icb", &["system/*.rs", "system/Agreement.ud"]),
                 "drug-service" => ("service", &["system/*.rs"]),
                 _ => ("auditor", &["system/AuditEvent.rs"]),
             };

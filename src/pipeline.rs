@@ -187,10 +187,24 @@ async fn submit_inner(
     match state.store.accept_document(doc, vec![received.into_draft()]).await? {
         Acceptance::Created { id } => {
             tracing::info!(document_id = %id, event = summary.event.code(), "Document accepted.");
-            let issues = vec![Issue::information(format!(
+            let mut issues = vec![Issue::information(format!(
                 "Accepted {} document as Bundle/{id}.",
                 summary.event.code()
             ))];
+            // Tell the sender now what each recipient will and will not receive (DESIGN §4).
+            let sender = crate::policy::Party { ods: principal.ods.clone(), role: principal.role };
+            let verdicts = crate::sharing::decide_for_recipients(
+                state,
+                &principal.actor(),
+                &tree,
+                Some(&id),
+                &summary,
+                &sender,
+                None,
+                "intake-preview",
+            )
+            .await?;
+            issues.extend(crate::sharing::verdict_issues(&verdicts));
             Ok(Receipt::Created { id, issues })
         }
         Acceptance::Repeat { id } => {

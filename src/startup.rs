@@ -29,6 +29,34 @@ pub struct AppState {
     pub tokens: TokenService,
     /// The CapabilityStatement, rendered once.
     pub capability: String,
+    /// Agreements in force and sensitivity labels.
+    pub sharing: crate::sharing::Sharing,
+}
+
+impl crate::routing::Directory for AppState {
+    fn role_of(&self, ods: &crate::domain::OdsCode) -> Option<crate::domain::Role> {
+        self.settings
+            .clients
+            .iter()
+            .find(|c| &c.ods == ods)
+            .map(|c| c.role)
+    }
+
+    fn icb_for_postcode(&self, postcode: Option<&str>) -> Option<crate::domain::OdsCode> {
+        let policy = &self.settings.policy;
+        let normalised = postcode
+            .map(|p| p.replace(' ', "").to_ascii_uppercase())
+            .unwrap_or_default();
+        policy
+            .icb_by_postcode
+            .iter()
+            .filter(|(prefix, _)| {
+                !prefix.is_empty() && normalised.starts_with(&prefix.to_ascii_uppercase())
+            })
+            .max_by_key(|(prefix, _)| prefix.len())
+            .map(|(_, icb)| icb.clone())
+            .or_else(|| policy.default_icb.clone())
+    }
 }
 
 /// One row of the route table: the single source for the router, the CapabilityStatement and
@@ -58,6 +86,33 @@ pub fn route_table() -> Vec<RouteDef> {
         }),
         def(Method::GET, "/fhir/Bundle/{id}", || {
             web::get().to(api::bundle::read_document)
+        }),
+        def(Method::POST, "/fhir/Consent", || {
+            web::post().to(api::consent::create_consent)
+        }),
+        def(Method::GET, "/fhir/Consent", || {
+            web::get().to(api::consent::search_consents)
+        }),
+        def(Method::GET, "/fhir/Consent/{id}", || {
+            web::get().to(api::consent::read_consent)
+        }),
+        def(Method::PUT, "/fhir/Consent/{id}", || {
+            web::put().to(api::consent::update_consent)
+        }),
+        def(Method::POST, "/fhir/$sharing-decision", || {
+            web::post().to(api::sharing::sharing_decision)
+        }),
+        def(Method::GET, "/admin/agreements", || {
+            web::get().to(api::admin::list_agreements)
+        }),
+        def(Method::GET, "/admin/agreements/{id}", || {
+            web::get().to(api::admin::read_agreement)
+        }),
+        def(Method::PUT, "/admin/agreements/{id}", || {
+            web::put().to(api::admin::put_agreement)
+        }),
+        def(Method::DELETE, "/admin/agreements/{id}", || {
+            web::delete().to(api::admin::retire_agreement)
         }),
         def(Method::POST, "/oauth2/token", || {
             web::post().to(api::oauth::issue_token)
@@ -207,6 +262,15 @@ impl Application {
             token_url: format!("{public_url}/oauth2/token"),
         };
         let capability = crate::fhir::capability::build(&public_url, &routes()).to_string();
+        let sharing = crate::sharing::Sharing::load(
+            &settings.policy,
+            store.as_ref(),
+            &crate::clock::rfc3339(clock.now()),
+        )
+        .await?;
+        if sharing.agreements().is_empty() {
+            tracing::warn!("No data-sharing agreements are loaded: nothing will be shared.");
+        }
         let state = web::Data::new(AppState {
             settings: settings.clone(),
             public_url,
@@ -215,6 +279,7 @@ impl Application {
             clock,
             tokens,
             capability,
+            sharing,
         });
 
         let app_state = state.clone();

@@ -1,10 +1,13 @@
 //! HTTP handlers: thin, one file per resource. They extract the `Principal` and the payload,
 //! call one pipeline function, and map its result.
 
+pub mod admin;
 pub mod bundle;
+pub mod consent;
 pub mod health;
 pub mod metadata;
 pub mod oauth;
+pub mod sharing;
 
 use actix_web::{HttpRequest, web};
 use futures_util::StreamExt;

@@ -58,6 +58,41 @@ pub enum AuditEvent {
         document_id: String,
         nhs_number: String,
     },
+    /// A data-sharing agreement version was stored (loaded from a file, put or retired).
+    AgreementChanged {
+        actor: Actor,
+        agreement: String,
+        before: Option<u32>,
+        after: u32,
+        status: String,
+    },
+    /// A Consent version was recorded.
+    ConsentRecorded {
+        actor: Actor,
+        consent_id: String,
+        version: i64,
+        nhs_number: String,
+        status: String,
+    },
+    /// The policy engine decided what a recipient may see; the explanation lists every resource.
+    SharingDecided {
+        actor: Actor,
+        nhs_number: String,
+        recipient: String,
+        recipient_role: String,
+        /// `intake-preview`, `sharing-decision`, `read`, `delivery`.
+        context: String,
+        document_id: Option<String>,
+        emergency: bool,
+        explanation: Value,
+    },
+    /// A read or search of patient data.
+    Searched {
+        actor: Actor,
+        endpoint: String,
+        nhs_number: Option<String>,
+        results: usize,
+    },
     /// The gateway started or stopped serving.
     GatewayLifecycle { what: &'static str },
 }
@@ -72,6 +107,13 @@ impl AuditEvent {
             AuditEvent::DocumentRepeated { .. } => "document-repeated",
             AuditEvent::InputRejected { .. } => "input-rejected",
             AuditEvent::DocumentRead { .. } => "document-read",
+            AuditEvent::AgreementChanged { .. } => "agreement-changed",
+            AuditEvent::ConsentRecorded { .. } => "consent-recorded",
+            AuditEvent::SharingDecided {
+                emergency: true, ..
+            } => "emergency-access",
+            AuditEvent::SharingDecided { .. } => "sharing-decided",
+            AuditEvent::Searched { .. } => "searched",
             AuditEvent::GatewayLifecycle { what } => what,
         }
     }
@@ -169,6 +211,63 @@ impl AuditEvent {
                 Some(nhs_number),
                 vec![format!("Bundle/{document_id}")],
                 json!({}),
+            ),
+            AuditEvent::AgreementChanged {
+                actor,
+                agreement,
+                before,
+                after,
+                status,
+            } => (
+                Outcome::Success,
+                Some(actor),
+                None,
+                vec![format!("Agreement/{agreement}/_history/{after}")],
+                json!({"agreement": agreement, "versionBefore": before, "versionAfter": after, "status": status}),
+            ),
+            AuditEvent::ConsentRecorded {
+                actor,
+                consent_id,
+                version,
+                nhs_number,
+                status,
+            } => (
+                Outcome::Success,
+                Some(actor),
+                Some(nhs_number),
+                vec![format!("Consent/{consent_id}/_history/{version}")],
+                json!({"status": status}),
+            ),
+            AuditEvent::SharingDecided {
+                actor,
+                nhs_number,
+                recipient,
+                recipient_role,
+                context,
+                document_id,
+                emergency,
+                explanation,
+            } => (
+                Outcome::Success,
+                Some(actor),
+                Some(nhs_number),
+                document_id
+                    .map(|d| vec![format!("Bundle/{d}")])
+                    .unwrap_or_default(),
+                json!({"context": context, "recipient": recipient, "recipientRole": recipient_role,
+                       "emergency": emergency, "decision": explanation}),
+            ),
+            AuditEvent::Searched {
+                actor,
+                endpoint,
+                nhs_number,
+                results,
+            } => (
+                Outcome::Success,
+                Some(actor),
+                nhs_number,
+                vec![],
+                json!({"endpoint": endpoint, "results": results}),
             ),
             AuditEvent::GatewayLifecycle { .. } => {
                 (Outcome::Success, None, None, vec![], json!({}))

@@ -202,7 +202,6 @@ impl Audit {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
     fn draft(action: &'static str) -> AuditDraft {
         AuditDraft {
@@ -212,7 +211,7 @@ mod tests {
             actor_ods: Some("Y02307".into()),
             nhs_number: Some("9990000018".into()),
             entities: vec!["Bundle/1".into()],
-            detail: json!({"dose": 2.50}),
+            detail: serde_json::from_str(r#"{"dose":2.50}"#).unwrap(),
         }
     }
 

@@ -76,6 +76,61 @@ pub enum Acceptance {
     Conflict { id: String },
 }
 
+/// One version of a data-sharing agreement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgreementRecord {
+    pub id: String,
+    pub version: i64,
+    pub status: String,
+    /// The agreement as JSON.
+    pub body: String,
+    pub recorded_at: String,
+    pub recorded_by: String,
+}
+
+/// One version of a patient's Consent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsentRecord {
+    pub id: String,
+    pub version: i64,
+    pub nhs_number: String,
+    pub status: String,
+    /// The Consent resource as stored (with `meta.versionId`).
+    pub body: String,
+    pub recorded_at: String,
+    pub recorded_by: String,
+}
+
+/// The identifying fields of a Consent version being written.
+#[derive(Debug, Clone, Copy)]
+pub struct ConsentWrite<'a> {
+    pub id: &'a str,
+    pub nhs_number: &'a str,
+    pub status: &'a str,
+    pub recorded_at: &'a str,
+    pub recorded_by: &'a str,
+}
+
+/// A signed checkpoint of the audit chain head.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkpoint {
+    pub seq: i64,
+    pub head_hash: String,
+    pub signed_at: String,
+    pub kid: String,
+    pub signature: String,
+}
+
+/// What happened to an agreement version offered for storage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VersionOutcome {
+    Stored,
+    /// The same version with the same content is already stored.
+    Unchanged,
+    /// The same version is stored with different content: versions are never edited in place.
+    Conflict,
+}
+
 #[async_trait]
 pub trait Store: Send + Sync {
     /// Stores `doc` and `audit` in one transaction, unless the sender already used the
@@ -87,6 +142,9 @@ pub trait Store: Send + Sync {
     ) -> Result<Acceptance, StoreError>;
 
     async fn document(&self, id: &str) -> Result<Option<StoredDocument>, StoreError>;
+
+    /// A patient's documents, newest first.
+    async fn documents_for(&self, nhs_number: &str) -> Result<Vec<StoredDocument>, StoreError>;
 
     /// Appends entries to the audit chain in one transaction.
     async fn append_audit(&self, drafts: Vec<AuditDraft>) -> Result<(), StoreError>;
@@ -102,6 +160,42 @@ pub trait Store: Send + Sync {
         expires_at: i64,
         now: i64,
     ) -> Result<bool, StoreError>;
+
+    /// Stores an agreement version with its audit entries, unless that version exists.
+    async fn put_agreement(
+        &self,
+        record: AgreementRecord,
+        audit: Vec<AuditDraft>,
+    ) -> Result<VersionOutcome, StoreError>;
+
+    /// Every version of every agreement (or of one), ordered by id then version.
+    async fn agreement_versions(
+        &self,
+        id: Option<&str>,
+    ) -> Result<Vec<AgreementRecord>, StoreError>;
+
+    /// Stores a new version of a Consent (version = previous + 1, or 1), with its audit entries,
+    /// and returns the version. The body and the audit entries are made for the version assigned
+    /// inside the transaction, through `render(version)` and `audit(version)`.
+    async fn put_consent(
+        &self,
+        consent: ConsentWrite<'_>,
+        render: &(dyn Fn(i64) -> String + Send + Sync),
+        audit: &(dyn Fn(i64) -> Vec<AuditDraft> + Send + Sync),
+    ) -> Result<i64, StoreError>;
+
+    /// The latest version of one Consent.
+    async fn consent(&self, id: &str) -> Result<Option<ConsentRecord>, StoreError>;
+
+    /// The latest version of each Consent for a patient.
+    async fn consents_for(&self, nhs_number: &str) -> Result<Vec<ConsentRecord>, StoreError>;
+
+    /// The newest audit entry's sequence number and hash.
+    async fn audit_head(&self) -> Result<Option<(i64, String)>, StoreError>;
+
+    async fn add_checkpoint(&self, checkpoint: Checkpoint) -> Result<(), StoreError>;
+
+    async fn checkpoints(&self) -> Result<Vec<Checkpoint>, StoreError>;
 
     /// Checks the store answers.
     async fn ping(&self) -> Result<(), StoreError>;

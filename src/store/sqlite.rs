@@ -11,7 +11,10 @@ use sqlx::sqlite::{
 };
 use sqlx::{Row, Sqlite, Transaction};
 
-use super::{Acceptance, NewDocument, Store, StoreError, StoredDocument};
+use super::{
+    Acceptance, AgreementRecord, Checkpoint, ConsentRecord, ConsentWrite, NewDocument, Store,
+    StoreError, StoredDocument, VersionOutcome,
+};
 use crate::audit::{AuditDraft, AuditEntry};
 use crate::clock::{SharedClock, rfc3339};
 
@@ -113,6 +116,29 @@ fn document_from_row(row: &SqliteRow) -> Result<StoredDocument, sqlx::Error> {
     })
 }
 
+fn agreement_from_row(row: &SqliteRow) -> Result<AgreementRecord, sqlx::Error> {
+    Ok(AgreementRecord {
+        id: row.try_get("id")?,
+        version: row.try_get("version")?,
+        status: row.try_get("status")?,
+        body: row.try_get("body")?,
+        recorded_at: row.try_get("recorded_at")?,
+        recorded_by: row.try_get("recorded_by")?,
+    })
+}
+
+fn consent_from_row(row: &SqliteRow) -> Result<ConsentRecord, sqlx::Error> {
+    Ok(ConsentRecord {
+        id: row.try_get("id")?,
+        version: row.try_get("version")?,
+        nhs_number: row.try_get("nhs_number")?,
+        status: row.try_get("status")?,
+        body: row.try_get("body")?,
+        recorded_at: row.try_get("recorded_at")?,
+        recorded_by: row.try_get("recorded_by")?,
+    })
+}
+
 fn entry_from_row(row: &SqliteRow) -> Result<AuditEntry, sqlx::Error> {
     Ok(AuditEntry {
         seq: row.try_get("seq")?,
@@ -185,6 +211,19 @@ impl Store for SqliteStore {
         Ok(row.as_ref().map(document_from_row).transpose()?)
     }
 
+    async fn documents_for(&self, nhs_number: &str) -> Result<Vec<StoredDocument>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM documents WHERE nhs_number = ? ORDER BY received_at DESC, rowid DESC",
+        )
+        .bind(nhs_number)
+        .fetch_all(&self.readers)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(document_from_row)
+            .collect::<Result<_, _>>()?)
+    }
+
     async fn append_audit(&self, drafts: Vec<AuditDraft>) -> Result<(), StoreError> {
         let mut tx = self.writer.begin().await?;
         self.chain_into(&mut tx, drafts).await?;
@@ -225,6 +264,160 @@ impl Store for SqliteStore {
         .rows_affected();
         tx.commit().await?;
         Ok(inserted == 1)
+    }
+
+    async fn put_agreement(
+        &self,
+        record: AgreementRecord,
+        audit: Vec<AuditDraft>,
+    ) -> Result<VersionOutcome, StoreError> {
+        let mut tx = self.writer.begin().await?;
+        let existing: Option<(String,)> =
+            sqlx::query_as("SELECT body FROM agreements WHERE id = ? AND version = ?")
+                .bind(&record.id)
+                .bind(record.version)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if let Some((body,)) = existing {
+            tx.rollback().await?;
+            return Ok(if body == record.body {
+                VersionOutcome::Unchanged
+            } else {
+                VersionOutcome::Conflict
+            });
+        }
+        sqlx::query(
+            "INSERT INTO agreements (id, version, status, body, recorded_at, recorded_by) \
+             VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&record.id)
+        .bind(record.version)
+        .bind(&record.status)
+        .bind(&record.body)
+        .bind(&record.recorded_at)
+        .bind(&record.recorded_by)
+        .execute(&mut *tx)
+        .await?;
+        self.chain_into(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(VersionOutcome::Stored)
+    }
+
+    async fn agreement_versions(
+        &self,
+        id: Option<&str>,
+    ) -> Result<Vec<AgreementRecord>, StoreError> {
+        let rows = match id {
+            Some(id) => {
+                sqlx::query("SELECT * FROM agreements WHERE id = ? ORDER BY id, version")
+                    .bind(id)
+                    .fetch_all(&self.readers)
+                    .await?
+            }
+            None => {
+                sqlx::query("SELECT * FROM agreements ORDER BY id, version")
+                    .fetch_all(&self.readers)
+                    .await?
+            }
+        };
+        Ok(rows
+            .iter()
+            .map(agreement_from_row)
+            .collect::<Result<_, _>>()?)
+    }
+
+    async fn put_consent(
+        &self,
+        consent: ConsentWrite<'_>,
+        render: &(dyn Fn(i64) -> String + Send + Sync),
+        audit: &(dyn Fn(i64) -> Vec<AuditDraft> + Send + Sync),
+    ) -> Result<i64, StoreError> {
+        let mut tx = self.writer.begin().await?;
+        let (max,): (Option<i64>,) =
+            sqlx::query_as("SELECT MAX(version) FROM consents WHERE id = ?")
+                .bind(consent.id)
+                .fetch_one(&mut *tx)
+                .await?;
+        let version = max.unwrap_or(0) + 1;
+        sqlx::query(
+            "INSERT INTO consents (id, version, nhs_number, status, body, recorded_at, recorded_by) \
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(consent.id)
+        .bind(version)
+        .bind(consent.nhs_number)
+        .bind(consent.status)
+        .bind(render(version))
+        .bind(consent.recorded_at)
+        .bind(consent.recorded_by)
+        .execute(&mut *tx)
+        .await?;
+        self.chain_into(&mut tx, audit(version)).await?;
+        tx.commit().await?;
+        Ok(version)
+    }
+
+    async fn consent(&self, id: &str) -> Result<Option<ConsentRecord>, StoreError> {
+        let row = sqlx::query("SELECT * FROM consents WHERE id = ? ORDER BY version DESC LIMIT 1")
+            .bind(id)
+            .fetch_optional(&self.readers)
+            .await?;
+        Ok(row.as_ref().map(consent_from_row).transpose()?)
+    }
+
+    async fn consents_for(&self, nhs_number: &str) -> Result<Vec<ConsentRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT c.* FROM consents c WHERE c.nhs_number = ? AND c.version = \
+             (SELECT MAX(version) FROM consents d WHERE d.id = c.id) ORDER BY c.id",
+        )
+        .bind(nhs_number)
+        .fetch_all(&self.readers)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(consent_from_row)
+            .collect::<Result<_, _>>()?)
+    }
+
+    async fn audit_head(&self) -> Result<Option<(i64, String)>, StoreError> {
+        Ok(
+            sqlx::query_as("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+                .fetch_optional(&self.readers)
+                .await?,
+        )
+    }
+
+    async fn add_checkpoint(&self, c: Checkpoint) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO audit_checkpoints (seq, head_hash, signed_at, kid, signature) \
+             VALUES (?, ?, ?, ?, ?) ON CONFLICT (seq) DO NOTHING",
+        )
+        .bind(c.seq)
+        .bind(&c.head_hash)
+        .bind(&c.signed_at)
+        .bind(&c.kid)
+        .bind(&c.signature)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    async fn checkpoints(&self) -> Result<Vec<Checkpoint>, StoreError> {
+        let rows: Vec<(i64, String, String, String, String)> = sqlx::query_as(
+            "SELECT seq, head_hash, signed_at, kid, signature FROM audit_checkpoints ORDER BY seq",
+        )
+        .fetch_all(&self.readers)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(seq, head_hash, signed_at, kid, signature)| Checkpoint {
+                seq,
+                head_hash,
+                signed_at,
+                kid,
+                signature,
+            })
+            .collect())
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

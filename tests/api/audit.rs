@@ -66,7 +66,15 @@ async fn audit_log_records_each_step_and_verify_finds_a_tampered_entry() {
     // What was recorded.
     let entries = app.audit_entries().await;
     let actions: Vec<&str> = entries.iter().map(|e| e.action.as_str()).collect();
-    assert_eq!(actions.first(), Some(&"gateway-started"), "{actions:?}");
+    // Start-up seeds the sample agreements (audited), then the gateway starts serving.
+    let started = actions
+        .iter()
+        .position(|a| *a == "gateway-started")
+        .expect("start audited");
+    assert!(
+        actions[..started].iter().all(|a| *a == "agreement-changed") && started == 4,
+        "{actions:?}"
+    );
     assert_eq!(actions.last(), Some(&"gateway-stopped"), "{actions:?}");
 
     let issued = find(&entries, "token-issued");

@@ -1,0 +1,169 @@
+//! Recording the patient's consent: validated, versioned (every version kept) and audited.
+
+use serde_json::{Value, json};
+
+use crate::audit::AuditEvent;
+use crate::auth::Principal;
+use crate::clock::rfc3339;
+use crate::domain::{NhsNumber, systems};
+use crate::error::{ApiError, codes};
+use crate::fhir::outcome::Issue;
+use crate::policy::ConsentDirective;
+use crate::startup::AppState;
+
+/// A recorded Consent version.
+pub struct Recorded {
+    pub id: String,
+    pub version: i64,
+    pub created: bool,
+    pub body: String,
+}
+
+fn invalid(message: impl Into<String>, expression: &str) -> ApiError {
+    ApiError::Unprocessable(vec![
+        Issue::error("invalid", message)
+            .at(expression)
+            .with_code(codes::SHAPE),
+    ])
+}
+
+/// The patient's NHS number from `Consent.patient.identifier`.
+pub fn patient_nhs_number(consent: &Value) -> Result<NhsNumber, ApiError> {
+    let id = consent.get("patient").and_then(|p| p.get("identifier"));
+    match (
+        id.and_then(|i| i.get("system")).and_then(Value::as_str),
+        id.and_then(|i| i.get("value")).and_then(Value::as_str),
+    ) {
+        (Some(s), Some(v)) if s == systems::NHS_NUMBER => NhsNumber::parse(v).map_err(|e| {
+            invalid(
+                format!("The NHS number is not valid: {e}."),
+                "Consent.patient.identifier.value",
+            )
+        }),
+        _ => Err(invalid(
+            "Consent.patient must identify the patient by NHS number (identifier system https://fhir.nhs.uk/Id/nhs-number).",
+            "Consent.patient.identifier",
+        )),
+    }
+}
+
+/// Checks a Consent and records it as a new version of `id` (a new id when `None`).
+pub async fn record(
+    state: &AppState,
+    principal: &Principal,
+    mut consent: Value,
+    id: Option<String>,
+) -> Result<Recorded, ApiError> {
+    if consent.get("resourceType").and_then(Value::as_str) != Some("Consent") {
+        return Err(invalid(
+            "The body must be a FHIR Consent.",
+            "Consent.resourceType",
+        ));
+    }
+    if let (Some(path_id), Some(body_id)) = (&id, consent.get("id").and_then(Value::as_str))
+        && path_id != body_id
+    {
+        return Err(ApiError::BadRequest(vec![
+            Issue::error(
+                "invalid",
+                format!("The body's id ({body_id}) differs from the URL's ({path_id})."),
+            )
+            .at("Consent.id"),
+        ]));
+    }
+    let nhs = patient_nhs_number(&consent)?;
+    if consent.get("scope").is_none() {
+        return Err(invalid(
+            "Consent.scope is required (patient-privacy).",
+            "Consent.scope",
+        ));
+    }
+    if consent
+        .get("category")
+        .and_then(Value::as_array)
+        .is_none_or(Vec::is_empty)
+    {
+        return Err(invalid("Consent.category is required.", "Consent.category"));
+    }
+    // The policy engine must be able to evaluate every provision; refuse what it cannot.
+    let directive = ConsentDirective::from_resource(&consent, 1).map_err(|e| {
+        let expression = e
+            .split(':')
+            .next()
+            .unwrap_or("Consent")
+            .split_whitespace()
+            .next()
+            .unwrap_or("Consent");
+        let expression = if expression.starts_with("Consent") {
+            expression
+        } else {
+            "Consent"
+        };
+        invalid(e.clone(), expression)
+    })?;
+    let status = consent
+        .get("status")
+        .and_then(Value::as_str)
+        .unwrap_or("active")
+        .to_string();
+
+    let existing = match &id {
+        Some(i) => state.store.consent(i).await?,
+        None => None,
+    };
+    if let Some(prev) = &existing
+        && prev.nhs_number != nhs.as_str()
+    {
+        return Err(invalid(
+            "A Consent cannot be moved to another patient.",
+            "Consent.patient.identifier.value",
+        ));
+    }
+    let id = id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let now = rfc3339(state.clock.now());
+    if let Some(obj) = consent.as_object_mut() {
+        obj.insert("id".into(), json!(id));
+        obj.shift_remove("meta");
+    }
+    let template = consent;
+    let stamp = now.clone();
+    let render = move |version: i64| {
+        let mut c = template.clone();
+        if let Some(obj) = c.as_object_mut() {
+            obj.insert(
+                "meta".into(),
+                json!({"versionId": version.to_string(), "lastUpdated": stamp}),
+            );
+        }
+        c.to_string()
+    };
+    let event = |version: i64| AuditEvent::ConsentRecorded {
+        actor: principal.actor(),
+        consent_id: id.clone(),
+        version,
+        nhs_number: nhs.as_str().to_string(),
+        status: status.clone(),
+    };
+    let audit = move |version: i64| vec![event(version).into_draft()];
+    let version = state
+        .store
+        .put_consent(
+            crate::store::ConsentWrite {
+                id: &id,
+                nhs_number: nhs.as_str(),
+                status: &status,
+                recorded_at: &now,
+                recorded_by: &principal.client_id,
+            },
+            &render,
+            &audit,
+        )
+        .await?;
+    drop(directive);
+    Ok(Recorded {
+        id: id.clone(),
+        version,
+        created: existing.is_none(),
+        body: render(version),
+    })
+}

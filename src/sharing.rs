@@ -1,0 +1,405 @@
+//! The sharing stage: keeps the agreements in force (seeded from files, versioned in the store),
+//! reads the patient's consents, and runs the policy engine for a document and a recipient.
+
+use std::sync::{Arc, RwLock};
+
+use anyhow::Context;
+use serde_json::{Value, json};
+
+use crate::audit::{Actor, AuditEvent};
+use crate::clock::rfc3339;
+use crate::config::PolicySettings;
+use crate::domain::{OdsCode, Role};
+use crate::policy::{
+    Agreement, AgreementStatus, Classifier, ConsentDirective, Decision, DecisionRequest, Party,
+    Purpose, RecipientContext, agreement, decide, labels,
+};
+use crate::store::{AgreementRecord, Store, StoreError, VersionOutcome};
+
+/// Agreements in force and the sensitivity classifier.
+pub struct Sharing {
+    agreements: RwLock<Arc<Vec<Agreement>>>,
+    pub classifier: Classifier,
+}
+
+/// Why an agreement change was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum AgreementError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error(
+        "agreement {id} version {version} already exists with different content; versions are never edited in place"
+    )]
+    VersionConflict { id: String, version: u32 },
+    #[error("agreement {0} is not known")]
+    NotFound(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+fn record(a: &Agreement, at: &str, by: &str) -> Result<AgreementRecord, AgreementError> {
+    let body = serde_json::to_string(a).map_err(|e| AgreementError::Invalid(e.to_string()))?;
+    let status = match a.status {
+        AgreementStatus::Draft => "draft",
+        AgreementStatus::Active => "active",
+        AgreementStatus::Retired => "retired",
+    };
+    Ok(AgreementRecord {
+        id: a.id.clone(),
+        version: i64::from(a.version),
+        status: status.into(),
+        body,
+        recorded_at: at.into(),
+        recorded_by: by.into(),
+    })
+}
+
+impl Sharing {
+    /// Loads the classification files and seeds the agreement files into the store. A file whose
+    /// version is already stored with different content stops start-up: it was edited in place.
+    pub async fn load(
+        settings: &PolicySettings,
+        store: &dyn Store,
+        now: &str,
+    ) -> anyhow::Result<Sharing> {
+        let classifier = Classifier::load_dir(&settings.labels_dir)
+            .with_context(|| format!("loading labels from {}", settings.labels_dir.display()))?;
+        let files = agreement::load_dir(&settings.agreements_dir).with_context(|| {
+            format!(
+                "loading agreements from {}",
+                settings.agreements_dir.display()
+            )
+        })?;
+        let sharing = Sharing {
+            agreements: RwLock::new(Arc::new(Vec::new())),
+            classifier,
+        };
+        for a in files {
+            let actor = Actor {
+                client_id: "agreement-file".into(),
+                ods: String::new(),
+            };
+            if let Err(e) = sharing.store_version(store, &a, &actor, now).await {
+                anyhow::bail!("agreement file {}: {e}", a.id);
+            }
+        }
+        sharing.reload(store).await?;
+        Ok(sharing)
+    }
+
+    /// Re-reads the latest version of every agreement from the store.
+    pub async fn reload(&self, store: &dyn Store) -> Result<(), StoreError> {
+        let versions = store.agreement_versions(None).await?;
+        let mut latest: Vec<Agreement> = Vec::new();
+        for rec in versions {
+            let Ok(a) = serde_json::from_str::<Agreement>(&rec.body) else {
+                tracing::error!(agreement = %rec.id, version = rec.version, "Stored agreement is unreadable; ignored (deny by default).");
+                continue;
+            };
+            match latest.iter_mut().find(|x| x.id == a.id) {
+                Some(x) if x.version < a.version => *x = a,
+                Some(_) => {}
+                None => latest.push(a),
+            }
+        }
+        if let Ok(mut guard) = self.agreements.write() {
+            *guard = Arc::new(latest);
+        }
+        Ok(())
+    }
+
+    /// The latest version of every agreement (retired ones included; they cover nothing).
+    pub fn agreements(&self) -> Arc<Vec<Agreement>> {
+        self.agreements
+            .read()
+            .map(|g| g.clone())
+            .unwrap_or_default()
+    }
+
+    /// Stores a new agreement version, audited with the version before and after.
+    pub async fn store_version(
+        &self,
+        store: &dyn Store,
+        a: &Agreement,
+        actor: &Actor,
+        now: &str,
+    ) -> Result<(Option<u32>, u32, bool), AgreementError> {
+        a.check().map_err(AgreementError::Invalid)?;
+        let before = store
+            .agreement_versions(Some(&a.id))
+            .await?
+            .last()
+            .map(|r| u32::try_from(r.version).unwrap_or(0));
+        if let Some(b) = before
+            && a.version < b
+        {
+            return Err(AgreementError::Invalid(format!(
+                "version {} is older than the stored version {b}",
+                a.version
+            )));
+        }
+        let event = AuditEvent::AgreementChanged {
+            actor: actor.clone(),
+            agreement: a.id.clone(),
+            before,
+            after: a.version,
+            status: format!("{:?}", a.status).to_lowercase(),
+        };
+        let outcome = store
+            .put_agreement(record(a, now, &actor.client_id)?, vec![event.into_draft()])
+            .await?;
+        match outcome {
+            VersionOutcome::Stored => {
+                self.reload(store).await?;
+                Ok((before, a.version, true))
+            }
+            VersionOutcome::Unchanged => Ok((before, a.version, false)),
+            VersionOutcome::Conflict => Err(AgreementError::VersionConflict {
+                id: a.id.clone(),
+                version: a.version,
+            }),
+        }
+    }
+
+    /// The patient's consents, ready to evaluate. A stored consent that can no longer be read
+    /// withholds everything for that patient (fail closed) rather than being ignored.
+    pub async fn consents(
+        &self,
+        store: &dyn Store,
+        nhs_number: &str,
+    ) -> Result<Vec<ConsentDirective>, StoreError> {
+        let records = store.consents_for(nhs_number).await?;
+        let mut out = Vec::with_capacity(records.len());
+        for rec in records {
+            let parsed = serde_json::from_str::<Value>(&rec.body)
+                .map_err(|e| e.to_string())
+                .and_then(|v| {
+                    ConsentDirective::from_resource(&v, u32::try_from(rec.version).unwrap_or(0))
+                });
+            match parsed {
+                Ok(c) => out.push(c),
+                Err(e) => {
+                    tracing::error!(consent = %rec.id, error = %e, "Stored consent is unreadable; withholding everything.");
+                    let deny_all = json!({"resourceType": "Consent", "id": rec.id, "status": "active", "provision": {"type": "deny"}});
+                    if let Ok(c) = ConsentDirective::from_resource(&deny_all, 0) {
+                        out.push(c);
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Decides what `recipient` may receive of `document`, at `at`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn decide(
+        &self,
+        document: &Value,
+        sender: &Party,
+        recipient: &RecipientContext,
+        purpose: Purpose,
+        consents: &[ConsentDirective],
+        break_glass_allowed: bool,
+        is_pull: bool,
+        at: time::OffsetDateTime,
+    ) -> Decision {
+        let views = labels::views(document, &self.classifier);
+        let agreements = self.agreements();
+        let request = DecisionRequest {
+            sender,
+            recipient,
+            purpose,
+            at,
+            agreements: &agreements,
+            consents,
+            break_glass_allowed,
+            is_pull,
+        };
+        decide(&request, &views)
+    }
+}
+
+/// Renders a decision as the explanation stored in the audit log and returned by the API.
+pub fn explanation(decision: &Decision, recipient: &OdsCode, purpose: Purpose) -> Value {
+    json!({
+        "recipient": recipient.as_str(),
+        "purpose": purpose.code(),
+        "agreement": decision.agreement.as_ref().map(|(id, v)| json!({"id": id, "version": v})),
+        "emergency": decision.emergency,
+        "refusal": decision.refusal,
+        "resources": decision.resources,
+    })
+}
+
+/// Records a decision in the audit log.
+#[allow(clippy::too_many_arguments)]
+pub fn decided_event(
+    actor: Actor,
+    nhs_number: &str,
+    recipient: &OdsCode,
+    role: Role,
+    purpose: Purpose,
+    decision: &Decision,
+    context: &str,
+    document_id: Option<&str>,
+) -> AuditEvent {
+    AuditEvent::SharingDecided {
+        actor,
+        nhs_number: nhs_number.to_string(),
+        recipient: recipient.to_string(),
+        recipient_role: role.as_str().to_string(),
+        context: context.to_string(),
+        document_id: document_id.map(str::to_string),
+        emergency: decision.emergency,
+        explanation: explanation(decision, recipient, purpose),
+    }
+}
+
+/// `rfc3339` re-exported for callers that stamp agreement records.
+pub fn stamp(t: time::OffsetDateTime) -> String {
+    rfc3339(t)
+}
+
+/// One recipient's verdict on a document, ready to report.
+pub struct RecipientVerdict {
+    pub route: crate::routing::Route,
+    pub decision: Decision,
+    pub removals: Vec<crate::policy::Removal>,
+}
+
+/// Routes a document and decides, for each recipient, what it would receive now; each decision
+/// is audited with `context`.
+#[allow(clippy::too_many_arguments)]
+pub async fn decide_for_recipients(
+    state: &crate::startup::AppState,
+    actor: &Actor,
+    document: &Value,
+    document_id: Option<&str>,
+    summary: &crate::document::DocumentSummary,
+    sender: &Party,
+    only: Option<&OdsCode>,
+    context: &str,
+) -> Result<Vec<RecipientVerdict>, StoreError> {
+    let mut routes = crate::routing::route(
+        document,
+        summary.patient_entry,
+        summary.event,
+        &sender.ods,
+        state,
+    );
+    if let Some(ods) = only {
+        routes.retain(|r| &r.ods == ods);
+        if routes.is_empty() {
+            // Not a recipient by routing: decide for it with no relationship to the patient.
+            let role = crate::routing::Directory::role_of(state, ods).unwrap_or(Role::Service);
+            routes.push(crate::routing::Route {
+                ods: ods.clone(),
+                role,
+                relationships: Default::default(),
+                needs_gp_registration: false,
+            });
+        }
+    }
+    let consents = state
+        .sharing
+        .consents(state.store.as_ref(), summary.nhs_number.as_str())
+        .await?;
+    let now = state.clock.now();
+    let mut out = Vec::with_capacity(routes.len());
+    let mut events = Vec::with_capacity(routes.len());
+    for route in routes {
+        let decision = state.sharing.decide(
+            document,
+            sender,
+            &route.context(),
+            Purpose::Treat,
+            &consents,
+            false,
+            false,
+            now,
+        );
+        let (_, removals) = crate::policy::apply(document, &decision);
+        events.push(
+            decided_event(
+                actor.clone(),
+                summary.nhs_number.as_str(),
+                &route.ods,
+                route.role,
+                Purpose::Treat,
+                &decision,
+                context,
+                document_id,
+            )
+            .into_draft(),
+        );
+        out.push(RecipientVerdict {
+            route,
+            decision,
+            removals,
+        });
+    }
+    state.store.append_audit(events).await?;
+    Ok(out)
+}
+
+/// Summarises verdicts as OperationOutcome issues for the sender.
+pub fn verdict_issues(verdicts: &[RecipientVerdict]) -> Vec<crate::fhir::outcome::Issue> {
+    use crate::fhir::outcome::{Issue, Severity};
+    let mut issues = Vec::new();
+    if verdicts.is_empty() {
+        issues.push(Issue::new(
+            Severity::Warning,
+            "informational",
+            "No recipient was found for this document.",
+        ));
+    }
+    for v in verdicts {
+        let rels: Vec<String> = v
+            .route
+            .relationships
+            .iter()
+            .map(|r| format!("{r:?}"))
+            .collect();
+        match &v.decision.agreement {
+            None => issues.push(Issue::new(
+                Severity::Warning,
+                "forbidden",
+                format!(
+                    "Recipient {} ({}): nothing will be shared: {}.",
+                    v.route.ods,
+                    rels.join(", "),
+                    v.decision.refusal.as_deref().unwrap_or("no agreement")
+                ),
+            )),
+            Some((id, version)) => {
+                let shared = v.decision.shared().count();
+                let withheld = v.decision.withheld().count();
+                let gp = if v.route.needs_gp_registration {
+                    "; flagged for GP registration"
+                } else {
+                    ""
+                };
+                issues.push(Issue::information(format!(
+                    "Recipient {} ({}) under agreement {id} v{version}: {shared} resources shared, {withheld} withheld, {} elements removed{gp}.",
+                    v.route.ods,
+                    rels.join(", "),
+                    v.removals.len()
+                )));
+                for w in v.decision.withheld() {
+                    issues.push(
+                        Issue::new(
+                            Severity::Warning,
+                            "suppressed",
+                            format!(
+                                "Withheld from {}: {} (rule {}): {}.",
+                                v.route.ods, w.reference, w.rule, w.basis
+                            ),
+                        )
+                        .at(format!("Bundle.entry[{}].resource", w.entry)),
+                    );
+                }
+            }
+        }
+    }
+    issues
+}
