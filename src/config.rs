@@ -21,6 +21,8 @@ pub struct Settings {
     pub fhir: FhirSettings,
     pub policy: PolicySettings,
     #[serde(default)]
+    pub audit: AuditSettings,
+    #[serde(default)]
     pub clients: Vec<ClientRegistration>,
 }
 
@@ -108,6 +110,22 @@ pub struct PolicySettings {
     pub icb_by_postcode: std::collections::BTreeMap<String, OdsCode>,
 }
 
+/// Audit log settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditSettings {
+    /// How often the gateway signs the chain head (it also signs on shutdown).
+    pub checkpoint_interval_secs: u64,
+}
+
+impl Default for AuditSettings {
+    fn default() -> Self {
+        AuditSettings {
+            checkpoint_interval_secs: 300,
+        }
+    }
+}
+
 /// A registered client (SMART Backend Services).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -165,6 +183,7 @@ impl Default for Settings {
                 default_icb: None,
                 icb_by_postcode: Default::default(),
             },
+            audit: AuditSettings::default(),
             clients: Vec::new(),
         }
     }

@@ -134,14 +134,21 @@ pub async fn run() -> anyhow::Result<()> {
             std::sync::Arc::new(crate::clock::SystemClock),
         )
         .await?;
-        let report = crate::audit::verify(&store).await?;
+        let key = crate::auth::keys::GatewayKey::load_existing(None, &settings.server.data_dir)?;
+        let report = crate::audit::verify_all(
+            &store,
+            &settings.server.data_dir,
+            key.as_ref().map(|k| &k.decoding),
+        )
+        .await?;
         crate::store::Store::close(&store).await;
         match (&report.broken, &report.head) {
             (None, Some((seq, hash))) => {
                 println!(
-                    "      {} entries, chain intact; head #{seq} {}",
+                    "      {} entries, chain intact; head #{seq} {}; signed checkpoint at #{}",
                     report.entries,
-                    &hash[..16]
+                    &hash[..16],
+                    report.last_checkpoint.unwrap_or(0)
                 );
             }
             (Some(b), _) => {

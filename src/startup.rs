@@ -102,6 +102,9 @@ pub fn route_table() -> Vec<RouteDef> {
         def(Method::POST, "/fhir/$sharing-decision", || {
             web::post().to(api::sharing::sharing_decision)
         }),
+        def(Method::GET, "/fhir/AuditEvent", || {
+            web::get().to(api::audit::search_audit_events)
+        }),
         def(Method::GET, "/admin/agreements", || {
             web::get().to(api::admin::list_agreements)
         }),
@@ -208,6 +211,22 @@ pub struct Application {
     port: u16,
     server: Server,
     state: web::Data<AppState>,
+    checkpoints: tokio::task::JoinHandle<()>,
+}
+
+/// Signs the audit chain head now if it moved; failures are logged (the chain itself is intact).
+pub async fn checkpoint(state: &AppState) {
+    let now = crate::clock::rfc3339(state.clock.now());
+    if let Err(e) = crate::audit::checkpoint::checkpoint_now(
+        state.store.as_ref(),
+        &state.tokens.gateway_key,
+        &state.settings.server.data_dir,
+        &now,
+    )
+    .await
+    {
+        tracing::error!(error = %e, "Could not sign an audit checkpoint.");
+    }
 }
 
 /// Options for embedding the gateway (tests, the demo).
@@ -305,10 +324,21 @@ impl Application {
                 what: "gateway-started",
             })
             .await?;
+        let periodic = state.clone();
+        let every = std::time::Duration::from_secs(settings.audit.checkpoint_interval_secs.max(1));
+        let checkpoints = tokio::spawn(async move {
+            let mut interval = tokio::time::interval(every);
+            interval.tick().await;
+            loop {
+                interval.tick().await;
+                checkpoint(&periodic).await;
+            }
+        });
         Ok(Application {
             port: bound.port(),
             server,
             state,
+            checkpoints,
         })
     }
 
@@ -334,6 +364,8 @@ impl Application {
                 what: "gateway-stopped",
             })
             .await;
+        self.checkpoints.abort();
+        checkpoint(&self.state).await;
         self.state.store.close().await;
         Ok(())
     }

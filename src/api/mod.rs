@@ -2,6 +2,7 @@
 //! call one pipeline function, and map its result.
 
 pub mod admin;
+pub mod audit;
 pub mod bundle;
 pub mod consent;
 pub mod health;

@@ -4,7 +4,9 @@
 //! SHA-256 of the previous entry's canonical encoding, so an edit, a deletion or a reordering
 //! breaks the chain at that point and `throughcare audit verify` names it.
 
+pub mod checkpoint;
 mod event;
+pub mod fhir;
 
 pub use event::{Actor, AuditEvent};
 
@@ -112,11 +114,15 @@ impl AuditEntry {
 }
 
 /// The result of checking the chain.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct VerifyReport {
     pub entries: u64,
     pub head: Option<(i64, String)>,
     pub broken: Option<Break>,
+    /// Signed checkpoints checked.
+    pub checkpoints: u64,
+    /// The newest checkpoint's sequence number.
+    pub last_checkpoint: Option<i64>,
 }
 
 /// The first place the chain does not hold.
@@ -129,11 +135,7 @@ pub struct Break {
 /// Checks every entry in sequence order: contiguous numbering from 1, each `prev_hash` equal to
 /// the previous entry's hash, and each hash equal to the hash of its canonical encoding.
 pub async fn verify(store: &dyn Store) -> Result<VerifyReport, StoreError> {
-    let mut report = VerifyReport {
-        entries: 0,
-        head: None,
-        broken: None,
-    };
+    let mut report = VerifyReport::default();
     let mut expected_seq = 1i64;
     let mut prev_hash = GENESIS_HASH.to_string();
     let mut after = 0i64;
@@ -168,6 +170,88 @@ pub async fn verify(store: &dyn Store) -> Result<VerifyReport, StoreError> {
             prev_hash = entry.hash.clone();
             report.head = Some((entry.seq, entry.hash));
         }
+    }
+    Ok(report)
+}
+
+/// Checks the chain, then the signed checkpoints (store and file copies) against it: each must
+/// carry the gateway's signature and match the entry at its sequence number, which must exist.
+/// A chain cut back below the newest checkpoint is reported as truncated.
+pub async fn verify_all(
+    store: &dyn Store,
+    data_dir: &std::path::Path,
+    key: Option<&jsonwebtoken::DecodingKey>,
+) -> Result<VerifyReport, StoreError> {
+    let mut report = verify(store).await?;
+    if report.broken.is_some() {
+        return Ok(report);
+    }
+    let mut checkpoints = store.checkpoints().await?;
+    match checkpoint::read_file(data_dir) {
+        Ok(file) => {
+            for cp in file {
+                match checkpoints.iter().find(|c| c.seq == cp.seq) {
+                    Some(c) if c != &cp => {
+                        report.broken = Some(Break {
+                            seq: cp.seq,
+                            reason:
+                                "the checkpoint file and the store disagree about this checkpoint"
+                                    .into(),
+                        });
+                        return Ok(report);
+                    }
+                    Some(_) => {}
+                    None => checkpoints.push(cp),
+                }
+            }
+        }
+        Err(e) => {
+            report.broken = Some(Break {
+                seq: 0,
+                reason: format!("the checkpoint file is unreadable: {e}"),
+            });
+            return Ok(report);
+        }
+    }
+    checkpoints.sort_by_key(|c| c.seq);
+    let head_seq = report.head.as_ref().map_or(0, |(s, _)| *s);
+    for cp in &checkpoints {
+        report.checkpoints += 1;
+        if let Some(k) = key
+            && !checkpoint::signature_holds(k, cp)
+        {
+            report.broken = Some(Break {
+                seq: cp.seq,
+                reason: "a checkpoint's signature does not verify".into(),
+            });
+            return Ok(report);
+        }
+        if cp.seq > head_seq {
+            report.broken = Some(Break {
+                seq: head_seq + 1,
+                reason: format!(
+                    "the log was truncated: a signed checkpoint covers entry {} but the chain ends at {head_seq}",
+                    cp.seq
+                ),
+            });
+            return Ok(report);
+        }
+        let page = store.audit_page(cp.seq - 1, 1).await?;
+        if page.first().map(|e| e.hash.as_str()) != Some(cp.head_hash.as_str()) {
+            report.broken = Some(Break {
+                seq: cp.seq,
+                reason: "the entry does not match the signed checkpoint taken of it".into(),
+            });
+            return Ok(report);
+        }
+        report.last_checkpoint = Some(cp.seq);
+    }
+    if key.is_none() && !checkpoints.is_empty() {
+        report.broken = Some(Break {
+            seq: 0,
+            reason: "checkpoint signatures cannot be checked: the gateway's signing key is missing"
+                .into(),
+        });
     }
     Ok(report)
 }

@@ -48,6 +48,22 @@ impl GatewayKey {
         GatewayKey::from_pem(&pem)
     }
 
+    /// Loads the key without generating one (for verification tools).
+    pub fn load_existing(
+        path: Option<&Path>,
+        data_dir: &Path,
+    ) -> anyhow::Result<Option<GatewayKey>> {
+        let p = path
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| data_dir.join(SIGNING_KEY_FILE));
+        if !p.exists() {
+            return Ok(None);
+        }
+        let pem = std::fs::read_to_string(&p)
+            .with_context(|| format!("reading signing key {}", p.display()))?;
+        GatewayKey::from_pem(&pem).map(Some)
+    }
+
     pub fn from_pem(pem: &str) -> anyhow::Result<GatewayKey> {
         let pair = rcgen::KeyPair::from_pem(pem).context("parsing the gateway signing key")?;
         if pair.algorithm() != &rcgen::PKCS_ECDSA_P384_SHA384 {

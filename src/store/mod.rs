@@ -101,6 +101,23 @@ pub struct ConsentRecord {
     pub recorded_by: String,
 }
 
+/// Filters for an audit search; every field narrows the result.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    pub nhs_number: Option<String>,
+    /// Inclusive lower bound on `recorded_at` (RFC 3339 UTC).
+    pub since: Option<String>,
+    /// Exclusive upper bound on `recorded_at`.
+    pub until: Option<String>,
+    /// Client id or ODS code of the actor.
+    pub agent: Option<String>,
+    /// An entity reference such as `Bundle/<id>` (prefix match on the version).
+    pub entity: Option<String>,
+    pub actions: Option<Vec<String>>,
+    pub outcome: Option<String>,
+    pub limit: i64,
+}
+
 /// The identifying fields of a Consent version being written.
 #[derive(Debug, Clone, Copy)]
 pub struct ConsentWrite<'a> {
@@ -151,6 +168,9 @@ pub trait Store: Send + Sync {
 
     /// Audit entries with `seq > after`, in order, at most `limit`.
     async fn audit_page(&self, after: i64, limit: i64) -> Result<Vec<AuditEntry>, StoreError>;
+
+    /// Audit entries matching `filter`, newest first.
+    async fn audit_search(&self, filter: &AuditFilter) -> Result<Vec<AuditEntry>, StoreError>;
 
     /// Records a client assertion id; false when it was already used (a replay).
     async fn remember_assertion(

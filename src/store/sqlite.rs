@@ -12,8 +12,8 @@ use sqlx::sqlite::{
 use sqlx::{Row, Sqlite, Transaction};
 
 use super::{
-    Acceptance, AgreementRecord, Checkpoint, ConsentRecord, ConsentWrite, NewDocument, Store,
-    StoreError, StoredDocument, VersionOutcome,
+    Acceptance, AgreementRecord, AuditFilter, Checkpoint, ConsentRecord, ConsentWrite, NewDocument,
+    Store, StoreError, StoredDocument, VersionOutcome,
 };
 use crate::audit::{AuditDraft, AuditEntry};
 use crate::clock::{SharedClock, rfc3339};
@@ -237,6 +237,49 @@ impl Store for SqliteStore {
             .bind(limit)
             .fetch_all(&self.readers)
             .await?;
+        Ok(rows.iter().map(entry_from_row).collect::<Result<_, _>>()?)
+    }
+
+    async fn audit_search(&self, f: &AuditFilter) -> Result<Vec<AuditEntry>, StoreError> {
+        let mut qb = sqlx::QueryBuilder::<Sqlite>::new("SELECT * FROM audit_log WHERE 1 = 1");
+        if let Some(n) = &f.nhs_number {
+            qb.push(" AND nhs_number = ").push_bind(n.clone());
+        }
+        if let Some(s) = &f.since {
+            qb.push(" AND recorded_at >= ").push_bind(s.clone());
+        }
+        if let Some(u) = &f.until {
+            qb.push(" AND recorded_at < ").push_bind(u.clone());
+        }
+        if let Some(a) = &f.agent {
+            qb.push(" AND (actor_client = ").push_bind(a.clone());
+            qb.push(" OR actor_ods = ").push_bind(a.clone()).push(")");
+        }
+        if let Some(e) = &f.entity {
+            // Entities are stored as a JSON array of strings.
+            qb.push(" AND EXISTS (SELECT 1 FROM json_each(audit_log.entities) WHERE value = ")
+                .push_bind(e.clone())
+                .push(" OR value LIKE ")
+                .push_bind(format!("{}/_history/%", e.replace('%', "")))
+                .push(")");
+        }
+        if let Some(actions) = &f.actions {
+            if actions.is_empty() {
+                return Ok(Vec::new());
+            }
+            qb.push(" AND action IN (");
+            let mut sep = qb.separated(", ");
+            for a in actions {
+                sep.push_bind(a.clone());
+            }
+            qb.push(")");
+        }
+        if let Some(o) = &f.outcome {
+            qb.push(" AND outcome = ").push_bind(o.clone());
+        }
+        qb.push(" ORDER BY seq DESC LIMIT ")
+            .push_bind(f.limit.clamp(1, 1000));
+        let rows = qb.build().fetch_all(&self.readers).await?;
         Ok(rows.iter().map(entry_from_row).collect::<Result<_, _>>()?)
     }
 
