@@ -26,3 +26,6 @@ pub mod store;
 pub mod tls;
 pub mod translate;
 pub mod validate;
+
+#[cfg(test)]
+mod hazard_log_tests;
