@@ -43,7 +43,8 @@ pub fn sample_registrations(certs_dir: &Path) -> Vec<ClientRegistration> {
                 scopes: scopes.iter().map(|s| s.to_string()).collect(),
                 certificate: certs_dir.join("clients").join(format!("{}.crt", c.id)),
                 name: Some(c.organisation.to_string()),
-                break_glass: false,
+                // The sample GP may use emergency access (ETREAT) on pulls.
+                break_glass: c.id == "gp",
             }
         })
         .collect()

@@ -403,3 +403,108 @@ pub fn verdict_issues(verdicts: &[RecipientVerdict]) -> Vec<crate::fhir::outcome
     }
     issues
 }
+
+/// A recipient's copy of a stored document, made at the moment of reading.
+pub struct RecipientCopy {
+    pub document: Value,
+    pub decision: Decision,
+    pub removals: Vec<crate::policy::Removal>,
+}
+
+/// Applies policy at read time: what `principal` may see of a stored document now, for
+/// `purpose`. `None` when nothing at all may be shared (the caller answers 404, so that the
+/// document's existence is not disclosed either).
+pub async fn read_for(
+    state: &crate::startup::AppState,
+    principal: &crate::auth::Principal,
+    stored: &crate::store::StoredDocument,
+    purpose: Purpose,
+) -> Result<Option<RecipientCopy>, crate::error::ApiError> {
+    if purpose == Purpose::EmergencyTreat && !principal.break_glass {
+        let err = crate::error::ApiError::forbidden(
+            crate::error::codes::ROLE,
+            "Emergency access (ETREAT) is not allowed for this client's registration.",
+        );
+        let nhs = Some(stored.nhs_number.clone());
+        crate::pipeline::audit_rejection(state, principal, "GET /fhir/Bundle/{id}", &err, nhs)
+            .await;
+        return Err(err);
+    }
+    let document: Value = serde_json::from_slice(&stored.body)
+        .map_err(|e| crate::error::ApiError::Unexpected(e.into()))?;
+    let sender_ods = OdsCode::parse(&stored.sender_ods)
+        .map_err(|e| crate::error::ApiError::Unexpected(anyhow::anyhow!(e)))?;
+    let summary = crate::document::check(&document, &sender_ods).map_err(|_| {
+        crate::error::ApiError::Unexpected(anyhow::anyhow!(
+            "a stored document no longer has the document shape"
+        ))
+    })?;
+    let routes = crate::routing::route(
+        &document,
+        summary.patient_entry,
+        summary.event,
+        &sender_ods,
+        state,
+    );
+    let relationships = routes
+        .into_iter()
+        .find(|r| r.ods == principal.ods)
+        .map(|r| r.relationships)
+        .unwrap_or_default();
+    let recipient = RecipientContext {
+        ods: principal.ods.clone(),
+        role: principal.role,
+        relationships,
+    };
+    let sender = Party {
+        ods: sender_ods,
+        role: Role::Prison,
+    };
+    let consents = state
+        .sharing
+        .consents(state.store.as_ref(), summary.nhs_number.as_str())
+        .await?;
+    let decision = state.sharing.decide(
+        &document,
+        &sender,
+        &recipient,
+        purpose,
+        &consents,
+        principal.break_glass,
+        true,
+        state.clock.now(),
+    );
+    state
+        .audit
+        .record(decided_event(
+            principal.actor(),
+            summary.nhs_number.as_str(),
+            &principal.ods,
+            principal.role,
+            purpose,
+            &decision,
+            "read",
+            Some(&stored.id),
+        ))
+        .await?;
+    if decision.agreement.is_none() || decision.shared().next().is_none() {
+        return Ok(None);
+    }
+    let (mut copy, removals) = crate::policy::apply(&document, &decision);
+    if decision.emergency
+        && let Some(obj) = copy.as_object_mut()
+    {
+        let meta = obj.entry("meta").or_insert_with(|| json!({}));
+        if let Some(m) = meta.as_object_mut() {
+            let security = m.entry("security").or_insert_with(|| json!([]));
+            if let Some(list) = security.as_array_mut() {
+                list.push(json!({"system": crate::policy::ACT_REASON, "code": "ETREAT", "display": "Emergency Treatment"}));
+            }
+        }
+    }
+    Ok(Some(RecipientCopy {
+        document: copy,
+        decision,
+        removals,
+    }))
+}

@@ -48,8 +48,25 @@ pub async fn submit_document(
         .body(operation_outcome(&issues).to_string()))
 }
 
+/// The purpose of use a reader asks for: `X-Purpose-Of-Use: ETREAT` requests break-glass.
+fn purpose(req: &HttpRequest) -> Result<crate::policy::Purpose, ApiError> {
+    match req
+        .headers()
+        .get("X-Purpose-Of-Use")
+        .map(|v| v.to_str().unwrap_or("?"))
+    {
+        None | Some("TREAT") => Ok(crate::policy::Purpose::Treat),
+        Some("ETREAT") => Ok(crate::policy::Purpose::EmergencyTreat),
+        Some(other) => Err(ApiError::bad_request(
+            crate::error::codes::SHAPE,
+            format!("X-Purpose-Of-Use {other:?} is not TREAT or ETREAT."),
+        )),
+    }
+}
+
 #[tracing::instrument(name = "Read document", skip_all)]
 pub async fn read_document(
+    req: HttpRequest,
     principal: Principal,
     path: web::Path<String>,
     state: web::Data<AppState>,
@@ -58,11 +75,12 @@ pub async fn read_document(
         .authorize(
             &state,
             "GET /fhir/Bundle/{id}",
-            &[Role::Prison],
+            &[Role::Prison, Role::Gp, Role::Icb, Role::Service],
             "Bundle",
             Permission::Read,
         )
         .await?;
+    let purpose = purpose(&req)?;
     let id = path.into_inner();
     let not_found = || {
         ApiError::not_found(format!(
@@ -70,18 +88,30 @@ pub async fn read_document(
         ))
     };
     let doc = state.store.document(&id).await?.ok_or_else(not_found)?;
-    // Only the sending organisation reads the document as sent; recipients read their own
-    // filtered copies through the delivery and pull routes.
-    if doc.sender_ods != principal.ods.as_str() {
-        return Err(not_found());
+    // The sending organisation reads the document exactly as sent.
+    if doc.sender_ods == principal.ods.as_str() {
+        state
+            .audit
+            .record(AuditEvent::DocumentRead {
+                actor: principal.actor(),
+                document_id: doc.id.clone(),
+                nhs_number: doc.nhs_number.clone(),
+            })
+            .await?;
+        return Ok(HttpResponse::Ok().content_type(FHIR_JSON).body(doc.body));
     }
-    state
-        .audit
-        .record(AuditEvent::DocumentRead {
-            actor: principal.actor(),
-            document_id: doc.id.clone(),
-            nhs_number: doc.nhs_number.clone(),
-        })
-        .await?;
-    Ok(HttpResponse::Ok().content_type(FHIR_JSON).body(doc.body))
+    // Anyone else reads what policy allows now (consent may have changed since intake).
+    let copy = crate::sharing::read_for(&state, &principal, &doc, purpose)
+        .await?
+        .ok_or_else(not_found)?;
+    let mut response = HttpResponse::Ok();
+    response.content_type(FHIR_JSON);
+    response.insert_header((
+        "X-Throughcare-Withheld",
+        copy.decision.withheld().count().to_string(),
+    ));
+    if copy.decision.emergency {
+        response.insert_header(("X-Throughcare-Emergency-Access", "true"));
+    }
+    Ok(response.body(copy.document.to_string()))
 }

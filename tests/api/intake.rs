@@ -336,7 +336,7 @@ async fn document_authored_by_another_organisation_is_forbidden() {
 }
 
 #[tokio::test]
-async fn document_read_by_a_gp_is_forbidden() {
+async fn document_read_by_the_registered_gp_is_filtered_by_policy() {
     let app = spawn_app().await;
     let token = app.token_for("prison").await;
     let (release, _) = unique_release();
@@ -348,6 +348,35 @@ async fn document_read_by_a_gp_is_forbidden() {
         .client_for("gp")
         .get(&location)
         .bearer_auth(&gp)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let withheld = response
+        .headers()
+        .get("X-Throughcare-Withheld")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    let text = response.text().await.unwrap();
+    // Custody-only content never reaches the GP, and methadone (ETH) needs consent.
+    for secret in ["A1234BC", "HB2-3-014", "not to share cell", "322696004"] {
+        assert!(!text.contains(secret), "{secret} reached the GP");
+    }
+    assert!(
+        text.contains("128302006"),
+        "the hepatitis C diagnosis is shared"
+    );
+    assert!(text.contains("2.50"), "the dose survives as written");
+    assert_eq!(withheld, "2");
+
+    // The auditor is not a recipient of clinical documents.
+    let auditor = app.token_for("auditor").await;
+    let response = app
+        .client_for("auditor")
+        .get(&location)
+        .bearer_auth(&auditor)
         .send()
         .await
         .unwrap();
@@ -602,4 +631,73 @@ async fn bundle_with_exactly_the_entry_limit_is_accepted() {
     let (release, _) = unique_release();
     let (status, _, outcome) = submit(&app, &token, FHIR_JSON, release).await;
     assert_eq!(status, 201, "{outcome}");
+}
+
+#[tokio::test]
+async fn emergency_access_overrides_missing_consent_for_an_allowed_client_and_is_flagged() {
+    let mut app = spawn_app().await;
+    let token = app.token_for("prison").await;
+    let (release, _) = unique_release();
+    let (status, headers, outcome) = submit(&app, &token, FHIR_JSON, release).await;
+    assert_eq!(status, 201, "{outcome}");
+    let location = location_of(&headers);
+
+    let gp = app.token_for("gp").await;
+    let response = app
+        .client_for("gp")
+        .get(&location)
+        .bearer_auth(&gp)
+        .header("X-Purpose-Of-Use", "ETREAT")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    assert_eq!(
+        response
+            .headers()
+            .get("X-Throughcare-Emergency-Access")
+            .unwrap(),
+        "true"
+    );
+    let text = response.text().await.unwrap();
+    assert!(
+        text.contains("322696004"),
+        "ETREAT overrides the missing ETH consent"
+    );
+    assert!(
+        text.contains("\"ETREAT\""),
+        "the copy is flagged as emergency access"
+    );
+    for secret in ["A1234BC", "HB2-3-014", "not to share cell"] {
+        assert!(
+            !text.contains(secret),
+            "ETREAT never overrides custody stripping: {secret}"
+        );
+    }
+
+    // A client whose registration does not allow break-glass is refused.
+    let drug = app.token_for("drug-service").await;
+    let response = app
+        .client_for("drug-service")
+        .get(&location)
+        .bearer_auth(&drug)
+        .header("X-Purpose-Of-Use", "ETREAT")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 403);
+
+    app.stop().await;
+    let entries = app.audit_entries().await;
+    let emergency: Vec<_> = entries
+        .iter()
+        .filter(|e| e.action == "emergency-access")
+        .collect();
+    assert_eq!(
+        emergency.len(),
+        1,
+        "{:?}",
+        entries.iter().map(|e| &e.action).collect::<Vec<_>>()
+    );
+    assert_eq!(emergency[0].actor_client.as_deref(), Some("gp"));
 }
