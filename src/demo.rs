@@ -129,7 +129,7 @@ pub async fn run() -> anyhow::Result<()> {
     server.await.context("joining the server")??;
 
     if result.is_ok() {
-        step(7, "Verifying the audit chain after shutdown.");
+        step(10, "Verifying the audit chain after shutdown.");
         let store = crate::store::SqliteStore::open(
             &settings.server.data_dir,
             std::sync::Arc::new(crate::clock::SystemClock),
@@ -237,6 +237,105 @@ async fn exercise(dir: &Path, base: &str) -> anyhow::Result<()> {
     );
     if !same {
         anyhow::bail!("the stored document differs from what was sent");
+    }
+
+    let client = |name: &str| -> anyhow::Result<(reqwest::Client, GatewayClient)> {
+        let mut identity = std::fs::read(certs.join(format!("clients/{name}.crt")))?;
+        let key = std::fs::read(certs.join(format!("clients/{name}.key")))?;
+        identity.extend_from_slice(&key);
+        let http = http_client(&ca, Some(&identity))?;
+        Ok((http.clone(), GatewayClient::new(base, name, key, http)))
+    };
+    let (gp_http, gp) = client("gp")?;
+    let (drug_http, drug) = client("drug-service")?;
+
+    step(
+        7,
+        "The registered GP (A99001) reads its copy: policy applied at the moment of reading.",
+    );
+    let gp_token = gp.token().await?;
+    show_copy(&gp_http, &gp_token, &location).await?;
+
+    step(
+        8,
+        "The drug service (X99001) reads its copy before the patient's consent is recorded.",
+    );
+    let drug_token = drug.token().await?;
+    show_copy(&drug_http, &drug_token, &location).await?;
+
+    step(
+        9,
+        "The prison records the patient's consent: substance-misuse (ETH) information may go to the drug service.",
+    );
+    let consent = serde_json::json!({
+        "resourceType": "Consent",
+        "status": "active",
+        "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "patient-privacy"}]},
+        "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0", "display": "Patient Consent"}]}],
+        "patient": {"identifier": {"system": "https://fhir.nhs.uk/Id/nhs-number", "value": "9990000018"}},
+        "dateTime": "2026-11-20T09:00:00+00:00",
+        "provision": {
+            "type": "permit",
+            "actor": [{"reference": {"identifier": {"system": "https://fhir.nhs.uk/Id/ods-organization-code", "value": "X99001"}}}],
+            "securityLabel": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "ETH"}]
+        }
+    });
+    let response = http
+        .post(format!("{base}/fhir/Consent"))
+        .bearer_auth(&token)
+        .header("Content-Type", "application/fhir+json")
+        .body(consent.to_string())
+        .send()
+        .await?;
+    println!(
+        "      {}; {}",
+        response.status(),
+        response
+            .headers()
+            .get("Location")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    );
+    if !response.status().is_success() {
+        anyhow::bail!("the consent was not recorded: {}", response.text().await?);
+    }
+    println!("      The drug service reads again:");
+    show_copy(&drug_http, &drug_token, &location).await?;
+    Ok(())
+}
+
+/// Reads a recipient's copy and prints what it holds and how much was withheld.
+async fn show_copy(http: &reqwest::Client, token: &str, location: &str) -> anyhow::Result<()> {
+    let response = http.get(location).bearer_auth(token).send().await?;
+    let status = response.status();
+    let withheld = response
+        .headers()
+        .get("X-Throughcare-Withheld")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("?")
+        .to_string();
+    let body: Value = response.json().await?;
+    let kinds: Vec<String> = body
+        .get("entry")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.pointer("/resource/resourceType").and_then(Value::as_str))
+        .map(str::to_string)
+        .collect();
+    let text = body.to_string();
+    println!(
+        "      {status}; received {} resources ({}); {withheld} withheld",
+        kinds.len(),
+        kinds.join(", ")
+    );
+    println!(
+        "      methadone included: {}; prison number or cell location included: {}",
+        text.contains("322696004"),
+        text.contains("A1234BC") || text.contains("HB2-3-014")
+    );
+    if text.contains("A1234BC") || text.contains("HB2-3-014") {
+        anyhow::bail!("custody-only information reached a community recipient");
     }
     Ok(())
 }
