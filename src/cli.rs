@@ -104,7 +104,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             }
             let store =
                 crate::store::SqliteStore::open(dir, Arc::new(crate::clock::SystemClock)).await?;
-            let report = crate::audit::verify(&store).await?;
+            let key = crate::auth::keys::GatewayKey::load_existing(
+                settings.auth.signing_key.as_deref(),
+                dir,
+            )?;
+            let report =
+                crate::audit::verify_all(&store, dir, key.as_ref().map(|k| &k.decoding)).await?;
             store.close().await;
             match report.broken {
                 None => {
@@ -112,7 +117,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                         .head
                         .map(|(s, h)| format!("head #{s} {h}"))
                         .unwrap_or_default();
-                    println!("audit chain intact: {} entries; {head}", report.entries);
+                    let signed = match report.last_checkpoint {
+                        Some(seq) => format!(
+                            "{} signed checkpoints, the newest at #{seq}",
+                            report.checkpoints
+                        ),
+                        None => "no signed checkpoint yet".to_string(),
+                    };
+                    println!(
+                        "audit chain intact: {} entries; {head}; {signed}",
+                        report.entries
+                    );
                     Ok(0)
                 }
                 Some(b) => {

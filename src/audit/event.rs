@@ -112,6 +112,12 @@ impl AuditEvent {
             AuditEvent::SharingDecided {
                 emergency: true, ..
             } => "emergency-access",
+            // A decision acted on by a read or a delivery is a disclosure.
+            AuditEvent::SharingDecided { context, .. }
+                if context == "read" || context == "delivery" =>
+            {
+                "disclosure"
+            }
             AuditEvent::SharingDecided { .. } => "sharing-decided",
             AuditEvent::Searched { .. } => "searched",
             AuditEvent::GatewayLifecycle { what } => what,

@@ -17,84 +17,71 @@ const CHAIN_EXTENSION: &str =
     "https://throughcare.example.org/fhir/StructureDefinition/audit-chain";
 
 /// BALP type, subtype and action for an audit action.
-fn classify(action: &str, detail: &Value) -> (Value, Option<Value>, &'static str) {
+fn classify(action: &str) -> (Value, Option<Value>, &'static str) {
     let rest = json!({"system": AUDIT_TYPE, "code": "rest", "display": "Restful Operation"});
     let sub = |code: &str| json!({"system": RESTFUL, "code": code, "display": code});
+    let dcm = |code: &str, display: &str| json!({"system": DCM, "code": code, "display": display});
     match action {
         "document-received" | "document-repeated" | "input-rejected" => {
             (rest, Some(sub("create")), "C")
         }
-        "consent-recorded" => (rest, Some(sub("update")), "U"),
+        "consent-recorded" | "agreement-changed" => (rest, Some(sub("update")), "U"),
         "document-read" => (rest, Some(sub("read")), "R"),
         "searched" => (rest, Some(sub("search-type")), "E"),
         "access-denied" => (rest, None, "E"),
-        "agreement-changed" => (rest, Some(sub("update")), "U"),
-        "sharing-decided" | "emergency-access" => {
-            let context = detail
-                .get("context")
-                .and_then(Value::as_str)
-                .unwrap_or_default();
-            if context == "delivery" || context == "read" {
-                (
-                    json!({"system": DCM, "code": "110106", "display": "Export"}),
-                    None,
-                    "R",
-                )
-            } else {
-                (rest, Some(sub("operation")), "E")
-            }
-        }
+        "sharing-decided" => (rest, Some(sub("operation")), "E"),
+        // A disclosure to a recipient (read or delivery), emergency access included.
+        "disclosure" | "emergency-access" => (dcm("110106", "Export"), None, "R"),
         "token-issued" | "authentication-failed" => (
-            json!({"system": DCM, "code": "110114", "display": "User Authentication"}),
-            Some(json!({"system": DCM, "code": "110122", "display": "Login"})),
+            dcm("110114", "User Authentication"),
+            Some(dcm("110122", "Login")),
             "E",
         ),
         "gateway-started" => (
-            json!({"system": DCM, "code": "110100", "display": "Application Activity"}),
-            Some(json!({"system": DCM, "code": "110120", "display": "Application Start"})),
+            dcm("110100", "Application Activity"),
+            Some(dcm("110120", "Application Start")),
             "E",
         ),
         "gateway-stopped" => (
-            json!({"system": DCM, "code": "110100", "display": "Application Activity"}),
-            Some(json!({"system": DCM, "code": "110121", "display": "Application Stop"})),
+            dcm("110100", "Application Activity"),
+            Some(dcm("110121", "Application Stop")),
             "E",
         ),
         _ => (rest, None, "E"),
     }
 }
 
-/// The actions a `type` or `subtype` search token selects.
+/// Every audit action, for `type`/`subtype` searches.
+const ACTIONS: [&str; 15] = [
+    "document-received",
+    "document-repeated",
+    "input-rejected",
+    "consent-recorded",
+    "document-read",
+    "searched",
+    "access-denied",
+    "agreement-changed",
+    "sharing-decided",
+    "disclosure",
+    "emergency-access",
+    "token-issued",
+    "authentication-failed",
+    "gateway-started",
+    "gateway-stopped",
+];
+
+/// The actions a `type` or `subtype` search token (`code` or `system|code`, or an action name)
+/// selects.
 pub fn actions_for_code(code: &str) -> Vec<&'static str> {
-    const ALL: [&str; 14] = [
-        "document-received",
-        "document-repeated",
-        "input-rejected",
-        "consent-recorded",
-        "document-read",
-        "searched",
-        "access-denied",
-        "agreement-changed",
-        "sharing-decided",
-        "emergency-access",
-        "token-issued",
-        "authentication-failed",
-        "gateway-started",
-        "gateway-stopped",
-    ];
     let code = code.rsplit('|').next().unwrap_or(code);
-    ALL.iter()
+    ACTIONS
+        .iter()
         .copied()
         .filter(|a| {
-            let (t, s, _) = classify(a, &json!({"context": "delivery"}));
-            let (t2, s2, _) = classify(a, &json!({}));
+            let (t, s, _) = classify(a);
             *a == code
-                || [t, t2]
-                    .iter()
-                    .any(|t| t.get("code").and_then(Value::as_str) == Some(code))
-                || [s, s2]
-                    .iter()
-                    .flatten()
-                    .any(|s| s.get("code").and_then(Value::as_str) == Some(code))
+                || t.get("code").and_then(Value::as_str) == Some(code)
+                || s.is_some_and(|s| s.get("code").and_then(Value::as_str) == Some(code))
         })
         .collect()
 }
@@ -103,7 +90,7 @@ pub fn actions_for_code(code: &str) -> Vec<&'static str> {
 pub fn render(entry: &AuditEntry) -> Value {
     let detail: Value = serde_json::from_str(&entry.detail).unwrap_or(Value::Null);
     let entities: Vec<String> = serde_json::from_str(&entry.entities).unwrap_or_default();
-    let (ty, subtype, action) = classify(&entry.action, &detail);
+    let (ty, subtype, action) = classify(&entry.action);
     // 0 success; 4 minor failure (a refused request: the gateway did what it should).
     let outcome = if entry.outcome == "success" { "0" } else { "4" };
     let mut agents = Vec::new();

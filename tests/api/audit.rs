@@ -232,3 +232,234 @@ async fn refusal_for_role_is_audited_as_access_denied() {
         "nothing was stored"
     );
 }
+
+async fn audit_search(app: &TestApp, token: &str, query: &str) -> (u16, Value) {
+    let response = app
+        .client_for("auditor")
+        .get(app.url(&format!("/fhir/AuditEvent{query}")))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap())
+}
+
+fn resources(bundle: &Value) -> Vec<&Value> {
+    bundle["entry"]
+        .as_array()
+        .map(|e| e.iter().map(|x| &x["resource"]).collect())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn audit_events_are_served_as_fhir_to_auditors_and_answer_a_subject_access_request() {
+    let app = spawn_app().await;
+    let prison = app.token_for("prison").await;
+    let (release, _) = unique_release();
+    let (status, headers, outcome) =
+        status_and_json(app.post_bundle(&prison, FHIR_JSON, release).await).await;
+    assert_eq!(status, 201, "{outcome}");
+    let location = headers
+        .get("location")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    let id = location.rsplit('/').next().unwrap().to_string();
+    let gp = app.token_for("gp").await;
+    let read = app
+        .client_for("gp")
+        .get(&location)
+        .bearer_auth(&gp)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read.status().as_u16(), 200);
+
+    let auditor = app.token_for("auditor").await;
+    // Subject access request: everything about the patient.
+    let (status, bundle) = audit_search(&app, &auditor, "?patient=9990000018").await;
+    assert_eq!(status, 200, "{bundle}");
+    assert_eq!(bundle["type"], "searchset");
+    let events = resources(&bundle);
+    assert!(events.iter().all(|e| e["resourceType"] == "AuditEvent"));
+    assert!(
+        events
+            .iter()
+            .all(|e| e["entity"][0]["what"]["identifier"]["value"] == "9990000018")
+    );
+    // The intake is a BALP rest/create event with the document as entity.
+    let create = events
+        .iter()
+        .find(|e| e["subtype"][0]["code"] == "create" && e["outcome"] == "0")
+        .expect("a create event");
+    assert_eq!(create["type"]["code"], "rest");
+    assert_eq!(create["action"], "C");
+    assert!(
+        create["entity"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|x| x["what"]["reference"] == format!("Bundle/{id}"))
+    );
+    assert_eq!(create["agent"][0]["who"]["identifier"]["value"], "Y02307");
+    // The GP's read is a disclosure: an export event carrying the decision.
+    let export = events
+        .iter()
+        .find(|e| e["type"]["code"] == "110106")
+        .expect("an export event");
+    let detail = export["entity"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find_map(|x| x["detail"][0]["valueBase64Binary"].as_str());
+    use base64::Engine;
+    let decision: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::STANDARD
+            .decode(detail.unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(decision["recipient"], "A99001");
+    assert_eq!(decision["agreement"]["id"], "prison-to-registered-gp");
+    assert!(
+        decision["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["shared"] == false && r["rule"] == 2)
+    );
+
+    // Filters: entity, agent, type/subtype, outcome, date, _count.
+    let (_, by_entity) = audit_search(&app, &auditor, &format!("?entity=Bundle/{id}")).await;
+    assert!(!resources(&by_entity).is_empty());
+    assert!(resources(&by_entity).iter().all(|e| {
+        e["entity"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|x| x["what"]["reference"] == format!("Bundle/{id}"))
+    }));
+    let (_, by_agent) = audit_search(&app, &auditor, "?agent=gp&subtype=operation").await;
+    assert!(resources(&by_agent).is_empty(), "the GP ran no operation");
+    let (_, logins) = audit_search(&app, &auditor, "?type=110114&agent=prison").await;
+    assert_eq!(resources(&logins).len(), 1, "{logins}");
+    let (_, failures) = audit_search(&app, &auditor, "?outcome=4").await;
+    assert!(resources(&failures).iter().all(|e| e["outcome"] == "4"));
+    let (_, future) = audit_search(&app, &auditor, "?date=ge2099-01-01").await;
+    assert!(resources(&future).is_empty());
+    let (_, today) = audit_search(&app, &auditor, "?date=ge2000-01-01&_count=2").await;
+    assert_eq!(resources(&today).len(), 2);
+    // Chain information travels with each event.
+    let chain = &resources(&today)[0]["extension"][0];
+    assert_eq!(chain["extension"][2]["url"], "hash");
+
+    // Only auditors; bad parameters are refused.
+    let response = app
+        .client_for("prison")
+        .get(app.url("/fhir/AuditEvent?patient=9990000018"))
+        .bearer_auth(&prison)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 403);
+    let (status, outcome) = audit_search(&app, &auditor, "?colour=blue").await;
+    assert_eq!(status, 400, "{outcome}");
+    let (status, _) = audit_search(&app, &auditor, "?patient=9990000019").await;
+    assert_eq!(status, 400);
+}
+
+#[tokio::test]
+async fn audit_verify_checks_signed_checkpoints_and_detects_truncation_below_one() {
+    let mut app = spawn_app().await;
+    let prison = app.token_for("prison").await;
+    let (release, _) = unique_release();
+    let (status, _, _) = status_and_json(app.post_bundle(&prison, FHIR_JSON, release).await).await;
+    assert_eq!(status, 201);
+    // Shutdown signs the head.
+    app.stop().await;
+    let output = run_verify(app.data_dir());
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    assert!(stdout.contains("signed checkpoints"), "{stdout}");
+    let store = app.open_store().await;
+    let checkpoints = throughcare::store::Store::checkpoints(&store)
+        .await
+        .unwrap();
+    let head = throughcare::store::Store::audit_head(&store)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        checkpoints.last().unwrap().seq,
+        head.0,
+        "the shutdown checkpoint covers the head"
+    );
+    throughcare::store::Store::close(&store).await;
+
+    // Cut the chain back below the checkpoint: truncation is detected.
+    let pool = open_pool(&app).await;
+    sqlx::query("DROP TRIGGER audit_log_no_delete")
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM audit_log WHERE seq >= ?")
+        .bind(head.0 - 1)
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    let output = run_verify(app.data_dir());
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(!output.status.success(), "{stdout}");
+    assert!(stdout.contains("truncated"), "{stdout}");
+
+    // Removing the checkpoint rows too does not hide it: the file copy remains.
+    let pool = open_pool(&app).await;
+    sqlx::query("DELETE FROM audit_checkpoints")
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    let output = run_verify(app.data_dir());
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stdout).contains("truncated"));
+}
+
+#[tokio::test]
+async fn a_forged_checkpoint_is_detected() {
+    let mut app = spawn_app().await;
+    app.stop().await;
+    let file = app
+        .data_dir()
+        .join(throughcare::audit::checkpoint::CHECKPOINT_FILE);
+    let text = std::fs::read_to_string(&file).unwrap();
+    let mut line: Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    // Re-sign with a key that is not the gateway's.
+    let other = throughcare::auth::keys::GatewayKey::from_pem(
+        &std::fs::read_to_string(certs_dir().join("clients/gp.key")).unwrap(),
+    )
+    .unwrap();
+    let forged = throughcare::audit::checkpoint::sign(
+        &other,
+        line["seq"].as_i64().unwrap(),
+        line["head_hash"].as_str().unwrap(),
+        line["signed_at"].as_str().unwrap(),
+    )
+    .unwrap();
+    line["signature"] = json!(forged.signature);
+    let pool = open_pool(&app).await;
+    sqlx::query("UPDATE audit_checkpoints SET signature = ? WHERE seq = ?")
+        .bind(&forged.signature)
+        .bind(forged.seq)
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    std::fs::write(&file, format!("{line}\n")).unwrap();
+    let output = run_verify(app.data_dir());
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(!output.status.success(), "{stdout}");
+    assert!(stdout.contains("signature"), "{stdout}");
+}
