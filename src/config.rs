@@ -23,6 +23,8 @@ pub struct Settings {
     #[serde(default)]
     pub audit: AuditSettings,
     #[serde(default)]
+    pub delivery: DeliverySettings,
+    #[serde(default)]
     pub clients: Vec<ClientRegistration>,
 }
 
@@ -126,6 +128,61 @@ impl Default for AuditSettings {
     }
 }
 
+/// Push delivery: workers, retries, deadlines, and the gateway's own TLS identity.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeliverySettings {
+    /// Whether this instance runs delivery workers.
+    pub enabled: bool,
+    /// Deliveries pushed at once.
+    pub concurrency: usize,
+    /// How often workers look for due deliveries when not woken by an intake.
+    pub poll_interval_ms: u64,
+    /// How long a claimed delivery is leased before another worker may take it over.
+    pub lease_secs: u64,
+    /// Attempts before a delivery goes to the dead letter.
+    pub max_attempts: i64,
+    /// Age after which a delivery still failing goes to the dead letter.
+    pub max_age_hours: i64,
+    /// Backoff: the first retry waits up to this long; each retry doubles it (full jitter).
+    pub backoff_base_ms: u64,
+    /// The longest wait between attempts.
+    pub backoff_cap_secs: u64,
+    /// Timeout of one push.
+    pub timeout_secs: u64,
+    /// A delivery not completed by the release date minus this margin is at risk.
+    pub at_risk_margin_hours: i64,
+    /// The gateway's client certificate and key (PEM) for mutual TLS to recipients.
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+    /// Extra CA certificates (PEM) that recipients' servers chain to.
+    pub ca: Option<PathBuf>,
+    /// Whether plain `http://` endpoints on loopback addresses are allowed (development and
+    /// tests only; every other endpoint must be `https://`).
+    pub allow_loopback_http: bool,
+}
+
+impl Default for DeliverySettings {
+    fn default() -> Self {
+        DeliverySettings {
+            enabled: true,
+            concurrency: 4,
+            poll_interval_ms: 1000,
+            lease_secs: 120,
+            max_attempts: 8,
+            max_age_hours: 72,
+            backoff_base_ms: 1000,
+            backoff_cap_secs: 300,
+            timeout_secs: 30,
+            at_risk_margin_hours: 48,
+            client_cert: None,
+            client_key: None,
+            ca: None,
+            allow_loopback_http: false,
+        }
+    }
+}
+
 /// A registered client (SMART Backend Services).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -184,6 +241,7 @@ impl Default for Settings {
                 icb_by_postcode: Default::default(),
             },
             audit: AuditSettings::default(),
+            delivery: DeliverySettings::default(),
             clients: Vec::new(),
         }
     }
@@ -249,6 +307,16 @@ impl Settings {
         fix(&mut self.tls.client_ca);
         if let Some(k) = self.auth.signing_key.as_mut() {
             fix(k);
+        }
+        for p in [
+            &mut self.delivery.client_cert,
+            &mut self.delivery.client_key,
+            &mut self.delivery.ca,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            fix(p);
         }
         fix(&mut self.policy.agreements_dir);
         fix(&mut self.policy.labels_dir);

@@ -12,6 +12,7 @@ pub mod client;
 pub mod clock;
 pub mod config;
 pub mod consents;
+pub mod delivery;
 pub mod demo;
 pub mod document;
 pub mod domain;

@@ -184,27 +184,43 @@ async fn submit_inner(
         event: summary.event.code().to_string(),
         content_hash: hash,
     };
-    match state.store.accept_document(doc, vec![received.into_draft()]).await? {
+    // Route and decide now, so the sender hears at once what each recipient will and will not
+    // receive (DESIGN §4); the deliveries are written in the same transaction as the document.
+    let sender = crate::policy::Party {
+        ods: principal.ods.clone(),
+        role: principal.role,
+    };
+    let (verdicts, decisions) = crate::sharing::decide_for_recipients(
+        state,
+        &principal.actor(),
+        &tree,
+        Some(&id),
+        &summary,
+        &sender,
+        None,
+        "intake-preview",
+    )
+    .await?;
+    let (deliveries, delivery_events) =
+        crate::delivery::plan(state, &id, &summary, &verdicts).await?;
+    let mut audit = vec![received.into_draft()];
+    audit.extend(decisions);
+    audit.extend(delivery_events);
+    match state.store.accept_document(doc, deliveries.clone(), audit).await? {
         Acceptance::Created { id } => {
             tracing::info!(document_id = %id, event = summary.event.code(), "Document accepted.");
+            state.delivery_wakeup.notify_one();
             let mut issues = vec![Issue::information(format!(
                 "Accepted {} document as Bundle/{id}.",
                 summary.event.code()
             ))];
-            // Tell the sender now what each recipient will and will not receive (DESIGN §4).
-            let sender = crate::policy::Party { ods: principal.ods.clone(), role: principal.role };
-            let verdicts = crate::sharing::decide_for_recipients(
-                state,
-                &principal.actor(),
-                &tree,
-                Some(&id),
-                &summary,
-                &sender,
-                None,
-                "intake-preview",
-            )
-            .await?;
             issues.extend(crate::sharing::verdict_issues(&verdicts));
+            for d in &deliveries {
+                issues.push(Issue::information(format!(
+                    "Delivery to {} is Task/{} ({}, {}).",
+                    d.recipient_ods, d.id, d.status, d.business_status
+                )));
+            }
             Ok(Receipt::Created { id, issues })
         }
         Acceptance::Repeat { id } => {

@@ -87,7 +87,10 @@ impl Sharing {
                     anyhow::bail!(
                         "agreement file {}: {}",
                         a.id,
-                        AgreementError::VersionConflict { id: a.id.clone(), version: a.version }
+                        AgreementError::VersionConflict {
+                            id: a.id.clone(),
+                            version: a.version
+                        }
                     );
                 }
                 continue;
@@ -280,8 +283,8 @@ pub struct RecipientVerdict {
     pub removals: Vec<crate::policy::Removal>,
 }
 
-/// Routes a document and decides, for each recipient, what it would receive now; each decision
-/// is audited with `context`.
+/// Routes a document and decides, for each recipient, what it would receive now. Returns the
+/// verdicts and the audit entries recording them (with `context`), for the caller to commit.
 #[allow(clippy::too_many_arguments)]
 pub async fn decide_for_recipients(
     state: &crate::startup::AppState,
@@ -292,7 +295,7 @@ pub async fn decide_for_recipients(
     sender: &Party,
     only: Option<&OdsCode>,
     context: &str,
-) -> Result<Vec<RecipientVerdict>, StoreError> {
+) -> Result<(Vec<RecipientVerdict>, Vec<crate::audit::AuditDraft>), StoreError> {
     let mut routes = crate::routing::route(
         document,
         summary.patient_entry,
@@ -351,8 +354,7 @@ pub async fn decide_for_recipients(
             removals,
         });
     }
-    state.store.append_audit(events).await?;
-    Ok(out)
+    Ok((out, events))
 }
 
 /// Summarises verdicts as OperationOutcome issues for the sender.

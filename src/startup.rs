@@ -31,6 +31,10 @@ pub struct AppState {
     pub capability: String,
     /// Agreements in force and sensitivity labels.
     pub sharing: crate::sharing::Sharing,
+    /// Wakes the delivery workers when a document is accepted.
+    pub delivery_wakeup: Arc<tokio::sync::Notify>,
+    /// The HTTP client for pushes to recipients.
+    pub push_client: reqwest::Client,
 }
 
 impl crate::routing::Directory for AppState {
@@ -101,6 +105,24 @@ pub fn route_table() -> Vec<RouteDef> {
         }),
         def(Method::POST, "/fhir/$sharing-decision", || {
             web::post().to(api::sharing::sharing_decision)
+        }),
+        def(Method::GET, "/fhir/Task", || {
+            web::get().to(api::task::search_tasks)
+        }),
+        def(Method::GET, "/fhir/Task/{id}", || {
+            web::get().to(api::task::read_task)
+        }),
+        def(Method::GET, "/admin/endpoints", || {
+            web::get().to(api::admin::list_endpoints)
+        }),
+        def(Method::PUT, "/admin/endpoints/{ods}", || {
+            web::put().to(api::admin::put_endpoint)
+        }),
+        def(Method::GET, "/admin/deliveries", || {
+            web::get().to(api::admin::list_deliveries)
+        }),
+        def(Method::POST, "/admin/deliveries/{id}/retry", || {
+            web::post().to(api::admin::retry_delivery)
         }),
         def(Method::GET, "/fhir/AuditEvent", || {
             web::get().to(api::audit::search_audit_events)
@@ -212,6 +234,7 @@ pub struct Application {
     server: Server,
     state: web::Data<AppState>,
     checkpoints: tokio::task::JoinHandle<()>,
+    workers: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// Signs the audit chain head now if it moved; failures are logged (the chain itself is intact).
@@ -299,6 +322,8 @@ impl Application {
             tokens,
             capability,
             sharing,
+            delivery_wakeup: Arc::new(tokio::sync::Notify::new()),
+            push_client: crate::delivery::worker::push_client(&settings.delivery)?,
         });
 
         let app_state = state.clone();
@@ -324,6 +349,14 @@ impl Application {
                 what: "gateway-started",
             })
             .await?;
+        let released = state.store.release_claims().await?;
+        if released > 0 {
+            tracing::info!(released, "Released delivery leases held before a restart.");
+        }
+        let workers = settings
+            .delivery
+            .enabled
+            .then(|| tokio::spawn(crate::delivery::worker::run(state.clone())));
         let periodic = state.clone();
         let every = std::time::Duration::from_secs(settings.audit.checkpoint_interval_secs.max(1));
         let checkpoints = tokio::spawn(async move {
@@ -339,6 +372,7 @@ impl Application {
             server,
             state,
             checkpoints,
+            workers,
         })
     }
 
@@ -365,6 +399,9 @@ impl Application {
             })
             .await;
         self.checkpoints.abort();
+        if let Some(w) = &self.workers {
+            w.abort();
+        }
         checkpoint(&self.state).await;
         self.state.store.close().await;
         Ok(())

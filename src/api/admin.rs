@@ -180,3 +180,241 @@ pub async fn retire_agreement(
         json!({"id": id, "versionBefore": before, "versionAfter": after, "status": "retired"}),
     ))
 }
+
+const OPERATORS: &[Role] = &[Role::Icb, Role::Admin];
+
+/// `GET /admin/endpoints`: the endpoint directory.
+pub async fn list_endpoints(
+    principal: Principal,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    principal
+        .authorize(
+            &state,
+            "GET /admin/endpoints",
+            OPERATORS,
+            "Endpoint",
+            Permission::Read,
+        )
+        .await?;
+    let list: Vec<Value> = state
+        .store
+        .endpoints()
+        .await?
+        .iter()
+        .map(|e| {
+            json!({"ods": e.ods, "url": e.url, "profile": e.profile,
+                   "auth": redact_auth(&e.auth), "updatedAt": e.updated_at, "updatedBy": e.updated_by})
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({"endpoints": list})))
+}
+
+/// Bearer tokens are secrets: show only that one is set.
+fn redact_auth(auth: &str) -> Value {
+    let mut v: Value = serde_json::from_str(auth).unwrap_or(Value::Null);
+    if let Some(obj) = v.as_object_mut()
+        && obj.contains_key("bearer_token")
+    {
+        obj.insert("bearer_token".into(), json!("(set)"));
+    }
+    v
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EndpointBody {
+    url: String,
+    /// `uk-core-r4`, `gp-connect-stu3` or `prison`.
+    profile: String,
+    #[serde(default)]
+    auth: Option<Value>,
+}
+
+/// `PUT /admin/endpoints/{ods}`: register or change a recipient's push endpoint.
+pub async fn put_endpoint(
+    req: HttpRequest,
+    principal: Principal,
+    payload: web::Payload,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let endpoint = "PUT /admin/endpoints/{ods}";
+    principal
+        .authorize(&state, endpoint, OPERATORS, "Endpoint", Permission::Update)
+        .await?;
+    let result = async {
+        let ods = crate::domain::OdsCode::parse(&path.into_inner())
+            .map_err(|e| ApiError::bad_request(codes::SHAPE, e))?;
+        let body = super::read_body(&req, payload, 64 * 1024).await?;
+        let value = pipeline::parse_json(&state, &body)?;
+        let parsed: EndpointBody = serde_json::from_value(value).map_err(|e| {
+            ApiError::Unprocessable(vec![
+                Issue::error(
+                    "invalid",
+                    format!("The endpoint does not fit the schema: {e}."),
+                )
+                .with_code(codes::SHAPE),
+            ])
+        })?;
+        let url = reqwest::Url::parse(&parsed.url).map_err(|e| {
+            ApiError::Unprocessable(vec![
+                Issue::error("invalid", format!("url: {e}"))
+                    .at("url")
+                    .with_code(codes::SHAPE),
+            ])
+        })?;
+        if url.scheme() != "https" && url.scheme() != "http" {
+            return Err(ApiError::Unprocessable(vec![
+                Issue::error("invalid", "url must be https")
+                    .at("url")
+                    .with_code(codes::SHAPE),
+            ]));
+        }
+        if !["uk-core-r4", "gp-connect-stu3", "prison"].contains(&parsed.profile.as_str()) {
+            return Err(ApiError::Unprocessable(vec![
+                Issue::error(
+                    "invalid",
+                    "profile must be uk-core-r4, gp-connect-stu3 or prison",
+                )
+                .at("profile")
+                .with_code(codes::SHAPE),
+            ]));
+        }
+        let now = stamp(state.clock.now());
+        let record = crate::store::EndpointRecord {
+            ods: ods.to_string(),
+            url: parsed.url.clone(),
+            profile: parsed.profile.clone(),
+            auth: parsed.auth.unwrap_or_else(|| json!({})).to_string(),
+            updated_at: now,
+            updated_by: principal.client_id.clone(),
+        };
+        let event = crate::audit::AuditEvent::EndpointChanged {
+            actor: principal.actor(),
+            ods: ods.to_string(),
+            url: parsed.url,
+            profile: parsed.profile,
+        };
+        state
+            .store
+            .put_endpoint(record, vec![event.into_draft()])
+            .await?;
+        state.delivery_wakeup.notify_one();
+        Ok(ods)
+    }
+    .await;
+    match result {
+        Ok(ods) => Ok(HttpResponse::Ok().json(json!({"ods": ods.as_str(), "stored": true}))),
+        Err(err) => {
+            pipeline::audit_rejection(&state, &principal, endpoint, &err, None).await;
+            Err(err)
+        }
+    }
+}
+
+/// `GET /admin/deliveries?status=&business-status=&at-risk=&recipient=&document=`.
+pub async fn list_deliveries(
+    req: HttpRequest,
+    principal: Principal,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    principal
+        .authorize(
+            &state,
+            "GET /admin/deliveries",
+            OPERATORS,
+            "Task",
+            Permission::Search,
+        )
+        .await?;
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(req.query_string())
+        .map_err(|_| ApiError::bad_request(codes::SHAPE, "the query string is unreadable"))?;
+    let mut f = crate::store::DeliveryFilter {
+        limit: 200,
+        ..Default::default()
+    };
+    for (k, v) in pairs {
+        match k.as_str() {
+            "status" => f.status = Some(v),
+            "business-status" => f.business_status = Some(v),
+            "at-risk" => f.at_risk = Some(v == "true"),
+            "recipient" => f.recipient_ods = Some(v),
+            "document" => f.document_id = Some(v),
+            "_count" => f.limit = v.parse().unwrap_or(200),
+            other => {
+                return Err(ApiError::bad_request(
+                    codes::SHAPE,
+                    format!("filter {other:?} is not supported"),
+                ));
+            }
+        }
+    }
+    let rows = state.store.deliveries(&f).await?;
+    let list: Vec<Value> = rows
+        .iter()
+        .map(|d| {
+            json!({"id": d.id, "document": d.document_id, "recipient": d.recipient_ods,
+                   "status": d.status, "businessStatus": d.business_status, "reason": d.reason,
+                   "attempts": d.attempts, "nextAttemptAt": d.next_attempt_at, "atRisk": d.at_risk,
+                   "releaseDate": d.release_date, "lastStatusCode": d.last_status_code,
+                   "updatedAt": d.updated_at})
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({"deliveries": list})))
+}
+
+/// `POST /admin/deliveries/{id}/retry`: replay a failed or dead-lettered delivery.
+pub async fn retry_delivery(
+    principal: Principal,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    principal
+        .authorize(
+            &state,
+            "POST /admin/deliveries/{id}/retry",
+            OPERATORS,
+            "Task",
+            Permission::Update,
+        )
+        .await?;
+    let id = path.into_inner();
+    let d = state
+        .store
+        .delivery(&id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("Delivery {id} is not known.")))?;
+    let event = crate::audit::AuditEvent::DeliveryChanged {
+        actor: Some(principal.actor()),
+        what: "delivery-requeued",
+        delivery_id: d.id.clone(),
+        document_id: d.document_id.clone(),
+        nhs_number: d.nhs_number.clone(),
+        recipient: d.recipient_ods.clone(),
+        attempt: d.attempts,
+        status_code: None,
+        reason: Some("replayed by an operator".into()),
+        success: true,
+    };
+    let now = stamp(state.clock.now());
+    if !state
+        .store
+        .requeue_delivery(&id, &now, vec![event.into_draft()])
+        .await?
+    {
+        return Err(ApiError::Conflict(
+            Issue::error(
+                "conflict",
+                format!(
+                    "Delivery {id} is {} ({}): only failed deliveries are replayed.",
+                    d.status, d.business_status
+                ),
+            )
+            .with_code(codes::IDEMPOTENCY_CONFLICT),
+        ));
+    }
+    state.delivery_wakeup.notify_one();
+    Ok(HttpResponse::Accepted()
+        .json(json!({"id": id, "status": "requested", "businessStatus": "scheduled"})))
+}

@@ -9,6 +9,7 @@ pub mod health;
 pub mod metadata;
 pub mod oauth;
 pub mod sharing;
+pub mod task;
 
 use actix_web::{HttpRequest, web};
 use futures_util::StreamExt;

@@ -166,7 +166,7 @@ async fn decide(
         ods: sender_ods,
         role: Role::Prison,
     };
-    let verdicts = crate::sharing::decide_for_recipients(
+    let (verdicts, decisions) = crate::sharing::decide_for_recipients(
         state,
         &principal.actor(),
         &document,
@@ -177,6 +177,7 @@ async fn decide(
         "sharing-decision",
     )
     .await?;
+    state.store.append_audit(decisions).await?;
     let mut out = Vec::new();
     for v in &verdicts {
         let d = &v.decision;

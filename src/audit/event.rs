@@ -86,6 +86,27 @@ pub enum AuditEvent {
         emergency: bool,
         explanation: Value,
     },
+    /// A delivery changed state: scheduled, rejected, attempted, completed, failed, dead-lettered,
+    /// requeued or flagged at risk. `what` names the change.
+    DeliveryChanged {
+        actor: Option<Actor>,
+        what: &'static str,
+        delivery_id: String,
+        document_id: String,
+        nhs_number: String,
+        recipient: String,
+        attempt: i64,
+        status_code: Option<i64>,
+        reason: Option<String>,
+        success: bool,
+    },
+    /// A recipient's push endpoint was registered or changed.
+    EndpointChanged {
+        actor: Actor,
+        ods: String,
+        url: String,
+        profile: String,
+    },
     /// A read or search of patient data.
     Searched {
         actor: Actor,
@@ -119,6 +140,8 @@ impl AuditEvent {
                 "disclosure"
             }
             AuditEvent::SharingDecided { .. } => "sharing-decided",
+            AuditEvent::DeliveryChanged { what, .. } => what,
+            AuditEvent::EndpointChanged { .. } => "endpoint-changed",
             AuditEvent::Searched { .. } => "searched",
             AuditEvent::GatewayLifecycle { what } => what,
         }
@@ -262,6 +285,43 @@ impl AuditEvent {
                     .unwrap_or_default(),
                 json!({"context": context, "recipient": recipient, "recipientRole": recipient_role,
                        "emergency": emergency, "decision": explanation}),
+            ),
+            AuditEvent::EndpointChanged {
+                actor,
+                ods,
+                url,
+                profile,
+            } => (
+                Outcome::Success,
+                Some(actor),
+                None,
+                vec![format!("Endpoint/{ods}")],
+                json!({"url": url, "profile": profile}),
+            ),
+            AuditEvent::DeliveryChanged {
+                actor,
+                what: _,
+                delivery_id,
+                document_id,
+                nhs_number,
+                recipient,
+                attempt,
+                status_code,
+                reason,
+                success,
+            } => (
+                if success {
+                    Outcome::Success
+                } else {
+                    Outcome::Failure
+                },
+                actor,
+                Some(nhs_number),
+                vec![
+                    format!("Task/{delivery_id}"),
+                    format!("Bundle/{document_id}"),
+                ],
+                json!({"recipient": recipient, "attempt": attempt, "statusCode": status_code, "reason": reason}),
             ),
             AuditEvent::Searched {
                 actor,

@@ -65,6 +65,83 @@ pub struct StoredDocument {
     pub body: Vec<u8>,
 }
 
+/// A delivery (outbox row) written with the document that causes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewDelivery {
+    pub id: String,
+    pub recipient_ods: String,
+    pub recipient_role: String,
+    /// JSON array of relationships.
+    pub relationships: String,
+    pub needs_gp_registration: bool,
+    pub status: String,
+    pub business_status: String,
+    pub reason: Option<String>,
+    pub next_attempt_at: Option<String>,
+    pub release_date: Option<String>,
+}
+
+/// A delivery as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryRecord {
+    pub id: String,
+    pub document_id: String,
+    pub nhs_number: String,
+    pub sender_ods: String,
+    pub recipient_ods: String,
+    pub recipient_role: String,
+    pub relationships: String,
+    pub needs_gp_registration: bool,
+    pub status: String,
+    pub business_status: String,
+    pub reason: Option<String>,
+    pub attempts: i64,
+    pub next_attempt_at: Option<String>,
+    pub claimed_until: Option<String>,
+    pub release_date: Option<String>,
+    pub at_risk: bool,
+    pub last_status_code: Option<i64>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// The outcome of one attempt, written when it ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryUpdate {
+    pub status: String,
+    pub business_status: String,
+    pub reason: Option<String>,
+    pub next_attempt_at: Option<String>,
+    pub last_status_code: Option<i64>,
+    pub updated_at: String,
+}
+
+/// Filters for listing deliveries (Task search, the operators' view).
+#[derive(Debug, Clone, Default)]
+pub struct DeliveryFilter {
+    pub document_id: Option<String>,
+    pub recipient_ods: Option<String>,
+    /// Deliveries visible to this organisation: as sender or as recipient.
+    pub party_ods: Option<String>,
+    pub status: Option<String>,
+    pub business_status: Option<String>,
+    pub at_risk: Option<bool>,
+    pub updated_since: Option<String>,
+    pub limit: i64,
+}
+
+/// A recipient's endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointRecord {
+    pub ods: String,
+    pub url: String,
+    pub profile: String,
+    /// JSON: how the gateway authenticates to the endpoint.
+    pub auth: String,
+    pub updated_at: String,
+    pub updated_by: String,
+}
+
 /// What happened to a document offered for acceptance.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Acceptance {
@@ -155,8 +232,59 @@ pub trait Store: Send + Sync {
     async fn accept_document(
         &self,
         doc: NewDocument,
+        deliveries: Vec<NewDelivery>,
         audit: Vec<AuditDraft>,
     ) -> Result<Acceptance, StoreError>;
+
+    /// Claims up to `limit` deliveries due at `now` (requested or in-progress, not leased),
+    /// leasing them until `lease_until` and counting an attempt.
+    async fn claim_due(
+        &self,
+        now: &str,
+        lease_until: &str,
+        limit: i64,
+    ) -> Result<Vec<DeliveryRecord>, StoreError>;
+
+    /// Records the end of an attempt with its audit entries.
+    async fn finish_delivery(
+        &self,
+        id: &str,
+        update: DeliveryUpdate,
+        audit: Vec<AuditDraft>,
+    ) -> Result<(), StoreError>;
+
+    async fn delivery(&self, id: &str) -> Result<Option<DeliveryRecord>, StoreError>;
+
+    async fn deliveries(&self, filter: &DeliveryFilter) -> Result<Vec<DeliveryRecord>, StoreError>;
+
+    /// Puts a failed or dead-lettered delivery back in the queue (an operator's replay).
+    async fn requeue_delivery(
+        &self,
+        id: &str,
+        now: &str,
+        audit: Vec<AuditDraft>,
+    ) -> Result<bool, StoreError>;
+
+    /// Marks as at risk the open deliveries whose release date is before `cutoff`; returns
+    /// the newly marked ones.
+    async fn mark_at_risk(
+        &self,
+        cutoff: &str,
+        now: &str,
+    ) -> Result<Vec<DeliveryRecord>, StoreError>;
+
+    /// Drops every lease (at start-up: a lease held by a process that died is void).
+    async fn release_claims(&self) -> Result<u64, StoreError>;
+
+    async fn put_endpoint(
+        &self,
+        endpoint: EndpointRecord,
+        audit: Vec<AuditDraft>,
+    ) -> Result<(), StoreError>;
+
+    async fn endpoint(&self, ods: &str) -> Result<Option<EndpointRecord>, StoreError>;
+
+    async fn endpoints(&self) -> Result<Vec<EndpointRecord>, StoreError>;
 
     async fn document(&self, id: &str) -> Result<Option<StoredDocument>, StoreError>;
 

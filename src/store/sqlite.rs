@@ -12,7 +12,8 @@ use sqlx::sqlite::{
 use sqlx::{Row, Sqlite, Transaction};
 
 use super::{
-    Acceptance, AgreementRecord, AuditFilter, Checkpoint, ConsentRecord, ConsentWrite, NewDocument,
+    Acceptance, AgreementRecord, AuditFilter, Checkpoint, ConsentRecord, ConsentWrite,
+    DeliveryFilter, DeliveryRecord, DeliveryUpdate, EndpointRecord, NewDelivery, NewDocument,
     Store, StoreError, StoredDocument, VersionOutcome,
 };
 use crate::audit::{AuditDraft, AuditEntry};
@@ -139,6 +140,41 @@ fn consent_from_row(row: &SqliteRow) -> Result<ConsentRecord, sqlx::Error> {
     })
 }
 
+fn delivery_from_row(row: &SqliteRow) -> Result<DeliveryRecord, sqlx::Error> {
+    Ok(DeliveryRecord {
+        id: row.try_get("id")?,
+        document_id: row.try_get("document_id")?,
+        nhs_number: row.try_get("nhs_number")?,
+        sender_ods: row.try_get("sender_ods")?,
+        recipient_ods: row.try_get("recipient_ods")?,
+        recipient_role: row.try_get("recipient_role")?,
+        relationships: row.try_get("relationships")?,
+        needs_gp_registration: row.try_get("needs_gp_registration")?,
+        status: row.try_get("status")?,
+        business_status: row.try_get("business_status")?,
+        reason: row.try_get("reason")?,
+        attempts: row.try_get("attempts")?,
+        next_attempt_at: row.try_get("next_attempt_at")?,
+        claimed_until: row.try_get("claimed_until")?,
+        release_date: row.try_get("release_date")?,
+        at_risk: row.try_get("at_risk")?,
+        last_status_code: row.try_get("last_status_code")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+fn endpoint_from_row(row: &SqliteRow) -> Result<EndpointRecord, sqlx::Error> {
+    Ok(EndpointRecord {
+        ods: row.try_get("ods")?,
+        url: row.try_get("url")?,
+        profile: row.try_get("profile")?,
+        auth: row.try_get("auth")?,
+        updated_at: row.try_get("updated_at")?,
+        updated_by: row.try_get("updated_by")?,
+    })
+}
+
 fn entry_from_row(row: &SqliteRow) -> Result<AuditEntry, sqlx::Error> {
     Ok(AuditEntry {
         seq: row.try_get("seq")?,
@@ -160,6 +196,7 @@ impl Store for SqliteStore {
     async fn accept_document(
         &self,
         doc: NewDocument,
+        deliveries: Vec<NewDelivery>,
         audit: Vec<AuditDraft>,
     ) -> Result<Acceptance, StoreError> {
         let mut tx = self.writer.begin().await?;
@@ -198,6 +235,31 @@ impl Store for SqliteStore {
         .bind(&doc.body)
         .execute(&mut *tx)
         .await?;
+        for d in &deliveries {
+            sqlx::query(
+                "INSERT INTO deliveries (id, document_id, nhs_number, sender_ods, recipient_ods, \
+                 recipient_role, relationships, needs_gp_registration, status, business_status, \
+                 reason, next_attempt_at, release_date, created_at, updated_at) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(&d.id)
+            .bind(&doc.id)
+            .bind(&doc.nhs_number)
+            .bind(&doc.sender_ods)
+            .bind(&d.recipient_ods)
+            .bind(&d.recipient_role)
+            .bind(&d.relationships)
+            .bind(d.needs_gp_registration)
+            .bind(&d.status)
+            .bind(&d.business_status)
+            .bind(&d.reason)
+            .bind(&d.next_attempt_at)
+            .bind(&d.release_date)
+            .bind(&doc.received_at)
+            .bind(&doc.received_at)
+            .execute(&mut *tx)
+            .await?;
+        }
         self.chain_into(&mut tx, audit).await?;
         tx.commit().await?;
         Ok(Acceptance::Created { id: doc.id })
@@ -461,6 +523,212 @@ impl Store for SqliteStore {
                 signature,
             })
             .collect())
+    }
+
+    async fn claim_due(
+        &self,
+        now: &str,
+        lease_until: &str,
+        limit: i64,
+    ) -> Result<Vec<DeliveryRecord>, StoreError> {
+        let mut tx = self.writer.begin().await?;
+        let rows = sqlx::query(
+            "UPDATE deliveries SET status = 'in-progress', claimed_until = ?, \
+             attempts = attempts + 1, updated_at = ? \
+             WHERE id IN (SELECT id FROM deliveries \
+               WHERE status IN ('requested', 'in-progress') AND next_attempt_at IS NOT NULL \
+               AND next_attempt_at <= ? AND (claimed_until IS NULL OR claimed_until < ?) \
+               ORDER BY next_attempt_at LIMIT ?) \
+             RETURNING *",
+        )
+        .bind(lease_until)
+        .bind(now)
+        .bind(now)
+        .bind(now)
+        .bind(limit)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(rows
+            .iter()
+            .map(delivery_from_row)
+            .collect::<Result<_, _>>()?)
+    }
+
+    async fn finish_delivery(
+        &self,
+        id: &str,
+        u: DeliveryUpdate,
+        audit: Vec<AuditDraft>,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.writer.begin().await?;
+        sqlx::query(
+            "UPDATE deliveries SET status = ?, business_status = ?, reason = ?, \
+             next_attempt_at = ?, last_status_code = ?, updated_at = ?, claimed_until = NULL \
+             WHERE id = ?",
+        )
+        .bind(&u.status)
+        .bind(&u.business_status)
+        .bind(&u.reason)
+        .bind(&u.next_attempt_at)
+        .bind(u.last_status_code)
+        .bind(&u.updated_at)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        self.chain_into(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn delivery(&self, id: &str) -> Result<Option<DeliveryRecord>, StoreError> {
+        let row = sqlx::query("SELECT * FROM deliveries WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.readers)
+            .await?;
+        Ok(row.as_ref().map(delivery_from_row).transpose()?)
+    }
+
+    async fn deliveries(&self, f: &DeliveryFilter) -> Result<Vec<DeliveryRecord>, StoreError> {
+        let mut qb = sqlx::QueryBuilder::<Sqlite>::new("SELECT * FROM deliveries WHERE 1 = 1");
+        if let Some(v) = &f.document_id {
+            qb.push(" AND document_id = ").push_bind(v.clone());
+        }
+        if let Some(v) = &f.recipient_ods {
+            qb.push(" AND recipient_ods = ").push_bind(v.clone());
+        }
+        if let Some(v) = &f.party_ods {
+            qb.push(" AND (recipient_ods = ").push_bind(v.clone());
+            qb.push(" OR sender_ods = ").push_bind(v.clone()).push(")");
+        }
+        if let Some(v) = &f.status {
+            qb.push(" AND status = ").push_bind(v.clone());
+        }
+        if let Some(v) = &f.business_status {
+            qb.push(" AND business_status = ").push_bind(v.clone());
+        }
+        if let Some(v) = f.at_risk {
+            qb.push(" AND at_risk = ").push_bind(v);
+        }
+        if let Some(v) = &f.updated_since {
+            qb.push(" AND updated_at >= ").push_bind(v.clone());
+        }
+        qb.push(" ORDER BY updated_at DESC, id LIMIT ")
+            .push_bind(f.limit.clamp(1, 1000));
+        let rows = qb.build().fetch_all(&self.readers).await?;
+        Ok(rows
+            .iter()
+            .map(delivery_from_row)
+            .collect::<Result<_, _>>()?)
+    }
+
+    async fn requeue_delivery(
+        &self,
+        id: &str,
+        now: &str,
+        audit: Vec<AuditDraft>,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.writer.begin().await?;
+        let changed = sqlx::query(
+            "UPDATE deliveries SET status = 'requested', business_status = 'scheduled', \
+             attempts = 0, next_attempt_at = ?, claimed_until = NULL, updated_at = ?, reason = NULL \
+             WHERE id = ? AND status = 'failed'",
+        )
+        .bind(now)
+        .bind(now)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if changed == 0 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        self.chain_into(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn mark_at_risk(
+        &self,
+        cutoff: &str,
+        now: &str,
+    ) -> Result<Vec<DeliveryRecord>, StoreError> {
+        let rows = sqlx::query(
+            "UPDATE deliveries SET at_risk = 1, updated_at = ? \
+             WHERE at_risk = 0 AND status IN ('requested', 'in-progress', 'failed') \
+             AND release_date IS NOT NULL AND release_date < ? RETURNING *",
+        )
+        .bind(now)
+        .bind(cutoff)
+        .fetch_all(&self.writer)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(delivery_from_row)
+            .collect::<Result<_, _>>()?)
+    }
+
+    async fn release_claims(&self) -> Result<u64, StoreError> {
+        Ok(sqlx::query(
+            "UPDATE deliveries SET claimed_until = NULL WHERE claimed_until IS NOT NULL",
+        )
+        .execute(&self.writer)
+        .await?
+        .rows_affected())
+    }
+
+    async fn put_endpoint(
+        &self,
+        e: EndpointRecord,
+        audit: Vec<AuditDraft>,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.writer.begin().await?;
+        sqlx::query(
+            "INSERT INTO endpoints (ods, url, profile, auth, updated_at, updated_by) \
+             VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (ods) DO UPDATE SET url = excluded.url, \
+             profile = excluded.profile, auth = excluded.auth, updated_at = excluded.updated_at, \
+             updated_by = excluded.updated_by",
+        )
+        .bind(&e.ods)
+        .bind(&e.url)
+        .bind(&e.profile)
+        .bind(&e.auth)
+        .bind(&e.updated_at)
+        .bind(&e.updated_by)
+        .execute(&mut *tx)
+        .await?;
+        // Copies waiting for a pull can now be pushed.
+        sqlx::query(
+            "UPDATE deliveries SET business_status = 'scheduled', next_attempt_at = ?, updated_at = ? \
+             WHERE recipient_ods = ? AND status = 'requested' AND business_status = 'awaiting-pull'",
+        )
+        .bind(&e.updated_at)
+        .bind(&e.updated_at)
+        .bind(&e.ods)
+        .execute(&mut *tx)
+        .await?;
+        self.chain_into(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn endpoint(&self, ods: &str) -> Result<Option<EndpointRecord>, StoreError> {
+        let row = sqlx::query("SELECT * FROM endpoints WHERE ods = ?")
+            .bind(ods)
+            .fetch_optional(&self.readers)
+            .await?;
+        Ok(row.as_ref().map(endpoint_from_row).transpose()?)
+    }
+
+    async fn endpoints(&self) -> Result<Vec<EndpointRecord>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM endpoints ORDER BY ods")
+            .fetch_all(&self.readers)
+            .await?;
+        Ok(rows
+            .iter()
+            .map(endpoint_from_row)
+            .collect::<Result<_, _>>()?)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

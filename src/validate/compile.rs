@@ -1,7 +1,7 @@
 //! Compiled profiles: each StructureDefinition becomes a [`Tree`] of [`Node`]s (one per
 //! element, slices hanging off the element they slice), indexed by JSON property name, with
 //! type references, ValueSet expansions and FHIRPath invariants resolved once at load time.
-//! Snapshot elements compile directly ([`Registry::from_snapshot`]); differential-only profiles
+//! Snapshot elements compile directly ([`Registry::compile_snapshot`]); differential-only profiles
 //! are derived from their base tree in `snapshot.rs`.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -17,6 +17,9 @@ pub(crate) type NodeId = u32;
 pub(crate) type TreeId = u32;
 
 pub(crate) const CORE_SD: &str = "http://hl7.org/fhir/StructureDefinition/";
+
+/// JSON property name to (child, index of the type a choice property names).
+pub(crate) type KeyIndex = HashMap<Box<str>, (NodeId, Option<u16>)>;
 
 /// What a StructureDefinition describes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,8 +65,10 @@ pub(crate) struct Node {
     pub binding: Option<Binding>,
     pub constraints: Vec<Arc<Constraint>>,
     pub content_ref: Option<NodeId>,
+    /// The content reference's element id, until it is resolved.
+    content_ref_id: Option<String>,
     /// JSON property name to (child, index of the type a choice property names).
-    pub keys: HashMap<Box<str>, (NodeId, Option<u16>)>,
+    pub keys: KeyIndex,
     /// For a slice: the discriminator values that select it (filled at finalize).
     pub discriminator: Vec<SliceMatch>,
 }
@@ -73,6 +78,8 @@ pub(crate) struct ResolvedType {
     pub code: String,
     pub profiles: Vec<String>,
     pub target_profiles: Vec<String>,
+    /// For references: the resource types the target profiles allow (empty: any).
+    pub target_types: Vec<String>,
     /// The tree that describes this type's content: the first loaded profile, else the base type.
     pub tree: Option<TreeId>,
     /// A profile was named but none of them is loaded.
@@ -83,8 +90,13 @@ impl From<&TypeRef> for ResolvedType {
     fn from(t: &TypeRef) -> ResolvedType {
         ResolvedType {
             code: t.code.clone(),
-            profiles: t.profiles.iter().map(|p| strip_version(p).to_string()).collect(),
+            profiles: t
+                .profiles
+                .iter()
+                .map(|p| strip_version(p).to_string())
+                .collect(),
             target_profiles: t.target_profiles.clone(),
+            target_types: Vec::new(),
             tree: None,
             profile_missing: false,
         }
@@ -153,6 +165,7 @@ impl Node {
             binding: None,
             constraints: Vec::new(),
             content_ref: None,
+            content_ref_id: None,
             keys: HashMap::new(),
             discriminator: Vec::new(),
         }
@@ -205,8 +218,10 @@ pub(crate) struct Registry {
     pub warnings: Vec<String>,
 }
 
-/// Invariants checked natively by the walker (faster, and exact).
-pub(crate) const NATIVE_INVARIANTS: &[&str] = &["ele-1", "ext-1"];
+/// Invariants checked natively by the walker (faster, and exact), or deliberately not checked:
+/// `dom-6` ("a resource should have narrative") is a best-practice warning that would flag every
+/// resource of a machine-to-machine document.
+pub(crate) const NATIVE_INVARIANTS: &[&str] = &["ele-1", "ext-1", "dom-6"];
 
 impl Registry {
     pub fn new(raw: HashMap<String, RawStructureDefinition>) -> Registry {
@@ -262,7 +277,13 @@ impl Registry {
             .as_deref()
             .is_none_or(|v| v.starts_with('4'));
         let needs_derivation = raw.snapshot.as_ref().is_none_or(|s| s.element.is_empty());
-        if needs_derivation {
+        if needs_derivation && !r4 {
+            // Deriving would apply the differential to an R4 base: refuse instead.
+            Err(format!(
+                "it is a FHIR {} profile without a snapshot, and that version's base definitions are not loaded",
+                raw.fhir_version.as_deref().unwrap_or("?")
+            ))
+        } else if needs_derivation {
             super::snapshot::derive(self, raw)
         } else {
             let elements = raw
@@ -270,12 +291,12 @@ impl Registry {
                 .as_ref()
                 .map(|s| s.element.as_slice())
                 .unwrap_or_default();
-            self.from_snapshot(raw, elements, r4)
+            self.compile_snapshot(raw, elements, r4)
         }
     }
 
     /// Builds a tree from snapshot elements.
-    pub fn from_snapshot(
+    pub fn compile_snapshot(
         &mut self,
         raw: &RawStructureDefinition,
         elements: &[ElementDef],
@@ -286,6 +307,7 @@ impl Registry {
         let mut content_refs: Vec<(NodeId, String)> = Vec::new();
         // Ids are synthesised when missing (older snapshots): path, plus slice names in scope.
         let mut slice_scope: Vec<(String, String)> = Vec::new();
+        let mut skipped = 0usize;
         for el in elements {
             let id = match &el.id {
                 Some(id) => id.clone(),
@@ -306,7 +328,7 @@ impl Registry {
             let nid = nodes.len() as NodeId;
             if let Some(r) = &el.content_reference {
                 let target = r.rsplit('#').next().unwrap_or(r);
-                content_refs.push((nid, target.to_string()));
+                node.content_ref_id = Some(target.to_string());
             }
             if nodes.is_empty() {
                 nodes.push(node);
@@ -314,22 +336,45 @@ impl Registry {
                 continue;
             }
             if let Some(slice) = last_slice {
-                // A slice of the element with the same id minus `:slice`.
+                // A slice of the element with the same id minus `:slice`; older snapshots name
+                // a choice type slice by its renamed path (`deceasedDateTime:deceasedDateTime`).
                 let sliced_id = &id[..id.len() - slice.len() - 1];
-                let Some(&parent) = by_id.get(sliced_id) else {
-                    return Err(format!("slice {id} has no sliced element"));
+                let sliced = by_id.get(sliced_id).copied().or_else(|| {
+                    let parent = by_id.get(parent_of(sliced_id))?;
+                    nodes[*parent as usize].children.iter().copied().find(|&c| {
+                        nodes[c as usize]
+                            .name
+                            .strip_suffix("[x]")
+                            .is_some_and(|p| last_name.starts_with(p))
+                    })
+                });
+                let Some(parent) = sliced else {
+                    skipped += 1;
+                    continue;
                 };
                 nodes.push(node);
                 nodes[parent as usize].slices.push(nid);
             } else {
                 let parent_id = parent_of(&id);
                 let Some(&parent) = by_id.get(parent_id) else {
-                    return Err(format!("element {id} has no parent {parent_id}"));
+                    skipped += 1;
+                    continue;
                 };
                 nodes.push(node);
                 nodes[parent as usize].children.push(nid);
             }
             by_id.insert(id, nid);
+        }
+        if skipped > 0 {
+            self.warnings.push(format!(
+                "{}: {skipped} snapshot elements whose parent element is not in the snapshot were skipped",
+                raw.url
+            ));
+        }
+        for (i, node) in nodes.iter_mut().enumerate() {
+            if let Some(target) = node.content_ref_id.take() {
+                content_refs.push((i as NodeId, target));
+            }
         }
         for (nid, target) in content_refs {
             match by_id.get(&target) {
@@ -440,7 +485,9 @@ impl Registry {
 
 fn parent_of(id: &str) -> &str {
     let segs = id_segments(id);
-    let drop = segs.last().map(|(n, s)| n.len() + s.map_or(0, |s| s.len() + 1) + 1);
+    let drop = segs
+        .last()
+        .map(|(n, s)| n.len() + s.map_or(0, |s| s.len() + 1) + 1);
     match drop {
         Some(d) if d <= id.len() => &id[..id.len() - d],
         _ => "",
@@ -533,6 +580,7 @@ pub(crate) fn finalize(
         trees.push(Arc::try_unwrap(tree).unwrap_or_else(|arc| (*arc).clone()));
     }
     let lookup = |url: &str| by_url.get(strip_version(url)).copied();
+    let type_names: Vec<String> = trees.iter().map(|t| t.type_name.clone()).collect();
     for tree in &mut trees {
         let r4 = tree.r4;
         for node in &mut tree.nodes {
@@ -553,6 +601,26 @@ pub(crate) fn finalize(
                     };
                 }
                 t.tree = resolved;
+                if !t.target_profiles.is_empty() {
+                    let mut allowed = Vec::new();
+                    for p in &t.target_profiles {
+                        let name = match lookup(p) {
+                            Some(id) => type_names[id as usize].clone(),
+                            None => match strip_version(p).strip_prefix(CORE_SD) {
+                                Some(n) => n.to_string(),
+                                // An unknown target profile: do not restrict.
+                                None => String::from("Resource"),
+                            },
+                        };
+                        allowed.push(name);
+                    }
+                    if !allowed
+                        .iter()
+                        .any(|a| a == "Resource" || a == "DomainResource")
+                    {
+                        t.target_types = allowed;
+                    }
+                }
             }
             if let Some(b) = &mut node.binding
                 && b.required
@@ -561,8 +629,7 @@ pub(crate) fn finalize(
             }
         }
         // JSON key index.
-        let mut keys: Vec<HashMap<Box<str>, (NodeId, Option<u16>)>> =
-            Vec::with_capacity(tree.nodes.len());
+        let mut keys: Vec<KeyIndex> = Vec::with_capacity(tree.nodes.len());
         for node in &tree.nodes {
             let mut map = HashMap::with_capacity(node.children.len());
             for &c in &node.children {
@@ -750,13 +817,20 @@ mod tests {
     fn element_ids_split_into_names_and_slices() {
         assert_eq!(
             id_segments("Patient.identifier:nhsNumber.system"),
-            vec![("Patient", None), ("identifier", Some("nhsNumber")), ("system", None)]
+            vec![
+                ("Patient", None),
+                ("identifier", Some("nhsNumber")),
+                ("system", None)
+            ]
         );
         assert_eq!(
             id_segments("Extension.value[x]:valueString"),
             vec![("Extension", None), ("value[x]", Some("valueString"))]
         );
-        assert_eq!(parent_of("Patient.identifier:nhsNumber.system"), "Patient.identifier:nhsNumber");
+        assert_eq!(
+            parent_of("Patient.identifier:nhsNumber.system"),
+            "Patient.identifier:nhsNumber"
+        );
     }
 
     #[test]
@@ -776,6 +850,9 @@ mod tests {
             synthesise_id(&el("Patient.identifier.system", None), &mut scope),
             "Patient.identifier:nhs.system"
         );
-        assert_eq!(synthesise_id(&el("Patient.name", None), &mut scope), "Patient.name");
+        assert_eq!(
+            synthesise_id(&el("Patient.name", None), &mut scope),
+            "Patient.name"
+        );
     }
 }

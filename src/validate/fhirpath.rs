@@ -575,18 +575,6 @@ impl Expr {
             _ => Some(true),
         }
     }
-
-    /// Evaluates to a list of JSON-ish results (for tests and diagnostics).
-    pub fn evaluate(&self, focus: &Value) -> Result<Vec<Value>, String> {
-        let env = Env {
-            resource: focus,
-            root: focus,
-            context: focus,
-        };
-        let input = vec![Item::Json(focus)];
-        let out = eval(&self.0, &input, &input, &env)?;
-        Ok(out.iter().map(Item::to_value).collect())
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -650,18 +638,6 @@ impl<'a> Item<'a> {
         }
     }
 
-    fn to_value(&self) -> Value {
-        match self {
-            Item::Json(v) => (*v).clone(),
-            Item::Bool(b) => Value::Bool(*b),
-            Item::Int(i) => Value::from(*i),
-            Item::Dec(d) => serde_json::Number::from_f64(*d)
-                .map(Value::Number)
-                .unwrap_or(Value::Null),
-            Item::Str(s) => Value::String(s.to_string()),
-        }
-    }
-
     fn is_primitive(&self) -> bool {
         !matches!(self, Item::Json(Value::Object(_) | Value::Array(_)))
     }
@@ -717,7 +693,12 @@ fn boolean<'a>(b: Option<bool>) -> Coll<'a> {
     b.map(|b| vec![Item::Bool(b)]).unwrap_or_default()
 }
 
-fn eval<'a>(node: &Node, focus: &Coll<'a>, this: &Coll<'a>, env: &Env<'a>) -> Result<Coll<'a>, String> {
+fn eval<'a>(
+    node: &Node,
+    focus: &Coll<'a>,
+    this: &Coll<'a>,
+    env: &Env<'a>,
+) -> Result<Coll<'a>, String> {
     Ok(match node {
         Node::Empty => Vec::new(),
         Node::Bool(b) => vec![Item::Bool(*b)],
@@ -856,7 +837,12 @@ fn equal(a: &Item, b: &Item) -> Option<bool> {
 
 fn equivalent(a: &Item, b: &Item) -> bool {
     if let (Some(x), Some(y)) = (a.as_str(), b.as_str()) {
-        let norm = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase();
+        let norm = |s: &str| {
+            s.split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ")
+                .to_lowercase()
+        };
         return norm(x) == norm(y);
     }
     equal(a, b).unwrap_or(false)
@@ -922,7 +908,10 @@ fn parse_temporal(s: &str) -> Option<([i64; 6], usize, Option<i64>, f64)> {
             let (c, z) = t.split_at(pos);
             let sign = if z.starts_with('-') { -1 } else { 1 };
             let (h, m) = z[1..].split_once(':')?;
-            (c, Some(sign * (h.parse::<i64>().ok()? * 60 + m.parse::<i64>().ok()?)))
+            (
+                c,
+                Some(sign * (h.parse::<i64>().ok()? * 60 + m.parse::<i64>().ok()?)),
+            )
         } else {
             (t, None)
         };
@@ -1427,10 +1416,19 @@ mod tests {
     #[test]
     fn period_start_must_not_follow_end() {
         let per1 = "start.hasValue().not() or end.hasValue().not() or (start <= end)";
-        assert_eq!(check(per1, &json!({"start": "2020-01-02", "end": "2020-01-01"})), Some(false));
-        assert_eq!(check(per1, &json!({"start": "2020-01-01", "end": "2020-01-02"})), Some(true));
         assert_eq!(
-            check(per1, &json!({"start": "2020-01-01T10:00:00+01:00", "end": "2020-01-01T09:30:00Z"})),
+            check(per1, &json!({"start": "2020-01-02", "end": "2020-01-01"})),
+            Some(false)
+        );
+        assert_eq!(
+            check(per1, &json!({"start": "2020-01-01", "end": "2020-01-02"})),
+            Some(true)
+        );
+        assert_eq!(
+            check(
+                per1,
+                &json!({"start": "2020-01-01T10:00:00+01:00", "end": "2020-01-01T09:30:00Z"})
+            ),
             Some(true)
         );
         assert_eq!(check(per1, &json!({"start": "2020-01-01"})), Some(true));
@@ -1442,27 +1440,45 @@ mod tests {
             "identifier": {"system": "s"},
             "entry": [{"resource": {"resourceType": "Composition"}}]});
         assert_eq!(
-            check("type = 'document' implies (identifier.system.exists() and identifier.value.exists())", &bundle),
+            check(
+                "type = 'document' implies (identifier.system.exists() and identifier.value.exists())",
+                &bundle
+            ),
             Some(false)
         );
-        assert_eq!(check("type = 'document' implies entry.first().resource.is(Composition)", &bundle), Some(true));
+        assert_eq!(
+            check(
+                "type = 'document' implies entry.first().resource.is(Composition)",
+                &bundle
+            ),
+            Some(true)
+        );
         assert_eq!(check("Bundle.entry.count() = 1", &bundle), Some(true));
     }
 
     #[test]
     fn choice_elements_are_found_by_their_short_name() {
         let obs = json!({"resourceType": "Observation", "valueQuantity": {"value": 1}, "dataAbsentReason": {"text": "x"}});
-        assert_eq!(check("dataAbsentReason.empty() or value.empty()", &obs), Some(false));
+        assert_eq!(
+            check("dataAbsentReason.empty() or value.empty()", &obs),
+            Some(false)
+        );
         assert_eq!(check("value.value > 0", &obs), Some(true));
     }
 
     #[test]
     fn regular_expressions_and_string_functions_work() {
         let id = json!({"value": "A1234BC"});
-        assert_eq!(check("value.matches('^[A-Z][0-9]{4}[A-Z]{2}$')", &id), Some(true));
+        assert_eq!(
+            check("value.matches('^[A-Z][0-9]{4}[A-Z]{2}$')", &id),
+            Some(true)
+        );
         assert_eq!(check("value.matches('^[0-9]+$')", &id), Some(false));
         assert_eq!(check("value.substring(1, 4) = '1234'", &id), Some(true));
-        assert_eq!(check("value.replaceMatches('[0-9]', '') = 'ABC'", &id), Some(true));
+        assert_eq!(
+            check("value.replaceMatches('[0-9]', '') = 'ABC'", &id),
+            Some(true)
+        );
     }
 
     #[test]

@@ -16,17 +16,11 @@ use serde_json::Value;
 pub(crate) struct RawStructureDefinition {
     pub url: String,
     #[serde(default)]
-    pub name: Option<String>,
-    #[serde(default)]
     pub kind: Option<String>,
-    #[serde(default, rename = "abstract")]
-    pub is_abstract: Option<bool>,
     #[serde(default, rename = "type")]
     pub type_name: Option<String>,
     #[serde(default)]
     pub base_definition: Option<String>,
-    #[serde(default)]
-    pub derivation: Option<String>,
     #[serde(default)]
     pub fhir_version: Option<String>,
     #[serde(default)]
@@ -419,7 +413,8 @@ impl<'de> Visitor<'de> for ResourceSeed<'_> {
         match rt.as_ref() {
             "StructureDefinition" => {
                 let sd = RawStructureDefinition::deserialize(rest)?;
-                self.out.push(Conformance::StructureDefinition(Box::new(sd)));
+                self.out
+                    .push(Conformance::StructureDefinition(Box::new(sd)));
             }
             "ValueSet" => {
                 let vs = RawValueSet::deserialize(rest)?;
@@ -592,7 +587,9 @@ mod tests {
         let got = parse_conformance(json).unwrap();
         assert_eq!(got.len(), 2);
         assert!(matches!(&got[0], Conformance::ValueSet(vs) if vs.url == "http://x/vs"));
-        assert!(matches!(&got[1], Conformance::CodeSystem(cs) if cs.concept[0].concept[0].code == "b"));
+        assert!(
+            matches!(&got[1], Conformance::CodeSystem(cs) if cs.concept[0].concept[0].code == "b")
+        );
     }
 
     #[test]
@@ -611,7 +608,10 @@ mod tests {
         assert_eq!(els[0].fixed, Some(serde_json::json!("male")));
         assert_eq!(els[0].min, Some(1));
         assert_eq!(els[1].pattern, Some(serde_json::json!({"text": "x"})));
-        assert_eq!(els[1].types.as_ref().unwrap()[0].profiles, vec!["http://stu3/profile"]);
+        assert_eq!(
+            els[1].types.as_ref().unwrap()[0].profiles,
+            vec!["http://stu3/profile"]
+        );
     }
 
     #[test]

@@ -44,8 +44,8 @@ pub(crate) fn derive(reg: &mut Registry, raw: &RawStructureDefinition) -> Result
         }
         let mut cur: NodeId = 0;
         for (name, slice) in rest {
-            cur = child_named(reg, &mut tree, cur, name)
-                .map_err(|e| format!("element {id}: {e}"))?;
+            cur =
+                child_named(reg, &mut tree, cur, name).map_err(|e| format!("element {id}: {e}"))?;
             if let Some(slice) = slice {
                 cur = slice_of(&mut tree, cur, slice);
             }
@@ -89,7 +89,10 @@ fn child_named(
             return Ok(s);
         }
     }
-    Err(format!("{} has no element {name}", tree.nodes[n as usize].id))
+    Err(format!(
+        "{} has no element {name}",
+        tree.nodes[n as usize].id
+    ))
 }
 
 /// Gives `n` explicit children, copied from its content reference or its type's definition.
@@ -99,7 +102,7 @@ fn ensure_children(reg: &mut Registry, tree: &mut Tree, n: NodeId) -> Result<(),
         return Ok(());
     }
     if let Some(r) = node.content_ref {
-        let sub = extract_children(&tree.nodes, r);
+        let sub = extract_children(&tree.nodes, r, true);
         let old_prefix = tree.nodes[r as usize].id.clone();
         graft_children(tree, n, sub, &old_prefix);
         return Ok(());
@@ -107,7 +110,12 @@ fn ensure_children(reg: &mut Registry, tree: &mut Tree, n: NodeId) -> Result<(),
     let ty = match node.types.as_slice() {
         [one] => one.clone(),
         [] => return Err(format!("{} has no type to unfold", node.id)),
-        _ => return Err(format!("{} has several types; constrain it to one first", node.id)),
+        _ => {
+            return Err(format!(
+                "{} has several types; constrain it to one first",
+                node.id
+            ));
+        }
     };
     let mut source = None;
     for p in &ty.profiles {
@@ -122,7 +130,7 @@ fn ensure_children(reg: &mut Registry, tree: &mut Tree, n: NodeId) -> Result<(),
             .type_tree(&ty.code)
             .ok_or_else(|| format!("type {} is not loaded", ty.code))?,
     };
-    let sub = extract_children(&source.nodes, 0);
+    let sub = extract_children(&source.nodes, 0, false);
     let old_prefix = source.nodes[0].id.clone();
     graft_children(tree, n, sub, &old_prefix);
     // The type's own invariants apply to the element.
@@ -141,8 +149,9 @@ struct Subtree {
     nodes: Vec<Node>,
 }
 
-/// Copies the children (with their own children and slices) of `root`.
-fn extract_children(nodes: &[Node], root: NodeId) -> Subtree {
+/// Copies the children (with their own children and slices) of `root`. Content references are
+/// kept only for copies within the same tree (`same_tree`), where they still point right.
+fn extract_children(nodes: &[Node], root: NodeId, same_tree: bool) -> Subtree {
     let mut out = Subtree { nodes: Vec::new() };
     let mut root_copy = nodes[root as usize].clone();
     root_copy.children.clear();
@@ -150,25 +159,27 @@ fn extract_children(nodes: &[Node], root: NodeId) -> Subtree {
     out.nodes.push(root_copy);
     let children = nodes[root as usize].children.clone();
     for c in children {
-        let idx = copy_into(nodes, c, &mut out.nodes);
+        let idx = copy_into(nodes, c, &mut out.nodes, same_tree);
         out.nodes[0].children.push(idx);
     }
     out
 }
 
-fn copy_into(nodes: &[Node], n: NodeId, out: &mut Vec<Node>) -> NodeId {
+fn copy_into(nodes: &[Node], n: NodeId, out: &mut Vec<Node>, same_tree: bool) -> NodeId {
     let mut copy = nodes[n as usize].clone();
     let children = std::mem::take(&mut copy.children);
     let slices = std::mem::take(&mut copy.slices);
-    copy.content_ref = None;
+    if !same_tree {
+        copy.content_ref = None;
+    }
     let idx = out.len() as NodeId;
     out.push(copy);
     for c in children {
-        let ci = copy_into(nodes, c, out);
+        let ci = copy_into(nodes, c, out, same_tree);
         out[idx as usize].children.push(ci);
     }
     for s in slices {
-        let si = copy_into(nodes, s, out);
+        let si = copy_into(nodes, s, out, same_tree);
         out[idx as usize].slices.push(si);
     }
     idx
@@ -207,11 +218,13 @@ fn slice_of(tree: &mut Tree, n: NodeId, name: &str) -> NodeId {
     {
         return s;
     }
-    let sub = extract_children(&tree.nodes, n);
+    let sub = extract_children(&tree.nodes, n, true);
     let old_prefix = tree.nodes[n as usize].id.clone();
     let mut slice = tree.nodes[n as usize].clone();
     slice.id = format!("{old_prefix}:{name}");
     slice.slice_name = Some(name.to_string());
+    // A new slice starts optional; the differential states its own minimum.
+    slice.min = 0;
     slice.slicing = None;
     slice.slices.clear();
     slice.children.clear();

@@ -6,7 +6,9 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
-use super::loader::{RawCodeSystem, RawConcept, RawContains, RawInclude, RawValueSet, strip_version};
+use super::loader::{
+    RawCodeSystem, RawConcept, RawContains, RawInclude, RawValueSet, strip_version,
+};
 
 /// One code of an expanded ValueSet.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,7 +29,10 @@ pub struct Expansion {
 
 impl Expansion {
     fn push(&mut self, system: &str, code: &str, display: Option<&str>) {
-        if self.by_system.insert((system.to_string(), code.to_string())) {
+        if self
+            .by_system
+            .insert((system.to_string(), code.to_string()))
+        {
             self.codes.insert(code.to_string());
             self.systems.insert(system.to_string());
             self.concepts.push(Concept {
@@ -116,10 +121,6 @@ impl Terminology {
         self.value_sets.len()
     }
 
-    pub fn has_value_set(&self, url: &str) -> bool {
-        self.value_sets.contains_key(strip_version(url))
-    }
-
     /// The expansion of a ValueSet, or `None` when it is unknown or cannot be enumerated.
     pub fn expand(&self, url: &str) -> Option<Arc<Expansion>> {
         let url = strip_version(url);
@@ -191,8 +192,10 @@ impl Terminology {
             let mut e = Expansion::default();
             if inc.concept.is_empty() {
                 let cs = self.code_systems.get(strip_version(system))?;
-                if matches!(cs.content.as_deref(), Some("not-present" | "example" | "fragment"))
-                {
+                if matches!(
+                    cs.content.as_deref(),
+                    Some("not-present" | "example" | "fragment")
+                ) {
                     return None;
                 }
                 let mut count = 0usize;

@@ -438,3 +438,92 @@ pub fn location_of(headers: &reqwest::header::HeaderMap) -> String {
         .unwrap()
         .to_string()
 }
+
+impl TestApp {
+    /// Sends `body` (JSON) with `method` to `path` as the sample client `who`, with the given
+    /// Content-Type, over a connection presenting `who`'s certificate.
+    pub async fn send_as(
+        &self,
+        method: reqwest::Method,
+        who: &str,
+        token: Option<&str>,
+        path: &str,
+        content_type: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> reqwest::Response {
+        let mut request = self
+            .client_for(who)
+            .request(method, self.url(path))
+            .header("Content-Type", content_type)
+            .body(body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send().await.unwrap()
+    }
+
+    /// POSTs `body` as FHIR JSON to `path` as `who`.
+    pub async fn post_json(
+        &self,
+        who: &str,
+        token: &str,
+        path: &str,
+        body: &Value,
+    ) -> reqwest::Response {
+        self.send_as(
+            reqwest::Method::POST,
+            who,
+            Some(token),
+            path,
+            FHIR_JSON,
+            body.to_string(),
+        )
+        .await
+    }
+
+    /// PUTs `body` as FHIR JSON to `path` as `who`.
+    pub async fn put_json(
+        &self,
+        who: &str,
+        token: &str,
+        path: &str,
+        body: &Value,
+    ) -> reqwest::Response {
+        self.send_as(
+            reqwest::Method::PUT,
+            who,
+            Some(token),
+            path,
+            FHIR_JSON,
+            body.to_string(),
+        )
+        .await
+    }
+
+    /// GETs `path` (with `query`) as `who`.
+    pub async fn get_as(
+        &self,
+        who: &str,
+        token: &str,
+        path: &str,
+        query: &[(&str, &str)],
+    ) -> reqwest::Response {
+        self.client_for(who)
+            .get(self.url(path))
+            .query(query)
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// DELETEs `path` as `who`.
+    pub async fn delete_as(&self, who: &str, token: &str, path: &str) -> reqwest::Response {
+        self.client_for(who)
+            .delete(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+    }
+}

@@ -2,8 +2,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod audit;
+mod consent;
 mod helpers;
 mod intake;
 mod openapi;
+mod policy;
 mod restart;
 mod token;
