@@ -37,6 +37,16 @@ pub enum Command {
     },
     /// Run a release end to end on the embedded defaults, printing each step.
     Demo,
+    /// Validate a FHIR resource (JSON) against a profile; exits 1 when it has errors.
+    Validate {
+        file: PathBuf,
+        /// Canonical URL of the profile (default: the prison profiles for a prison document, else
+        /// the resource's meta.profile or UK Core).
+        #[arg(long)]
+        profile: Option<String>,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Audit log tools.
     Audit {
         #[command(subcommand)]
@@ -83,6 +93,31 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             app.run_until_stopped().await?;
             tracing::info!("Gateway stopped.");
             Ok(0)
+        }
+        Command::Validate {
+            file,
+            profile,
+            config,
+        } => {
+            let settings = Settings::load(config.as_deref(), &Overrides::default())?;
+            let validator = crate::validate::Validator::load(&settings.fhir)?;
+            for missing in &validator.report().missing_packages {
+                eprintln!("warning: package folder {} is missing", missing.display());
+            }
+            let text = std::fs::read(&file)?;
+            let resource: serde_json::Value = serde_json::from_slice(&text)
+                .map_err(|e| anyhow::anyhow!("{} is not JSON: {e}", file.display()))?;
+            let set = crate::api::validate::choose_set(&resource);
+            let issues = validator.validate(&resource, profile.as_deref(), set);
+            let outcome = crate::fhir::outcome::operation_outcome(&issues);
+            println!("{}", serde_json::to_string_pretty(&outcome)?);
+            let errors = issues.iter().any(|i| {
+                matches!(
+                    i.severity,
+                    crate::fhir::outcome::Severity::Error | crate::fhir::outcome::Severity::Fatal
+                )
+            });
+            Ok(if errors { 1 } else { 0 })
         }
         Command::Demo => {
             crate::demo::run().await?;

@@ -231,7 +231,12 @@ impl Default for Settings {
             },
             fhir: FhirSettings {
                 profiles_dir: PathBuf::from("profiles"),
-                packages: Vec::new(),
+                // The example set-up reads the public corpus beside the repository; a deployment
+                // names its own package folders (missing ones are reported at start-up).
+                packages: ["fhir-r4-core", "uk-core-r4-json", "gpconnect-stu3-json"]
+                    .iter()
+                    .map(|p| PathBuf::from("../shared/corpus").join(p))
+                    .collect(),
                 mappings_dir: PathBuf::from("mappings"),
             },
             policy: PolicySettings {

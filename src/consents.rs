@@ -101,6 +101,26 @@ pub async fn record(
         };
         invalid(e.clone(), expression)
     })?;
+    // The prison Consent profile (UK Core Consent where it fits).
+    let profile = format!("{}prison-consent", crate::validate::PRISON_SD_BASE);
+    let errors: Vec<Issue> = state
+        .validator
+        .validate(
+            &consent,
+            Some(&profile),
+            crate::validate::ProfileSet::Prison,
+        )
+        .into_iter()
+        .filter(|i| {
+            matches!(
+                i.severity,
+                crate::fhir::outcome::Severity::Error | crate::fhir::outcome::Severity::Fatal
+            )
+        })
+        .collect();
+    if !errors.is_empty() {
+        return Err(ApiError::Unprocessable(errors));
+    }
     let status = consent
         .get("status")
         .and_then(Value::as_str)

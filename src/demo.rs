@@ -116,6 +116,7 @@ pub async fn run() -> anyhow::Result<()> {
         BuildOptions {
             disable_signals: true,
             clock: None,
+            validator: None,
         },
     )
     .await?;
@@ -274,9 +275,13 @@ async fn exercise(dir: &Path, base: &str) -> anyhow::Result<()> {
         "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0", "display": "Patient Consent"}]}],
         "patient": {"identifier": {"system": "https://fhir.nhs.uk/Id/nhs-number", "value": "9990000018"}},
         "dateTime": "2026-11-20T09:00:00+00:00",
+        "policyRule": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "OPTIN"}]},
         "provision": {
             "type": "permit",
-            "actor": [{"reference": {"identifier": {"system": "https://fhir.nhs.uk/Id/ods-organization-code", "value": "X99001"}}}],
+            "actor": [{
+                "role": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType", "code": "IRCP"}]},
+                "reference": {"identifier": {"system": "https://fhir.nhs.uk/Id/ods-organization-code", "value": "X99001"}}
+            }],
             "securityLabel": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "ETH"}]
         }
     });

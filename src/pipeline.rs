@@ -159,6 +159,19 @@ async fn submit_inner(
         }
     };
     *nhs_out = Some(summary.nhs_number.as_str().to_string());
+    // The prison profiles (DESIGN §5a): errors refuse the document, warnings travel in the 201.
+    let validation = state
+        .validator
+        .validate(&tree, None, crate::validate::ProfileSet::Prison);
+    let (errors, warnings): (Vec<Issue>, Vec<Issue>) = validation.into_iter().partition(|i| {
+        matches!(
+            i.severity,
+            crate::fhir::outcome::Severity::Error | crate::fhir::outcome::Severity::Fatal
+        )
+    });
+    if !errors.is_empty() {
+        return Err(ApiError::Unprocessable(errors));
+    }
 
     let id = uuid::Uuid::new_v4().to_string();
     let hash = content_hash(&tree);
@@ -214,6 +227,7 @@ async fn submit_inner(
                 "Accepted {} document as Bundle/{id}.",
                 summary.event.code()
             ))];
+            issues.extend(warnings);
             issues.extend(crate::sharing::verdict_issues(&verdicts));
             for d in &deliveries {
                 issues.push(Issue::information(format!(

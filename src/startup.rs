@@ -35,6 +35,8 @@ pub struct AppState {
     pub delivery_wakeup: Arc<tokio::sync::Notify>,
     /// The HTTP client for pushes to recipients.
     pub push_client: reqwest::Client,
+    /// Profiles compiled at start-up.
+    pub validator: Arc<crate::validate::Validator>,
 }
 
 impl crate::routing::Directory for AppState {
@@ -105,6 +107,9 @@ pub fn route_table() -> Vec<RouteDef> {
         }),
         def(Method::POST, "/fhir/$sharing-decision", || {
             web::post().to(api::sharing::sharing_decision)
+        }),
+        def(Method::POST, "/fhir/$validate", || {
+            web::post().to(api::validate::validate_resource)
         }),
         def(Method::GET, "/fhir/Task", || {
             web::get().to(api::task::search_tasks)
@@ -259,6 +264,8 @@ pub struct BuildOptions {
     pub disable_signals: bool,
     /// Use this clock instead of the system clock.
     pub clock: Option<SharedClock>,
+    /// Use this validator instead of loading one (tests share one across many gateways).
+    pub validator: Option<Arc<crate::validate::Validator>>,
 }
 
 impl Application {
@@ -303,6 +310,26 @@ impl Application {
             issuer: public_url.clone(),
             token_url: format!("{public_url}/oauth2/token"),
         };
+        let validator = match options.validator.clone() {
+            Some(v) => v,
+            None => Arc::new(
+                crate::validate::Validator::load(&settings.fhir)
+                    .context("loading profiles and packages")?,
+            ),
+        };
+        let report = validator.report();
+        tracing::info!(
+            profiles = report.profiles,
+            value_sets = report.value_sets,
+            code_systems = report.code_systems,
+            "Profiles loaded."
+        );
+        for missing in &report.missing_packages {
+            tracing::warn!(package = %missing.display(), "FHIR package folder is missing: validation covers only what is loaded.");
+        }
+        for warning in &report.warnings {
+            tracing::debug!(%warning, "Profile loading warning.");
+        }
         let capability = crate::fhir::capability::build(&public_url, &routes()).to_string();
         let sharing = crate::sharing::Sharing::load(
             &settings.policy,
@@ -324,6 +351,7 @@ impl Application {
             sharing,
             delivery_wakeup: Arc::new(tokio::sync::Notify::new()),
             push_client: crate::delivery::worker::push_client(&settings.delivery)?,
+            validator,
         });
 
         let app_state = state.clone();

@@ -10,6 +10,7 @@ pub mod metadata;
 pub mod oauth;
 pub mod sharing;
 pub mod task;
+pub mod validate;
 
 use actix_web::{HttpRequest, web};
 use futures_util::StreamExt;

@@ -21,6 +21,10 @@ pub fn eth_permit_for(ods: &str) -> Value {
             "value": SAMPLE_NHS_NUMBER
         }},
         "dateTime": "2026-11-20T10:00:00+00:00",
+        "policyRule": {"coding": [{
+            "system": "http://terminology.hl7.org/CodeSystem/v3-ActCode",
+            "code": "OPTIN"
+        }]},
         "provision": {
             "type": "permit",
             "actor": [{

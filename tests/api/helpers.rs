@@ -135,12 +135,32 @@ impl Clock for ShiftedClock {
     }
 }
 
+/// One validator for every gateway in the test binary: loading the packages takes a second or
+/// two, and every test app uses the same profiles.
+fn shared_validator(settings: &Settings) -> std::sync::Arc<throughcare::validate::Validator> {
+    static VALIDATOR: std::sync::OnceLock<std::sync::Arc<throughcare::validate::Validator>> =
+        std::sync::OnceLock::new();
+    VALIDATOR
+        .get_or_init(|| {
+            let v = throughcare::validate::Validator::load(&settings.fhir).expect("profiles load");
+            if !v.report().missing_packages.is_empty() {
+                eprintln!(
+                    "WARNING: FHIR packages missing ({:?}): profile validation in these tests covers only what is loaded",
+                    v.report().missing_packages
+                );
+            }
+            std::sync::Arc::new(v)
+        })
+        .clone()
+}
+
 async fn start(settings: Settings, dir: tempfile::TempDir, clock: Option<SharedClock>) -> TestApp {
     let app = Application::build_with(
         settings.clone(),
         BuildOptions {
             disable_signals: true,
             clock,
+            validator: Some(shared_validator(&settings)),
         },
     )
     .await

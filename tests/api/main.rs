@@ -3,9 +3,11 @@
 
 mod audit;
 mod consent;
+mod demo;
 mod helpers;
 mod intake;
 mod openapi;
 mod policy;
 mod restart;
 mod token;
+mod validate;

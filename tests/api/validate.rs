@@ -1,0 +1,129 @@
+//! `POST /fhir/$validate` and profile validation at intake.
+
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+
+async fn validate(app: &TestApp, token: &str, query: &str, body: &Value) -> (u16, Value) {
+    let response = app
+        .client_for("prison")
+        .post(app.url(&format!("/fhir/$validate{query}")))
+        .bearer_auth(token)
+        .header("Content-Type", FHIR_JSON)
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap())
+}
+
+fn errors_at(outcome: &Value) -> Vec<String> {
+    issues(outcome)
+        .iter()
+        .filter(|i| i["severity"] == "error")
+        .flat_map(|i| i["expression"].as_array().cloned().unwrap_or_default())
+        .filter_map(|e| e.as_str().map(str::to_string))
+        .collect()
+}
+
+fn sample() -> Value {
+    serde_json::from_str(throughcare::demo::SAMPLE_RELEASE).unwrap()
+}
+
+#[tokio::test]
+async fn the_sample_document_validates_against_the_prison_profiles() {
+    let app = spawn_app().await;
+    let token = app.token_for("prison").await;
+    let (status, outcome) = validate(&app, &token, "", &sample()).await;
+    assert_eq!(status, 200, "{outcome}");
+    assert!(errors_at(&outcome).is_empty(), "{outcome}");
+    assert_eq!(issues(&outcome)[0]["diagnostics"], "All OK", "{outcome}");
+}
+
+#[tokio::test]
+async fn a_document_missing_its_nhs_number_fails_at_the_patient_identifier() {
+    let app = spawn_app().await;
+    let token = app.token_for("prison").await;
+    let mut doc = sample();
+    doc["entry"][1]["resource"]["identifier"]
+        .as_array_mut()
+        .unwrap()
+        .remove(0);
+    let params =
+        json!({"resourceType": "Parameters", "parameter": [{"name": "resource", "resource": doc}]});
+    let (status, outcome) = validate(&app, &token, "", &params).await;
+    assert_eq!(status, 200, "{outcome}");
+    let at = errors_at(&outcome);
+    assert!(
+        at.iter()
+            .any(|e| e.starts_with("Bundle.entry[1].resource.identifier")),
+        "{outcome}"
+    );
+}
+
+#[tokio::test]
+async fn a_bare_resource_is_checked_against_the_profile_given_in_the_query() {
+    let app = spawn_app().await;
+    let token = app.token_for("prison").await;
+    let patient = json!({"resourceType": "Patient", "gender": "male",
+        "identifier": [{"system": "https://fhir.nhs.uk/Id/nhs-number", "value": "9990000018"}]});
+    let profile = "https://throughcare.example.org/fhir/StructureDefinition/prison-patient";
+    let (status, outcome) = validate(&app, &token, &format!("?profile={profile}"), &patient).await;
+    assert_eq!(status, 200, "{outcome}");
+    assert!(errors_at(&outcome).is_empty(), "{outcome}");
+    let mut bad = patient.clone();
+    bad["gender"] = json!(true);
+    let (_, outcome) = validate(&app, &token, &format!("?profile={profile}"), &bad).await;
+    assert!(
+        errors_at(&outcome).contains(&"Patient.gender".to_string()),
+        "{outcome}"
+    );
+}
+
+#[tokio::test]
+async fn intake_refuses_a_document_that_fails_its_profile_and_names_the_element() {
+    let app = spawn_app().await;
+    let token = app.token_for("prison").await;
+    let release = release_tree(|b| {
+        b["identifier"]["value"] = json!(uuid::Uuid::new_v4().to_string());
+        b["entry"][5]["resource"]
+            .as_object_mut()
+            .unwrap()
+            .remove("substitution");
+    });
+    let (status, _, outcome) =
+        status_and_json(app.post_bundle(&token, FHIR_JSON, release).await).await;
+    assert_eq!(status, 422, "{outcome}");
+    assert!(
+        errors_at(&outcome)
+            .iter()
+            .any(|e| e.starts_with("Bundle.entry[5].resource.substitution")),
+        "{outcome}"
+    );
+}
+
+#[tokio::test]
+async fn validate_needs_a_token_and_readable_json() {
+    let app = spawn_app().await;
+    let response = app
+        .anonymous_client()
+        .post(app.url("/fhir/$validate"))
+        .header("Content-Type", FHIR_JSON)
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 401);
+    let token = app.token_for("prison").await;
+    let response = app
+        .client_for("prison")
+        .post(app.url("/fhir/$validate"))
+        .bearer_auth(&token)
+        .header("Content-Type", FHIR_JSON)
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 400);
+}
