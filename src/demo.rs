@@ -32,7 +32,15 @@ pub fn sample_registrations(certs_dir: &Path) -> Vec<ClientRegistration> {
                     ],
                 ),
                 "gp" => ("gp", &["system/*.rs"]),
-                "icb" => ("icb", &["system/*.rs", "system/Agreement.ud"]),
+                "icb" => (
+                    "icb",
+                    &[
+                        "system/*.rs",
+                        "system/Agreement.ud",
+                        "system/Endpoint.u",
+                        "system/Task.u",
+                    ],
+                ),
                 "drug-service" => ("service", &["system/*.rs"]),
                 _ => ("auditor", &["system/AuditEvent.rs"]),
             };

@@ -104,6 +104,18 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
     start(settings, dir, None).await
 }
 
+/// Starts a gateway with adjusted settings that reads the time from `clock`.
+pub async fn spawn_app_full(
+    adjust: impl FnOnce(&mut Settings),
+    clock: Option<SharedClock>,
+) -> TestApp {
+    LazyLock::force(&TRACING);
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = test_settings(&dir.path().join("data"));
+    adjust(&mut settings);
+    start(settings, dir, clock).await
+}
+
 /// Starts a gateway that reads the time from `clock`.
 pub async fn spawn_app_with_clock(clock: SharedClock) -> TestApp {
     LazyLock::force(&TRACING);

@@ -3,6 +3,7 @@
 
 mod audit;
 mod consent;
+mod delivery;
 mod demo;
 mod helpers;
 mod intake;

@@ -1,0 +1,425 @@
+//! Push delivery: outbox rows written with the document, workers with retries, dead letter,
+//! replay, restart safety by idempotency key, and deadlines. Recipients are small actix apps.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+
+/// What the recipient does with the next request.
+#[derive(Clone, Debug)]
+enum Answer {
+    Status(u16),
+    StatusRetryAfter(u16, u64),
+    /// Wait this long, then answer 200.
+    Slow(Duration),
+}
+
+#[derive(Clone, Debug)]
+struct Received {
+    at: Instant,
+    idempotency_key: String,
+    correlation_id: String,
+    request_id: String,
+    body: String,
+}
+
+#[derive(Clone, Default)]
+struct Recipient {
+    script: Arc<Mutex<VecDeque<Answer>>>,
+    received: Arc<Mutex<Vec<Received>>>,
+}
+
+async fn receive(req: HttpRequest, body: web::Bytes, r: web::Data<Recipient>) -> HttpResponse {
+    let header = |name: &str| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string()
+    };
+    r.received.lock().unwrap().push(Received {
+        at: Instant::now(),
+        idempotency_key: header("Idempotency-Key"),
+        correlation_id: header("X-Correlation-ID"),
+        request_id: header("X-Request-ID"),
+        body: String::from_utf8_lossy(&body).to_string(),
+    });
+    let next = r
+        .script
+        .lock()
+        .unwrap()
+        .pop_front()
+        .unwrap_or(Answer::Status(200));
+    match next {
+        Answer::Status(code) => {
+            HttpResponse::build(actix_web::http::StatusCode::from_u16(code).unwrap()).finish()
+        }
+        Answer::StatusRetryAfter(code, secs) => {
+            HttpResponse::build(actix_web::http::StatusCode::from_u16(code).unwrap())
+                .insert_header(("Retry-After", secs.to_string()))
+                .finish()
+        }
+        Answer::Slow(d) => {
+            tokio::time::sleep(d).await;
+            HttpResponse::Ok().finish()
+        }
+    }
+}
+
+/// Starts a recipient answering `script` in order (then 200), returning its URL.
+async fn recipient(script: Vec<Answer>) -> (String, Recipient) {
+    let state = Recipient {
+        script: Arc::new(Mutex::new(script.into())),
+        ..Default::default()
+    };
+    let data = web::Data::new(state.clone());
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(data.clone())
+            .route("/fhir/Bundle", web::post().to(receive))
+    })
+    .workers(1)
+    .disable_signals()
+    .bind(("127.0.0.1", 0))
+    .unwrap();
+    let port = server.addrs()[0].port();
+    tokio::spawn(server.run());
+    (format!("http://127.0.0.1:{port}/fhir/Bundle"), state)
+}
+
+fn fast(settings: &mut throughcare::config::Settings) {
+    settings.delivery.allow_loopback_http = true;
+    settings.delivery.poll_interval_ms = 50;
+    settings.delivery.backoff_base_ms = 20;
+    settings.delivery.backoff_cap_secs = 2;
+    settings.delivery.max_attempts = 4;
+    settings.delivery.timeout_secs = 1;
+}
+
+async fn register(app: &TestApp, ods: &str, url: &str) {
+    let icb = app.token_for("icb").await;
+    let response = app
+        .put_json(
+            "icb",
+            &icb,
+            &format!("/admin/endpoints/{ods}"),
+            &json!({"url": url, "profile": "uk-core-r4"}),
+        )
+        .await;
+    assert_eq!(
+        response.status().as_u16(),
+        200,
+        "{}",
+        response.text().await.unwrap()
+    );
+}
+
+async fn submit_release(app: &TestApp) -> String {
+    let token = app.token_for("prison").await;
+    let (release, _) = unique_release();
+    let (status, headers, outcome) =
+        status_and_json(app.post_bundle(&token, FHIR_JSON, release).await).await;
+    assert_eq!(status, 201, "{outcome}");
+    headers
+        .get("location")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+async fn tasks(app: &TestApp, who: &str, document: &str) -> Vec<Value> {
+    let token = app.token_for(who).await;
+    let response = app
+        .get_as(who, &token, "/fhir/Task", &[("focus", document)])
+        .await;
+    assert_eq!(response.status().as_u16(), 200);
+    let bundle: Value = response.json().await.unwrap();
+    bundle["entry"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|e| e["resource"].clone())
+        .collect()
+}
+
+/// Waits until the recipient's Task for `document` reaches `status` (or panics after 20 s).
+async fn wait_for(app: &TestApp, document: &str, owner: &str, status: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let all = tasks(app, "prison", document).await;
+        if let Some(t) = all
+            .iter()
+            .find(|t| t["owner"]["identifier"]["value"] == owner && t["status"] == status)
+        {
+            return t.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Task for {owner} never reached {status}: {all:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_release_is_pushed_to_the_gp_with_stable_ids_and_no_custody_data() {
+    let (url, gp) = recipient(vec![]).await;
+    let app = spawn_app_with(fast).await;
+    register(&app, "A99001", &url).await;
+    let document = submit_release(&app).await;
+    let task = wait_for(&app, &document, "A99001", "completed").await;
+    let received = gp.received.lock().unwrap().clone();
+    assert_eq!(received.len(), 1);
+    assert_eq!(received[0].idempotency_key, task["id"].as_str().unwrap());
+    assert_eq!(received[0].correlation_id, document);
+    assert!(!received[0].request_id.is_empty());
+    for secret in ["A1234BC", "HB2-3-014", "not to share cell", "322696004"] {
+        assert!(
+            !received[0].body.contains(secret),
+            "{secret} reached the GP"
+        );
+    }
+    assert!(received[0].body.contains("2.50"));
+    // The drug service has no endpoint: its Task waits for a pull.
+    let all = tasks(&app, "prison", &document).await;
+    let drug = all
+        .iter()
+        .find(|t| t["owner"]["identifier"]["value"] == "X99001")
+        .unwrap();
+    assert_eq!(drug["status"], "requested");
+    assert_eq!(drug["businessStatus"]["coding"][0]["code"], "awaiting-pull");
+    // The recipient sees its own Task too.
+    let own = tasks(&app, "gp", &document).await;
+    assert_eq!(own.len(), 1, "the GP sees only its Task: {own:?}");
+}
+
+#[tokio::test]
+async fn two_503s_then_200_is_three_attempts_and_one_delivery() {
+    let (url, gp) = recipient(vec![Answer::Status(503), Answer::Status(503)]).await;
+    let mut app = spawn_app_with(fast).await;
+    register(&app, "A99001", &url).await;
+    let document = submit_release(&app).await;
+    let task = wait_for(&app, &document, "A99001", "completed").await;
+    let received = gp.received.lock().unwrap().clone();
+    assert_eq!(received.len(), 3);
+    assert!(
+        received
+            .iter()
+            .all(|r| r.idempotency_key == task["id"].as_str().unwrap())
+    );
+    let ids: std::collections::BTreeSet<_> =
+        received.iter().map(|r| r.request_id.clone()).collect();
+    assert_eq!(ids.len(), 3, "each attempt has its own request id");
+    app.stop().await;
+    let entries = app.audit_entries().await;
+    let count = |a: &str| entries.iter().filter(|e| e.action == a).count();
+    assert_eq!(count("delivery-completed"), 1);
+    assert_eq!(count("delivery-attempted"), 2);
+}
+
+#[tokio::test]
+async fn a_400_fails_the_delivery_without_retry() {
+    let (url, gp) = recipient(vec![Answer::Status(400)]).await;
+    let app = spawn_app_with(fast).await;
+    register(&app, "A99001", &url).await;
+    let document = submit_release(&app).await;
+    let task = wait_for(&app, &document, "A99001", "failed").await;
+    assert_eq!(
+        task["businessStatus"]["coding"][0]["code"],
+        "permanent-error"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(gp.received.lock().unwrap().len(), 1, "no retry after a 400");
+}
+
+#[tokio::test]
+async fn a_timeout_is_retried() {
+    let (url, gp) = recipient(vec![Answer::Slow(Duration::from_millis(2500))]).await;
+    let app = spawn_app_with(fast).await;
+    register(&app, "A99001", &url).await;
+    let document = submit_release(&app).await;
+    wait_for(&app, &document, "A99001", "completed").await;
+    assert!(gp.received.lock().unwrap().len() >= 2);
+}
+
+#[tokio::test]
+async fn retry_after_is_honoured() {
+    let (url, gp) = recipient(vec![Answer::StatusRetryAfter(429, 1)]).await;
+    let app = spawn_app_with(fast).await;
+    register(&app, "A99001", &url).await;
+    let document = submit_release(&app).await;
+    wait_for(&app, &document, "A99001", "completed").await;
+    let received = gp.received.lock().unwrap().clone();
+    assert_eq!(received.len(), 2);
+    // Backoff alone would wait at most 20 ms here; the recipient asked for a second.
+    assert!(received[1].at.duration_since(received[0].at) >= Duration::from_millis(950));
+}
+
+#[tokio::test]
+async fn exhausted_attempts_go_to_the_dead_letter_and_a_replay_succeeds() {
+    let (url, gp) = recipient(vec![Answer::Status(500); 4]).await;
+    let app = spawn_app_with(fast).await;
+    register(&app, "A99001", &url).await;
+    let document = submit_release(&app).await;
+    let task = wait_for(&app, &document, "A99001", "failed").await;
+    assert_eq!(task["businessStatus"]["coding"][0]["code"], "dead-letter");
+    assert_eq!(gp.received.lock().unwrap().len(), 4);
+    let icb = app.token_for("icb").await;
+    let listed: Value = app
+        .get_as(
+            "icb",
+            &icb,
+            "/admin/deliveries",
+            &[("business-status", "dead-letter")],
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        listed["deliveries"].as_array().unwrap().len(),
+        1,
+        "{listed}"
+    );
+    let id = task["id"].as_str().unwrap();
+    let response = app
+        .send_as(
+            reqwest::Method::POST,
+            "icb",
+            Some(&icb),
+            &format!("/admin/deliveries/{id}/retry"),
+            "application/json",
+            "",
+        )
+        .await;
+    assert_eq!(response.status().as_u16(), 202);
+    wait_for(&app, &document, "A99001", "completed").await;
+    assert_eq!(gp.received.lock().unwrap().len(), 5);
+    // Replaying a completed delivery is refused.
+    let response = app
+        .send_as(
+            reqwest::Method::POST,
+            "icb",
+            Some(&icb),
+            &format!("/admin/deliveries/{id}/retry"),
+            "application/json",
+            "",
+        )
+        .await;
+    assert_eq!(response.status().as_u16(), 409);
+}
+
+#[tokio::test]
+async fn a_restart_mid_delivery_delivers_exactly_once_by_idempotency_key() {
+    // The first push hangs past the gateway's shutdown; the recipient keeps what it saw.
+    let (url, gp) = recipient(vec![Answer::Slow(Duration::from_secs(3))]).await;
+    let app = spawn_app_with(|s| {
+        fast(s);
+        s.delivery.timeout_secs = 10;
+    })
+    .await;
+    register(&app, "A99001", &url).await;
+    let document = submit_release(&app).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while gp.received.lock().unwrap().is_empty() {
+        assert!(Instant::now() < deadline, "the first push never arrived");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The process dies with the push in flight: its outcome is never recorded.
+    let app = app.restart().await;
+    wait_for(&app, &document, "A99001", "completed").await;
+    let received = gp.received.lock().unwrap().clone();
+    let keys: std::collections::BTreeSet<_> =
+        received.iter().map(|r| r.idempotency_key.clone()).collect();
+    assert!(
+        received.len() >= 2,
+        "the in-flight delivery was retried after the restart"
+    );
+    assert_eq!(
+        keys.len(),
+        1,
+        "every attempt carried the same idempotency key: {keys:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_delivery_near_the_release_date_is_flagged_at_risk() {
+    let clock = Arc::new(ShiftedClock::default());
+    let app = spawn_app_full(fast, Some(clock.clone())).await;
+    let document = submit_release(&app).await;
+    // Nobody has an endpoint: both copies wait. Release is 2026-12-04; move to within 48 h.
+    let now = time::OffsetDateTime::now_utc();
+    let target = time::macros::datetime!(2026-12-03 09:00 UTC);
+    clock.set_offset((target - now).whole_seconds());
+    // A token by the gateway's (shifted) clock.
+    let mut claims = app.assertion_claims("icb");
+    claims["iat"] = json!(clock.unix_now());
+    claims["exp"] = json!(clock.unix_now() + 240);
+    let (status, body) = app.exchange(&app.sign(&claims, "icb")).await;
+    assert_eq!(status, 200, "{body}");
+    let icb = body["access_token"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let listed: Value = app
+            .get_as("icb", &icb, "/admin/deliveries", &[("at-risk", "true")])
+            .await
+            .json()
+            .await
+            .unwrap();
+        let rows = listed["deliveries"].as_array().unwrap().clone();
+        if rows
+            .iter()
+            .filter(|d| d["document"] == document.as_str())
+            .count()
+            == 2
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not flagged: {listed}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let response = app
+        .get_as("icb", &icb, "/fhir/Task", &[("focus", document.as_str())])
+        .await;
+    let bundle: Value = response.json().await.unwrap();
+    assert_eq!(
+        bundle["total"], 0,
+        "the ICB is neither sender nor recipient of these Tasks"
+    );
+    let store = app.open_store().await;
+    let filter = throughcare::store::DeliveryFilter {
+        document_id: Some(document.clone()),
+        limit: 10,
+        ..Default::default()
+    };
+    let rows = throughcare::store::Store::deliveries(&store, &filter)
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 2);
+    assert!(rows.iter().all(|d| d.at_risk), "{rows:?}");
+    let all: Vec<Value> = rows
+        .iter()
+        .map(|d| throughcare::delivery::task::render(d, "https://x"))
+        .collect();
+    assert!(
+        all.iter().all(|t| t["note"][0]["text"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("AT RISK")),
+        "{all:?}"
+    );
+    assert!(
+        all.iter()
+            .all(|t| t["restriction"]["period"]["end"] == "2026-12-04")
+    );
+}
