@@ -18,6 +18,7 @@ pub mod document;
 pub mod domain;
 pub mod error;
 pub mod fhir;
+pub mod metrics;
 pub mod pipeline;
 pub mod policy;
 pub mod routing;

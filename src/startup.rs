@@ -37,6 +37,7 @@ pub struct AppState {
     pub push_client: reqwest::Client,
     /// Profiles compiled at start-up.
     pub validator: Arc<crate::validate::Validator>,
+    pub metrics: crate::metrics::Metrics,
 }
 
 impl crate::routing::Directory for AppState {
@@ -152,6 +153,9 @@ pub fn route_table() -> Vec<RouteDef> {
         }),
         def(Method::GET, "/.well-known/jwks.json", || {
             web::get().to(api::oauth::jwks)
+        }),
+        def(Method::GET, "/metrics", || {
+            web::get().to(api::health::metrics)
         }),
         def(Method::GET, "/healthz", || {
             web::get().to(api::health::healthz)
@@ -352,6 +356,7 @@ impl Application {
             delivery_wakeup: Arc::new(tokio::sync::Notify::new()),
             push_client: crate::delivery::worker::push_client(&settings.delivery)?,
             validator,
+            metrics: crate::metrics::Metrics::new(),
         });
 
         let app_state = state.clone();

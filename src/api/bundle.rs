@@ -36,7 +36,20 @@ pub async fn submit_document(
             return Err(err);
         }
     };
-    let receipt = pipeline::submit(&state, &principal, super::content_type(&req), &body).await?;
+    let started = std::time::Instant::now();
+    let result = pipeline::submit(&state, &principal, super::content_type(&req), &body).await;
+    let outcome = match &result {
+        Ok(Receipt::Created { .. }) => "created".to_string(),
+        Ok(Receipt::Repeat { .. }) => "repeat".to_string(),
+        Err(e) => {
+            use actix_web::ResponseError;
+            e.status_code().as_u16().to_string()
+        }
+    };
+    state
+        .metrics
+        .count_intake(&outcome, started.elapsed().as_secs_f64());
+    let receipt = result?;
     let (status, id, issues) = match receipt {
         Receipt::Created { id, issues } => (StatusCode::CREATED, id, issues),
         Receipt::Repeat { id, issues } => (StatusCode::OK, id, issues),

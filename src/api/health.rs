@@ -18,3 +18,23 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
     })?;
     Ok(HttpResponse::Ok().json(json!({"status": "ready"})))
 }
+
+/// `GET /metrics`: Prometheus text exposition. Carries counts only, never patient data.
+pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let (states, at_risk) = state.store.delivery_counts().await?;
+    state.metrics.deliveries.clear();
+    for (status, business_status, n) in states {
+        state
+            .metrics
+            .deliveries
+            .get_or_create(&crate::metrics::StateLabel {
+                status,
+                business_status,
+            })
+            .set(n);
+    }
+    state.metrics.at_risk.set(at_risk);
+    Ok(HttpResponse::Ok()
+        .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
+        .body(state.metrics.render()))
+}

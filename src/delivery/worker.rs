@@ -130,10 +130,21 @@ enum Outcome {
 }
 
 async fn deliver(state: &AppState, d: DeliveryRecord) {
+    let started = std::time::Instant::now();
     let outcome = match attempt(state, &d).await {
         Ok(o) => o,
         Err(e) => Outcome::Failed(AttemptError::Permanent(format!("{e:#}"))),
     };
+    let label = match &outcome {
+        Outcome::Delivered(_) => "delivered".to_string(),
+        Outcome::NoEndpoint => "no-endpoint".to_string(),
+        Outcome::NothingToShare(_) => "nothing-to-share".to_string(),
+        Outcome::Failed(e) if e.is_retryable() => "retryable-error".to_string(),
+        Outcome::Failed(_) => "permanent-error".to_string(),
+    };
+    state
+        .metrics
+        .count_attempt(&label, started.elapsed().as_secs_f64());
     if let Err(e) = record(state, &d, outcome).await {
         // The lease expires and another round retries: nothing is lost.
         tracing::error!(delivery = %d.id, error = %e, "Could not record a delivery attempt.");

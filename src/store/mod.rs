@@ -273,6 +273,9 @@ pub trait Store: Send + Sync {
         now: &str,
     ) -> Result<Vec<DeliveryRecord>, StoreError>;
 
+    /// Counts of deliveries by (status, business status), and the number at risk.
+    async fn delivery_counts(&self) -> Result<(Vec<(String, String, i64)>, i64), StoreError>;
+
     /// Drops every lease (at start-up: a lease held by a process that died is void).
     async fn release_claims(&self) -> Result<u64, StoreError>;
 

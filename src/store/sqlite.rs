@@ -669,6 +669,20 @@ impl Store for SqliteStore {
             .collect::<Result<_, _>>()?)
     }
 
+    async fn delivery_counts(&self) -> Result<(Vec<(String, String, i64)>, i64), StoreError> {
+        let rows: Vec<(String, String, i64)> = sqlx::query_as(
+            "SELECT status, business_status, COUNT(*) FROM deliveries GROUP BY status, business_status",
+        )
+        .fetch_all(&self.readers)
+        .await?;
+        let (at_risk,): (i64,) = sqlx::query_as(
+            "SELECT COUNT(*) FROM deliveries WHERE at_risk = 1 AND status IN ('requested', 'in-progress', 'failed')",
+        )
+        .fetch_one(&self.readers)
+        .await?;
+        Ok((rows, at_risk))
+    }
+
     async fn release_claims(&self) -> Result<u64, StoreError> {
         Ok(sqlx::query(
             "UPDATE deliveries SET claimed_until = NULL WHERE claimed_until IS NOT NULL",

@@ -423,3 +423,51 @@ async fn a_delivery_near_the_release_date_is_flagged_at_risk() {
             .all(|t| t["restriction"]["period"]["end"] == "2026-12-04")
     );
 }
+
+#[tokio::test]
+async fn metrics_count_intake_deliveries_by_state_and_attempts() {
+    let (url, _gp) = recipient(vec![Answer::Status(503)]).await;
+    let app = spawn_app_with(fast).await;
+    register(&app, "A99001", &url).await;
+    let document = submit_release(&app).await;
+    wait_for(&app, &document, "A99001", "completed").await;
+    let text = app
+        .anonymous_client()
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains(r#"throughcare_intake_documents_total{outcome="created"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains("throughcare_intake_duration_seconds_count 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"throughcare_delivery_attempts_total{outcome="delivered"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"throughcare_delivery_attempts_total{outcome="retryable-error"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            r#"throughcare_deliveries{status="completed",business_status="delivered"} 1"#
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            r#"throughcare_deliveries{status="requested",business_status="awaiting-pull"} 1"#
+        ),
+        "{text}"
+    );
+    assert!(text.contains("throughcare_deliveries_at_risk 0"), "{text}");
+    assert!(!text.contains("9990000018"), "no patient data in metrics");
+}

@@ -1,0 +1,112 @@
+//! Prometheus metrics (`GET /metrics`): intake by outcome and its latency, delivery attempts by
+//! result and their latency, and, read from the store at scrape time, deliveries by state and
+//! the number at risk of missing a release date.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabel {
+    pub status: String,
+    pub business_status: String,
+}
+
+/// Every metric the gateway exports.
+pub struct Metrics {
+    registry: Registry,
+    pub intake: Family<OutcomeLabel, Counter>,
+    pub intake_seconds: Histogram,
+    pub attempts: Family<OutcomeLabel, Counter>,
+    pub attempt_seconds: Histogram,
+    pub deliveries: Family<StateLabel, Gauge>,
+    pub at_risk: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("throughcare");
+        let intake = Family::<OutcomeLabel, Counter>::default();
+        let intake_seconds = Histogram::new(exponential_buckets(0.0005, 2.0, 14));
+        let attempts = Family::<OutcomeLabel, Counter>::default();
+        let attempt_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 16));
+        let deliveries = Family::<StateLabel, Gauge>::default();
+        let at_risk = Gauge::default();
+        registry.register(
+            "intake_documents",
+            "Documents offered at intake, by outcome",
+            intake.clone(),
+        );
+        registry.register(
+            "intake_duration_seconds",
+            "Intake latency",
+            intake_seconds.clone(),
+        );
+        registry.register(
+            "delivery_attempts",
+            "Delivery attempts, by result",
+            attempts.clone(),
+        );
+        registry.register(
+            "delivery_attempt_duration_seconds",
+            "Delivery attempt latency",
+            attempt_seconds.clone(),
+        );
+        registry.register("deliveries", "Deliveries by state", deliveries.clone());
+        registry.register(
+            "deliveries_at_risk",
+            "Open deliveries at risk of missing the release date",
+            at_risk.clone(),
+        );
+        Metrics {
+            registry,
+            intake,
+            intake_seconds,
+            attempts,
+            attempt_seconds,
+            deliveries,
+            at_risk,
+        }
+    }
+
+    pub fn count_intake(&self, outcome: &str, seconds: f64) {
+        self.intake
+            .get_or_create(&OutcomeLabel {
+                outcome: outcome.to_string(),
+            })
+            .inc();
+        self.intake_seconds.observe(seconds);
+    }
+
+    pub fn count_attempt(&self, outcome: &str, seconds: f64) {
+        self.attempts
+            .get_or_create(&OutcomeLabel {
+                outcome: outcome.to_string(),
+            })
+            .inc();
+        self.attempt_seconds.observe(seconds);
+    }
+
+    /// Text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
