@@ -74,6 +74,9 @@ pub fn settings_in(dir: &Path) -> Settings {
     settings.tls.key = certs.join("server.key");
     settings.tls.client_ca = certs.join("ca.crt");
     settings.clients = sample_registrations(&certs);
+    // The sample recipients listen on loopback without TLS (development only).
+    settings.delivery.allow_loopback_http = true;
+    settings.delivery.poll_interval_ms = 200;
     settings
 }
 
@@ -138,7 +141,7 @@ pub async fn run() -> anyhow::Result<()> {
     server.await.context("joining the server")??;
 
     if result.is_ok() {
-        step(10, "Verifying the audit chain after shutdown.");
+        step(12, "Verifying the audit chain after shutdown.");
         let store = crate::store::SqliteStore::open(
             &settings.server.data_dir,
             std::sync::Arc::new(crate::clock::SystemClock),
@@ -179,9 +182,14 @@ async fn exercise(dir: &Path, base: &str) -> anyhow::Result<()> {
     identity.extend_from_slice(&key);
     let http = http_client(&ca, Some(&identity))?;
     let prison = GatewayClient::new(base, "prison", key, http.clone());
+    let mut n = 2;
+    let next = |n: &mut u32| {
+        *n += 1;
+        *n
+    };
 
     step(
-        3,
+        next(&mut n),
         "The prison gets an access token: a signed ES384 assertion, over mutual TLS.",
     );
     let token = prison.token().await?;
@@ -191,7 +199,33 @@ async fn exercise(dir: &Path, base: &str) -> anyhow::Result<()> {
     );
 
     step(
-        4,
+        next(&mut n),
+        "Two in-process sample recipients start, and the ICB registers them as push endpoints.",
+    );
+    let (gp_url, gp_inbox) = sample_recipient().await?;
+    let (drug_url, drug_inbox) = sample_recipient().await?;
+    let mut icb_identity = std::fs::read(certs.join("clients/icb.crt"))?;
+    let icb_key = std::fs::read(certs.join("clients/icb.key"))?;
+    icb_identity.extend_from_slice(&icb_key);
+    let icb_http = http_client(&ca, Some(&icb_identity))?;
+    let icb_token = GatewayClient::new(base, "icb", icb_key, icb_http.clone())
+        .token()
+        .await?;
+    for (ods, url) in [("A99001", &gp_url), ("X99001", &drug_url)] {
+        let response = icb_http
+            .put(format!("{base}/admin/endpoints/{ods}"))
+            .bearer_auth(&icb_token)
+            .json(&serde_json::json!({"url": url, "profile": "uk-core-r4"}))
+            .send()
+            .await?;
+        println!("      {ods} -> {url}: {}", response.status());
+        if !response.status().is_success() {
+            anyhow::bail!("the endpoint was not registered");
+        }
+    }
+
+    step(
+        next(&mut n),
         "The prison pushes the release summary (POST /fhir/Bundle).",
     );
     let response = http
@@ -217,9 +251,68 @@ async fn exercise(dir: &Path, base: &str) -> anyhow::Result<()> {
         anyhow::bail!("the document was not accepted");
     }
     let location = location.context("no Location header")?;
+    let document_id = location.rsplit('/').next().unwrap_or_default().to_string();
 
     step(
-        5,
+        next(&mut n),
+        "Delivery workers push each recipient's copy, deciding policy again at the moment of sending.",
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let tasks: Value = http
+            .get(format!("{base}/fhir/Task"))
+            .query(&[("focus", document_id.as_str())])
+            .bearer_auth(&token)
+            .send()
+            .await?
+            .json()
+            .await?;
+        let entries = tasks
+            .get("entry")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        let done = !entries.is_empty()
+            && entries.iter().all(|e| {
+                e.pointer("/resource/status").and_then(Value::as_str) == Some("completed")
+            });
+        if done || std::time::Instant::now() > deadline {
+            for e in &entries {
+                let t = &e["resource"];
+                println!(
+                    "      Task/{} to {}: {} ({}), attempts {}",
+                    t["id"].as_str().unwrap_or_default(),
+                    t.pointer("/owner/identifier/value")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default(),
+                    t["status"].as_str().unwrap_or_default(),
+                    t.pointer("/businessStatus/coding/0/code")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default(),
+                    t.pointer("/input/0/valueInteger")
+                        .and_then(Value::as_i64)
+                        .unwrap_or_default(),
+                );
+            }
+            if !done {
+                anyhow::bail!("the deliveries did not complete");
+            }
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    for (name, inbox) in [
+        ("GP practice A99001", &gp_inbox),
+        ("drug service X99001", &drug_inbox),
+    ] {
+        let received = inbox.lock().map(|v| v.clone()).unwrap_or_default();
+        for doc in received {
+            describe_copy(name, &doc)?;
+        }
+    }
+
+    step(
+        next(&mut n),
         "The prison sends the same document again: nothing new is stored.",
     );
     let again = http
@@ -233,7 +326,7 @@ async fn exercise(dir: &Path, base: &str) -> anyhow::Result<()> {
     show_outcome(&again.json().await?);
 
     step(
-        6,
+        next(&mut n),
         "The prison reads the stored document back, byte for byte.",
     );
     let read = http.get(&location).bearer_auth(&token).send().await?;
@@ -259,21 +352,21 @@ async fn exercise(dir: &Path, base: &str) -> anyhow::Result<()> {
     let (drug_http, drug) = client("drug-service")?;
 
     step(
-        7,
+        next(&mut n),
         "The registered GP (A99001) reads its copy: policy applied at the moment of reading.",
     );
     let gp_token = gp.token().await?;
     show_copy(&gp_http, &gp_token, &location).await?;
 
     step(
-        8,
+        next(&mut n),
         "The drug service (X99001) reads its copy before the patient's consent is recorded.",
     );
     let drug_token = drug.token().await?;
     show_copy(&drug_http, &drug_token, &location).await?;
 
     step(
-        9,
+        next(&mut n),
         "The prison records the patient's consent: substance-misuse (ETH) information may go to the drug service.",
     );
     let consent = serde_json::json!({
@@ -344,6 +437,64 @@ async fn show_copy(http: &reqwest::Client, token: &str, location: &str) -> anyho
     );
     println!(
         "      methadone included: {}; prison number or cell location included: {}",
+        text.contains("322696004"),
+        text.contains("A1234BC") || text.contains("HB2-3-014")
+    );
+    if text.contains("A1234BC") || text.contains("HB2-3-014") {
+        anyhow::bail!("custody-only information reached a community recipient");
+    }
+    Ok(())
+}
+
+type Inbox = std::sync::Arc<std::sync::Mutex<Vec<Value>>>;
+
+/// A sample community recipient: accepts pushed documents on loopback and keeps them.
+async fn sample_recipient() -> anyhow::Result<(String, Inbox)> {
+    use actix_web::{App, HttpResponse, HttpServer, web};
+    let inbox: Inbox = Default::default();
+    let data = web::Data::new(inbox.clone());
+    let server = HttpServer::new(move || {
+        App::new().app_data(data.clone()).route(
+            "/fhir/Bundle",
+            web::post().to(|body: web::Bytes, inbox: web::Data<Inbox>| async move {
+                if let (Ok(doc), Ok(mut list)) =
+                    (serde_json::from_slice::<Value>(&body), inbox.lock())
+                {
+                    list.push(doc);
+                }
+                HttpResponse::Created().finish()
+            }),
+        )
+    })
+    .workers(1)
+    .disable_signals()
+    .bind(("127.0.0.1", 0))?;
+    let port = server
+        .addrs()
+        .first()
+        .map(|a| a.port())
+        .context("no port")?;
+    tokio::spawn(server.run());
+    Ok((format!("http://127.0.0.1:{port}/fhir/Bundle"), inbox))
+}
+
+/// Prints what a recipient received.
+fn describe_copy(name: &str, doc: &Value) -> anyhow::Result<()> {
+    let kinds: Vec<&str> = doc
+        .get("entry")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.pointer("/resource/resourceType").and_then(Value::as_str))
+        .collect();
+    let text = doc.to_string();
+    println!(
+        "      {name} received {} resources: {}",
+        kinds.len(),
+        kinds.join(", ")
+    );
+    println!(
+        "        methadone included: {}; prison number or cell location included: {}",
         text.contains("322696004"),
         text.contains("A1234BC") || text.contains("HB2-3-014")
     );
