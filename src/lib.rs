@@ -21,6 +21,7 @@ pub mod fhir;
 pub mod metrics;
 pub mod pipeline;
 pub mod policy;
+pub mod pull;
 pub mod routing;
 pub mod sharing;
 pub mod startup;

@@ -112,6 +112,15 @@ pub fn route_table() -> Vec<RouteDef> {
         def(Method::POST, "/fhir/$validate", || {
             web::post().to(api::validate::validate_resource)
         }),
+        def(Method::GET, "/fhir/Patient", || {
+            web::get().to(api::patient::search_patients)
+        }),
+        def(Method::GET, "/fhir/Patient/{id}", || {
+            web::get().to(api::patient::read_patient)
+        }),
+        def(Method::GET, "/fhir/Patient/{id}/$everything", || {
+            web::get().to(api::patient::everything)
+        }),
         def(Method::GET, "/fhir/Task", || {
             web::get().to(api::task::search_tasks)
         }),

@@ -62,7 +62,7 @@ pub async fn submit_document(
 }
 
 /// The purpose of use a reader asks for: `X-Purpose-Of-Use: ETREAT` requests break-glass.
-fn purpose(req: &HttpRequest) -> Result<crate::policy::Purpose, ApiError> {
+pub fn purpose(req: &HttpRequest) -> Result<crate::policy::Purpose, ApiError> {
     match req
         .headers()
         .get("X-Purpose-Of-Use")

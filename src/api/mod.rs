@@ -8,6 +8,7 @@ pub mod consent;
 pub mod health;
 pub mod metadata;
 pub mod oauth;
+pub mod patient;
 pub mod sharing;
 pub mod task;
 pub mod validate;

@@ -471,3 +471,67 @@ async fn metrics_count_intake_deliveries_by_state_and_attempts() {
     assert!(text.contains("throughcare_deliveries_at_risk 0"), "{text}");
     assert!(!text.contains("9990000018"), "no patient data in metrics");
 }
+
+#[tokio::test]
+async fn pull_returns_content_filtered_for_each_caller() {
+    let app = spawn_app_with(fast).await;
+    let document = submit_release(&app).await;
+    let everything = |who: &'static str| {
+        let app = &app;
+        async move {
+            let token = app.token_for(who).await;
+            let response = app
+                .get_as(who, &token, "/fhir/Patient/9990000018/$everything", &[])
+                .await;
+            let status = response.status().as_u16();
+            (status, response.text().await.unwrap())
+        }
+    };
+    let (status, gp) = everything("gp").await;
+    assert_eq!(status, 200, "{gp}");
+    assert!(
+        gp.contains("128302006"),
+        "the GP sees the hepatitis C diagnosis"
+    );
+    let (status, drug) = everything("drug-service").await;
+    assert_eq!(status, 200, "{drug}");
+    assert!(
+        !drug.contains("128302006"),
+        "the drug service gets no diagnoses"
+    );
+    for (who, text) in [("gp", &gp), ("drug-service", &drug)] {
+        for secret in ["A1234BC", "HB2-3-014", "not to share cell", "322696004"] {
+            assert!(!text.contains(secret), "{secret} reached {who}");
+        }
+    }
+    // Search by NHS number: the Patient as the GP may see it, with the NHS number as its id.
+    let token = app.token_for("gp").await;
+    let response = app
+        .get_as(
+            "gp",
+            &token,
+            "/fhir/Patient",
+            &[("identifier", "https://fhir.nhs.uk/Id/nhs-number|9990000018")],
+        )
+        .await;
+    let bundle: Value = response.json().await.unwrap();
+    assert_eq!(bundle["total"], 1, "{bundle}");
+    assert_eq!(bundle["entry"][0]["resource"]["id"], "9990000018");
+    assert!(!bundle.to_string().contains("A1234BC"));
+    // An organisation with no agreement sees nothing, and is not told the patient exists.
+    let second = app.token_for("auditor").await;
+    let response = app
+        .get_as(
+            "auditor",
+            &second,
+            "/fhir/Patient/9990000018/$everything",
+            &[],
+        )
+        .await;
+    assert_eq!(
+        response.status().as_u16(),
+        403,
+        "the auditor is not a recipient"
+    );
+    let _ = document;
+}
