@@ -47,6 +47,16 @@ pub enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Translate a prison document (or a GP Connect structured record) to another profile; prints
+    /// the result, and the loss report on stderr.
+    Translate {
+        /// uk-core-r4, gp-connect-stu3 or prison.
+        #[arg(long = "to")]
+        to: String,
+        file: PathBuf,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Audit log tools.
     Audit {
         #[command(subcommand)]
@@ -118,6 +128,33 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                 )
             });
             Ok(if errors { 1 } else { 0 })
+        }
+        Command::Translate { to, file, config } => {
+            let settings = Settings::load(config.as_deref(), &Overrides::default())?;
+            let translator = crate::translate::Translator::load(&settings.fhir.mappings_dir)?;
+            let target: crate::translate::Target = to.parse().map_err(|_| {
+                anyhow::anyhow!("--to must be uk-core-r4, gp-connect-stu3 or prison")
+            })?;
+            let text = std::fs::read(&file)?;
+            let document: serde_json::Value = serde_json::from_slice(&text)
+                .map_err(|e| anyhow::anyhow!("{} is not JSON: {e}", file.display()))?;
+            let source = crate::translate::Source::detect(&document).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "{} is neither a prison document nor a GP Connect structured record",
+                    file.display()
+                )
+            })?;
+            let translation = translator.translate(source, target, &document)?;
+            println!("{}", serde_json::to_string_pretty(&translation.output)?);
+            for loss in &translation.losses {
+                eprintln!(
+                    "not mapped: {} {}: {}",
+                    loss.path,
+                    loss.code.as_deref().unwrap_or(""),
+                    loss.reason
+                );
+            }
+            Ok(0)
         }
         Command::Demo => {
             crate::demo::run().await?;

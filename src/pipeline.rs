@@ -214,6 +214,44 @@ async fn submit_inner(
         "intake-preview",
     )
     .await?;
+    // Translate for the profiles the recipients speak, so the sender hears now what will not map.
+    let mut targets: Vec<crate::translate::Target> = Vec::new();
+    for v in &verdicts {
+        let target = crate::delivery::target_for(state, &v.route.ods, v.route.role).await?;
+        if !targets.contains(&target) {
+            targets.push(target);
+        }
+    }
+    let mut loss_issues = Vec::new();
+    for target in targets {
+        match state
+            .translator
+            .translate(crate::translate::Source::Prison, target, &tree)
+        {
+            Ok(t) => {
+                for l in &t.losses {
+                    let code = l
+                        .code
+                        .as_deref()
+                        .map(|c| format!(" ({c})"))
+                        .unwrap_or_default();
+                    loss_issues.push(
+                        Issue::new(
+                            crate::fhir::outcome::Severity::Warning,
+                            "incomplete",
+                            format!("Not mapped to {}: {}{code}.", target.as_str(), l.reason),
+                        )
+                        .at(l.path.clone()),
+                    );
+                }
+            }
+            Err(e) => loss_issues.push(Issue::new(
+                crate::fhir::outcome::Severity::Warning,
+                "incomplete",
+                format!("Cannot be translated to {}: {e}.", target.as_str()),
+            )),
+        }
+    }
     let (deliveries, delivery_events) =
         crate::delivery::plan(state, &id, &summary, &verdicts).await?;
     let mut audit = vec![received.into_draft()];
@@ -228,6 +266,7 @@ async fn submit_inner(
                 summary.event.code()
             ))];
             issues.extend(warnings);
+            issues.extend(loss_issues);
             issues.extend(crate::sharing::verdict_issues(&verdicts));
             for d in &deliveries {
                 issues.push(Issue::information(format!(

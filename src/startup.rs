@@ -38,6 +38,8 @@ pub struct AppState {
     /// Profiles compiled at start-up.
     pub validator: Arc<crate::validate::Validator>,
     pub metrics: crate::metrics::Metrics,
+    /// Mappings compiled at start-up.
+    pub translator: Arc<crate::translate::Translator>,
 }
 
 impl crate::routing::Directory for AppState {
@@ -91,6 +93,12 @@ pub fn route_table() -> Vec<RouteDef> {
         def(Method::POST, "/fhir/Bundle", || {
             web::post().to(api::bundle::submit_document)
         }),
+        def(Method::POST, "/fhir/Bundle/$translate", || {
+            web::post().to(api::translate::translate_bundle)
+        }),
+        def(Method::POST, "/fhir/ConceptMap/$translate", || {
+            web::post().to(api::translate::translate_code)
+        }),
         def(Method::GET, "/fhir/Bundle/{id}", || {
             web::get().to(api::bundle::read_document)
         }),
@@ -115,6 +123,11 @@ pub fn route_table() -> Vec<RouteDef> {
         def(Method::GET, "/fhir/Patient", || {
             web::get().to(api::patient::search_patients)
         }),
+        def(
+            Method::POST,
+            "/fhir/Patient/$gpc.getstructuredrecord",
+            || web::post().to(api::patient::gpc_structured_record),
+        ),
         def(Method::GET, "/fhir/Patient/{id}", || {
             web::get().to(api::patient::read_patient)
         }),
@@ -330,6 +343,14 @@ impl Application {
                     .context("loading profiles and packages")?,
             ),
         };
+        let translator = Arc::new(
+            crate::translate::Translator::load(&settings.fhir.mappings_dir).with_context(|| {
+                format!(
+                    "loading mappings from {}",
+                    settings.fhir.mappings_dir.display()
+                )
+            })?,
+        );
         let report = validator.report();
         tracing::info!(
             profiles = report.profiles,
@@ -366,6 +387,7 @@ impl Application {
             push_client: crate::delivery::worker::push_client(&settings.delivery)?,
             validator,
             metrics: crate::metrics::Metrics::new(),
+            translator,
         });
 
         let app_state = state.clone();

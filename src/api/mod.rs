@@ -11,6 +11,7 @@ pub mod oauth;
 pub mod patient;
 pub mod sharing;
 pub mod task;
+pub mod translate;
 pub mod validate;
 
 use actix_web::{HttpRequest, web};

@@ -125,3 +125,67 @@ pub async fn everything(
         .content_type(FHIR_JSON)
         .body(searchset(entries).to_string()))
 }
+
+/// `POST /fhir/Patient/$gpc.getstructuredrecord`: the GP Connect Access Record Structured pull.
+/// STU3 Parameters in (`patientNHSNumber`), an STU3 `collection` Bundle out: the newest document
+/// the caller may see, with policy applied now, translated to GP Connect.
+pub async fn gpc_structured_record(
+    req: HttpRequest,
+    principal: Principal,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let endpoint = "POST /fhir/Patient/$gpc.getstructuredrecord";
+    principal
+        .authorize(&state, endpoint, ROLES, "Patient", Permission::Read)
+        .await?;
+    let body = super::read_body(&req, payload, 1024 * 1024).await?;
+    crate::pipeline::check_media_type(super::content_type(&req))?;
+    let params = crate::pipeline::parse_json(&state, &body)?;
+    let nhs = params
+        .get("parameter")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .find(|p| p.get("name").and_then(Value::as_str) == Some("patientNHSNumber"))
+        .and_then(|p| p.pointer("/valueIdentifier/value"))
+        .and_then(Value::as_str)
+        .ok_or_else(|| {
+            ApiError::Unprocessable(vec![
+                crate::fhir::outcome::Issue::error(
+                    "required",
+                    "Give patientNHSNumber as a valueIdentifier.",
+                )
+                .at("Parameters.parameter")
+                .with_code(codes::SHAPE),
+            ])
+        })?;
+    let nhs = crate::domain::NhsNumber::parse(nhs).map_err(|e| {
+        ApiError::Unprocessable(vec![
+            crate::fhir::outcome::Issue::error("value", format!("patientNHSNumber: {e}"))
+                .at("Parameters.parameter")
+                .with_code(codes::SHAPE),
+        ])
+    })?;
+    let not_found = || ApiError::not_found("No record of this patient is visible to this client.");
+    let documents = state.store.documents_for(nhs.as_str()).await?;
+    for stored in &documents {
+        if let Some(copy) =
+            crate::sharing::read_for(&state, &principal, stored, crate::policy::Purpose::Treat)
+                .await?
+        {
+            let translation = state
+                .translator
+                .translate(
+                    crate::translate::Source::Prison,
+                    crate::translate::Target::GpConnectStu3,
+                    &copy.document,
+                )
+                .map_err(super::translate::translate_error)?;
+            return Ok(HttpResponse::Ok()
+                .content_type("application/fhir+json;fhirVersion=3.0")
+                .body(translation.output.to_string()));
+        }
+    }
+    Err(not_found())
+}

@@ -94,3 +94,22 @@ pub async fn plan(
     }
     Ok((deliveries, events))
 }
+
+/// The profile a recipient receives: its endpoint's, else prison for a prison, else UK Core.
+pub async fn target_for(
+    state: &AppState,
+    ods: &crate::domain::OdsCode,
+    role: crate::domain::Role,
+) -> Result<crate::translate::Target, StoreError> {
+    use crate::translate::Target;
+    if let Some(e) = state.store.endpoint(ods.as_str()).await?
+        && let Ok(t) = e.profile.parse::<Target>()
+    {
+        return Ok(t);
+    }
+    Ok(if role == crate::domain::Role::Prison {
+        Target::Prison
+    } else {
+        Target::UkCoreR4
+    })
+}

@@ -214,7 +214,22 @@ async fn attempt(state: &AppState, d: &DeliveryRecord) -> anyhow::Result<Outcome
         return Ok(Outcome::NothingToShare(why));
     }
     let (copy, _) = crate::policy::apply(&document, &decision);
-    let body = copy.to_string();
+    // Translate the recipient's copy to the profile its endpoint speaks.
+    let target = endpoint
+        .profile
+        .parse::<crate::translate::Target>()
+        .map_err(|_| anyhow::anyhow!("endpoint profile {:?} is unknown", endpoint.profile))?;
+    let body = match state
+        .translator
+        .translate(crate::translate::Source::Prison, target, &copy)
+    {
+        Ok(t) => t.output.to_string(),
+        Err(e) => {
+            return Ok(Outcome::Failed(AttemptError::Permanent(format!(
+                "translation failed: {e}"
+            ))));
+        }
+    };
     state
         .store
         .append_audit(vec![disclosure.into_draft()])

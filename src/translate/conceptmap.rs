@@ -11,7 +11,10 @@ pub(crate) enum Unmapped {
     /// Use the source code itself, in the group's target system.
     Provided,
     /// Use a fixed code.
-    Fixed { code: String, display: Option<String> },
+    Fixed {
+        code: String,
+        display: Option<String>,
+    },
     /// Try another ConceptMap.
     OtherMap(String),
 }
@@ -27,9 +30,7 @@ pub(crate) struct TargetConcept {
 #[derive(Debug, Clone)]
 pub(crate) struct Group {
     pub source: Option<String>,
-    pub source_version: Option<String>,
     pub target: Option<String>,
-    pub target_version: Option<String>,
     pub elements: HashMap<String, Vec<TargetConcept>>,
     /// Reverse index: target code to (source code, concept) for `reverse=true`.
     pub reverse: HashMap<String, Vec<(String, TargetConcept)>>,
@@ -107,10 +108,16 @@ impl ConceptTranslateRequest {
             let Some(name) = p.get("name").and_then(Value::as_str) else {
                 return Err("a parameter has no name".into());
             };
-            let text = ["valueUri", "valueCanonical", "valueCode", "valueString", "valueUrl"]
-                .iter()
-                .find_map(|k| p.get(*k).and_then(Value::as_str))
-                .map(str::to_owned);
+            let text = [
+                "valueUri",
+                "valueCanonical",
+                "valueCode",
+                "valueString",
+                "valueUrl",
+            ]
+            .iter()
+            .find_map(|k| p.get(*k).and_then(Value::as_str))
+            .map(str::to_owned);
             match name {
                 "url" | "conceptMapUrl" => req.url = text,
                 "conceptMapVersion" => req.concept_map_version = text,
@@ -121,7 +128,10 @@ impl ConceptTranslateRequest {
                 "target" | "targetScope" => req.target = text,
                 "targetsystem" | "targetSystem" => req.target_system = text,
                 "reverse" => {
-                    req.reverse = p.get("valueBoolean").and_then(Value::as_bool).unwrap_or(false)
+                    req.reverse = p
+                        .get("valueBoolean")
+                        .and_then(Value::as_bool)
+                        .unwrap_or(false)
                 }
                 "coding" | "sourceCoding" => {
                     if let Some(c) = p.get("valueCoding") {
@@ -304,9 +314,7 @@ impl ConceptMap {
             };
             groups.push(Group {
                 source: s(g, "source"),
-                source_version: s(g, "sourceVersion"),
                 target: s(g, "target"),
-                target_version: s(g, "targetVersion"),
                 elements,
                 reverse,
                 source_displays,
@@ -350,7 +358,11 @@ impl ConceptMap {
                 for t in targets {
                     out.push(TranslateMatch {
                         equivalence: t.equivalence.clone(),
-                        system: if t.code.is_some() { g.target.clone() } else { None },
+                        system: if t.code.is_some() {
+                            g.target.clone()
+                        } else {
+                            None
+                        },
                         code: t.code.clone(),
                         display: t.display.clone(),
                         source: self.url.clone(),
@@ -444,8 +456,7 @@ pub(crate) fn translate(
     if let Some(url) = &req.url {
         match maps.get(url) {
             Some(m)
-                if req.concept_map_version.is_none()
-                    || m.version == req.concept_map_version =>
+                if req.concept_map_version.is_none() || m.version == req.concept_map_version =>
             {
                 selected.push(m)
             }

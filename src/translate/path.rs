@@ -36,7 +36,11 @@ impl Seg {
 
     /// The type suffix of a choice key (`Quantity` for `doseQuantity`), empty otherwise.
     pub fn suffix<'k>(&self, key: &'k str) -> &'k str {
-        if self.choice { &key[self.name.len()..] } else { "" }
+        if self.choice {
+            &key[self.name.len()..]
+        } else {
+            ""
+        }
     }
 
     /// The key to write for this step, given the suffix of the value being written.
@@ -113,7 +117,9 @@ fn parse_seg(piece: &str) -> Result<Seg, String> {
             .and_then(|r| r.strip_suffix("')"))
             .ok_or_else(|| format!("bad filter `{piece}`"))?;
         if name != "extension" && name != "modifierExtension" {
-            return Err(format!("only extension('url') filters are supported, not `{piece}`"));
+            return Err(format!(
+                "only extension('url') filters are supported, not `{piece}`"
+            ));
         }
         check_name(name)?;
         return Ok(Seg {
@@ -164,13 +170,36 @@ pub(crate) fn push_index(path: &mut String, i: usize) {
 }
 
 /// Keys of `map` matching `seg`, in document order.
-fn matching_keys(map: &Map<String, Value>, seg: &Seg) -> Vec<String> {
+fn matching_keys<'s>(map: &Map<String, Value>, seg: &'s Seg) -> Keys<'s> {
     if seg.choice {
-        map.keys().filter(|k| seg.matches(k)).cloned().collect()
+        Keys::Many(map.keys().filter(|k| seg.matches(k)).cloned().collect())
     } else if map.contains_key(seg.name.as_str()) {
-        vec![seg.name.clone()]
+        Keys::One(seg.name.as_str())
     } else {
-        Vec::new()
+        Keys::Many(Vec::new())
+    }
+}
+
+/// Keys matched by a step, without allocating for the common case of a plain element name.
+enum Keys<'s> {
+    One(&'s str),
+    Many(Vec<String>),
+}
+
+impl Keys<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Keys::One(_) => 1,
+            Keys::Many(v) => v.len(),
+        }
+    }
+
+    fn get(&self, i: usize) -> Option<&str> {
+        match self {
+            Keys::One(k) if i == 0 => Some(k),
+            Keys::One(_) => None,
+            Keys::Many(v) => v.get(i).map(String::as_str),
+        }
     }
 }
 
@@ -198,11 +227,13 @@ where
             }
         }
         (Some((seg, rest)), Value::Object(map)) => {
-            for key in matching_keys(map, seg) {
-                let Some(child) = map.get_mut(key.as_str()) else {
+            let keys = matching_keys(map, seg);
+            for i in 0..keys.len() {
+                let Some(key) = keys.get(i) else { continue };
+                let Some(child) = map.get_mut(key) else {
                     continue;
                 };
-                push_key(path, &key);
+                push_key(path, key);
                 if let Some(url) = &seg.url {
                     if let Value::Array(items) = child {
                         let inner = path.len();
@@ -252,11 +283,13 @@ pub(crate) fn take_all(
         return out;
     }
     visit_parents_mut(node, segs, path, &mut |map, last, p| {
-        for key in matching_keys(map, last) {
+        let keys = matching_keys(map, last);
+        for k in 0..keys.len() {
+            let Some(key) = keys.get(k) else { continue };
             let mark = p.len();
-            push_key(p, &key);
+            push_key(p, key);
             if let Some(url) = &last.url {
-                if let Some(Value::Array(items)) = map.get_mut(key.as_str()) {
+                if let Some(Value::Array(items)) = map.get_mut(key) {
                     let mut i = 0;
                     let mut shown = 0;
                     while i < items.len() {
@@ -271,11 +304,11 @@ pub(crate) fn take_all(
                         shown += 1;
                     }
                     if items.is_empty() {
-                        map.shift_remove(key.as_str());
+                        map.shift_remove(key);
                     }
                 }
-            } else if let Some(v) = map.shift_remove(key.as_str()) {
-                let suffix = last.suffix(&key).to_owned();
+            } else if let Some(v) = map.shift_remove(key) {
+                let suffix = last.suffix(key).to_owned();
                 out.push((p.clone(), suffix, v));
                 let ext = format!("_{key}");
                 map.shift_remove(ext.as_str());
@@ -301,8 +334,9 @@ pub(crate) fn prune_along(node: &mut Value, segs: &[Seg]) {
         }
         Value::Object(map) => {
             let keys = matching_keys(map, seg);
-            for key in keys {
-                let now_empty = match map.get_mut(key.as_str()) {
+            for k in 0..keys.len() {
+                let Some(key) = keys.get(k) else { continue };
+                let now_empty = match map.get_mut(key) {
                     Some(child) => {
                         prune_along(child, rest);
                         if let Value::Array(items) = child {
@@ -313,7 +347,7 @@ pub(crate) fn prune_along(node: &mut Value, segs: &[Seg]) {
                     None => false,
                 };
                 if now_empty {
-                    map.shift_remove(key.as_str());
+                    map.shift_remove(key);
                 }
             }
         }
@@ -391,50 +425,14 @@ pub(crate) fn exists(node: &Value, segs: &[Seg]) -> bool {
             match &seg.url {
                 Some(url) => v.as_array().is_some_and(|items| {
                     items.iter().any(|i| {
-                        i.get("url").and_then(Value::as_str) == Some(url.as_str()) && exists(i, rest)
+                        i.get("url").and_then(Value::as_str) == Some(url.as_str())
+                            && exists(i, rest)
                     })
                 }),
                 None => exists(v, rest),
             }
         }),
         (Some(_), _) => false,
-    }
-}
-
-/// The first string value at `segs` below `node`.
-pub(crate) fn first_str<'a>(node: &'a Value, segs: &[Seg]) -> Option<&'a str> {
-    match (segs.split_first(), node) {
-        (None, Value::String(s)) => Some(s.as_str()),
-        (None, _) => None,
-        (Some(_), Value::Array(items)) => items.iter().find_map(|i| first_str(i, segs)),
-        (Some((seg, rest)), Value::Object(map)) => map
-            .iter()
-            .filter(|(k, _)| seg.matches(k))
-            .find_map(|(_, v)| first_str(v, rest)),
-        (Some(_), _) => None,
-    }
-}
-
-/// Removes empty objects, empty arrays and nulls, recursively, below `node`.
-pub(crate) fn prune_empty(node: &mut Value) {
-    match node {
-        Value::Object(map) => {
-            map.retain(|_, v| {
-                prune_empty(v);
-                !is_empty(v)
-            });
-        }
-        Value::Array(items) => {
-            for item in items.iter_mut() {
-                prune_empty(item);
-            }
-            // Nulls inside primitive arrays align `_name` extensions: keep arrays as they are
-            // unless every item is empty.
-            if items.iter().all(is_empty) {
-                items.clear();
-            }
-        }
-        _ => {}
     }
 }
 
@@ -500,6 +498,9 @@ mod tests {
         let mut v = json!({});
         let p = Path::parse("requester.agent").unwrap();
         set_at(&mut v, &p.segs, "", json!({"reference": "Practitioner/1"}));
-        assert_eq!(v, json!({"requester": {"agent": {"reference": "Practitioner/1"}}}));
+        assert_eq!(
+            v,
+            json!({"requester": {"agent": {"reference": "Practitioner/1"}}})
+        );
     }
 }

@@ -11,4 +11,5 @@ mod openapi;
 mod policy;
 mod restart;
 mod token;
+mod translate;
 mod validate;

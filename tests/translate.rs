@@ -1,0 +1,641 @@
+//! Translation tests: the golden-file runner over `tests/golden/<mapping>/<case>/`, the
+//! lossless-decimal check, the GP Connect structured-record shape, reception of every GP Connect
+//! structured-record example in the corpus, `$translate`, and a timing probe (ignored).
+//!
+//! Golden cases: `input.json`, `expected.json` (the translated document) and
+//! `expected-losses.json` (the loss report). `UPDATE_GOLDEN=1 cargo test --test translate`
+//! rewrites the expected files from the current output; review the diff before committing.
+//! All patient data in the cases is synthetic (NHS numbers in the 999 test range).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+use throughcare::translate::{
+    ConceptTranslateRequest, Loss, Source, Target, Translation, Translator,
+};
+
+const MANIFEST: &str = env!("CARGO_MANIFEST_DIR");
+const CORPUS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/corpus");
+const MIN_CASES: usize = 5;
+
+/// The resource types of the prison document (DESIGN §5a) that every mapping's cases cover.
+const SECTION_5A: &[&str] = &[
+    "Patient",
+    "Organization",
+    "Practitioner",
+    "Encounter",
+    "CarePlan",
+    "MedicationRequest",
+    "MedicationStatement",
+    "Medication",
+    "Condition",
+    "AllergyIntolerance",
+    "Flag",
+    "Appointment",
+];
+
+fn translator() -> Translator {
+    Translator::load(&Path::new(MANIFEST).join("mappings")).expect("mappings/ loads")
+}
+
+fn read_json(path: &Path) -> Value {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn write_json(path: &Path, v: &Value) {
+    let mut text = serde_json::to_string_pretty(v).unwrap();
+    text.push('\n');
+    std::fs::write(path, text).unwrap();
+}
+
+fn updating() -> bool {
+    std::env::var("UPDATE_GOLDEN").is_ok_and(|v| v == "1")
+}
+
+fn losses_json(losses: &[Loss]) -> Value {
+    serde_json::to_value(losses).unwrap()
+}
+
+fn sorted_dirs(dir: &Path) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.is_dir())
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out
+}
+
+/// Checks a translated document against its target. For now: the typed FHIR model of the
+/// target version (fhir-sdk, through fhir-io).
+///
+/// NOTE: validation against the target *profiles* (`profiles/` and the UK Core / GP Connect
+/// packages) goes here once the validator lands: call it with the target's profile set and
+/// assert no error-level issue.
+fn assert_validates(target: Target, output: &Value, what: &str) {
+    let bytes = serde_json::to_vec(output).unwrap();
+    let checked = match target {
+        Target::GpConnectStu3 => fhir_io::check_stu3_bundle(&bytes),
+        Target::UkCoreR4 | Target::Prison => fhir_io::check_r4_bundle(&bytes),
+    };
+    if let Err(e) = checked {
+        panic!("{what}: the {target} output does not parse with the typed model: {e}");
+    }
+}
+
+/// GP Connect structured-record shape, as in the corpus examples: a `collection` Bundle with
+/// the structured-record profile, a Patient, and Lists coded with SNOMED CT list codes whose
+/// entries all refer to resources present in the Bundle.
+fn assert_structured_record_shape(output: &Value, what: &str) {
+    assert_eq!(output["resourceType"], "Bundle", "{what}");
+    assert_eq!(output["type"], "collection", "{what}");
+    assert_eq!(
+        output["meta"]["profile"][0],
+        "https://fhir.nhs.uk/STU3/StructureDefinition/GPConnect-StructuredRecord-Bundle-1",
+        "{what}"
+    );
+    let entries = output["entry"].as_array().expect("entries");
+    let mut present = HashSet::new();
+    for e in entries {
+        let r = &e["resource"];
+        present.insert(format!(
+            "{}/{}",
+            r["resourceType"].as_str().unwrap(),
+            r["id"].as_str().expect("every resource has an id")
+        ));
+        assert!(
+            e.get("fullUrl").is_none(),
+            "{what}: GP Connect entries have no fullUrl"
+        );
+    }
+    assert!(
+        entries
+            .iter()
+            .any(|e| e["resource"]["resourceType"] == "Patient"),
+        "{what}: a structured record holds its Patient"
+    );
+    let lists: Vec<&Value> = entries
+        .iter()
+        .map(|e| &e["resource"])
+        .filter(|r| r["resourceType"] == "List")
+        .collect();
+    assert!(!lists.is_empty(), "{what}: a structured record has Lists");
+    for l in lists {
+        assert_eq!(l["status"], "current", "{what}");
+        assert_eq!(l["mode"], "snapshot", "{what}");
+        assert_eq!(
+            l["meta"]["profile"][0],
+            "https://fhir.nhs.uk/STU3/StructureDefinition/CareConnect-GPC-List-1"
+        );
+        let coding = &l["code"]["coding"][0];
+        assert_eq!(
+            coding["system"], "http://snomed.info/sct",
+            "{what}: list code system"
+        );
+        assert!(coding["code"].is_string(), "{what}: list code");
+        assert!(
+            l["subject"]["reference"]
+                .as_str()
+                .is_some_and(|r| present.contains(r))
+        );
+        for item in l["entry"].as_array().map(Vec::as_slice).unwrap_or_default() {
+            let r = item["item"]["reference"].as_str().expect("item reference");
+            assert!(
+                present.contains(r),
+                "{what}: List entry {r} is not in the Bundle"
+            );
+        }
+    }
+}
+
+#[test]
+fn every_mapping_has_golden_cases_and_every_case_matches_its_expected_files() {
+    let t = translator();
+    let golden = Path::new(MANIFEST).join("tests/golden");
+    let mut failures = Vec::new();
+    let mut counts = Vec::new();
+    for m in t.mappings() {
+        let dir = golden.join(&m.id);
+        let cases = sorted_dirs(&dir);
+        assert!(
+            cases.len() >= MIN_CASES,
+            "mapping {} ({}) has {} golden cases under {}; at least {MIN_CASES} are required",
+            m.id,
+            m.file,
+            cases.len(),
+            dir.display()
+        );
+        let mut types: BTreeSet<String> = BTreeSet::new();
+        let mut cases_with_losses = 0;
+        for case in &cases {
+            let name = format!("{}/{}", m.id, case.file_name().unwrap().to_string_lossy());
+            let input = read_json(&case.join("input.json"));
+            for e in input["entry"]
+                .as_array()
+                .map(Vec::as_slice)
+                .unwrap_or_default()
+            {
+                if let Some(rt) = e["resource"]["resourceType"].as_str() {
+                    types.insert(rt.to_owned());
+                }
+            }
+            let Translation { output, losses } = t
+                .translate(m.source, m.target, &input)
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_validates(m.target, &output, &name);
+            if m.target == Target::GpConnectStu3 {
+                assert_structured_record_shape(&output, &name);
+            }
+            let got_losses = losses_json(&losses);
+            if !losses.is_empty() {
+                cases_with_losses += 1;
+            }
+            let expected_path = case.join("expected.json");
+            let losses_path = case.join("expected-losses.json");
+            if updating() {
+                write_json(&expected_path, &output);
+                write_json(&losses_path, &got_losses);
+                continue;
+            }
+            if !expected_path.exists() || !losses_path.exists() {
+                failures.push(format!(
+                    "{name}: expected files missing (run with UPDATE_GOLDEN=1)"
+                ));
+                continue;
+            }
+            if read_json(&expected_path) != output {
+                failures.push(format!(
+                    "{name}: output differs from expected.json\n--- got ---\n{}",
+                    serde_json::to_string_pretty(&output).unwrap()
+                ));
+            }
+            if read_json(&losses_path) != got_losses {
+                failures.push(format!(
+                    "{name}: losses differ from expected-losses.json\n--- got ---\n{}",
+                    serde_json::to_string_pretty(&got_losses).unwrap()
+                ));
+            }
+        }
+        let structural = match m.source {
+            Source::Prison => "Composition",
+            Source::GpConnectStu3 => "List",
+        };
+        for needed in SECTION_5A.iter().chain(std::iter::once(&structural)) {
+            assert!(
+                types.contains(*needed),
+                "mapping {}: no golden input holds a {needed} (each resource type of DESIGN §5a needs one)",
+                m.id
+            );
+        }
+        assert!(
+            cases_with_losses > 0,
+            "mapping {}: no golden case exercises the loss report",
+            m.id
+        );
+        counts.push(format!("{}: {} cases", m.id, cases.len()));
+    }
+    assert_eq!(counts.len(), 4, "expected four mappings, found {counts:?}");
+    eprintln!("golden cases: {}", counts.join(", "));
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+#[test]
+fn golden_directories_name_only_loaded_mappings() {
+    let t = translator();
+    let ids: HashSet<String> = t.mappings().into_iter().map(|m| m.id).collect();
+    for dir in sorted_dirs(&Path::new(MANIFEST).join("tests/golden")) {
+        let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(
+            ids.contains(&name),
+            "tests/golden/{name} matches no mapping in mappings/"
+        );
+    }
+}
+
+#[test]
+fn a_dose_of_2_50_survives_every_translation_as_2_50() {
+    let t = translator();
+    let bytes = std::fs::read(Path::new(MANIFEST).join("samples/release-bundle.json")).unwrap();
+    assert!(String::from_utf8_lossy(&bytes).contains("\"value\": 2.50"));
+    let doc: Value = serde_json::from_slice(&bytes).unwrap();
+    for target in Target::all() {
+        let out = t.translate(Source::Prison, target, &doc).unwrap();
+        let text = serde_json::to_string(&out.output).unwrap();
+        assert!(
+            text.contains("\"value\":2.50"),
+            "{target}: the 2.50 dose was not kept as written"
+        );
+        assert!(!text.contains("\"value\":2.5,"), "{target}");
+        assert!(
+            text.contains("\"authoredOn\":\"2026-11-18\""),
+            "{target}: dates as written"
+        );
+        assert_validates(target, &out.output, &format!("sample to {target}"));
+    }
+}
+
+#[test]
+fn the_sample_release_becomes_a_gp_connect_structured_record() {
+    let t = translator();
+    let doc = read_json(&Path::new(MANIFEST).join("samples/release-bundle.json"));
+    let out = t
+        .translate(Source::Prison, Target::GpConnectStu3, &doc)
+        .unwrap();
+    assert_structured_record_shape(&out.output, "sample");
+    let bytes = serde_json::to_vec(&out.output).unwrap();
+    fhir_io::check_stu3_bundle(&bytes).unwrap();
+    let codes: Vec<String> = out.output["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["resource"]["resourceType"] == "List")
+        .map(|e| {
+            e["resource"]["code"]["coding"][0]["code"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert!(
+        codes.contains(&"933361000000108".to_owned()),
+        "medications list: {codes:?}"
+    );
+    assert!(
+        codes.contains(&"886921000000105".to_owned()),
+        "allergies list: {codes:?}"
+    );
+    assert!(
+        codes.contains(&"717711000000103".to_owned()),
+        "problems list: {codes:?}"
+    );
+    // The custody event has no place in a structured record: it is reported, not dropped silently.
+    assert!(
+        out.losses
+            .iter()
+            .any(|l| l.path == "Bundle.entry[0].resource.event[0]"
+                && l.code.as_deref()
+                    == Some(
+                        "https://throughcare.example.org/fhir/CodeSystem/custody-event|release"
+                    ))
+    );
+}
+
+#[test]
+fn translation_does_not_strip_custody_content_because_that_is_policy() {
+    let t = translator();
+    let doc = read_json(&Path::new(MANIFEST).join("samples/release-bundle.json"));
+    for target in Target::all() {
+        let text =
+            serde_json::to_string(&t.translate(Source::Prison, target, &doc).unwrap().output)
+                .unwrap();
+        assert!(
+            text.contains("A1234BC"),
+            "{target}: the prison number is policy's to remove"
+        );
+        assert!(text.contains("custody-cell-location"), "{target}");
+    }
+}
+
+fn corpus_structured_records() -> Option<Vec<PathBuf>> {
+    let root = Path::new(CORPUS);
+    if !root.is_dir() {
+        return None;
+    }
+    let mut out = Vec::new();
+    for dir in [
+        "gpconnect/accessrecord_structured",
+        "gp2gp-adaptor/uat-gpconnect-input",
+    ] {
+        let Ok(rd) = std::fs::read_dir(root.join(dir)) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.extension().and_then(|x| x.to_str()) != Some("json") {
+                continue;
+            }
+            let v = read_json(&p);
+            let is_record = v["resourceType"] == "Bundle"
+                && v["meta"]["profile"].as_array().is_some_and(|ps| {
+                    ps.iter().any(|p| {
+                        p.as_str()
+                            .is_some_and(|s| s.ends_with("/GPConnect-StructuredRecord-Bundle-1"))
+                    })
+                });
+            if is_record {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    Some(out)
+}
+
+#[test]
+fn every_gp_connect_structured_record_example_in_the_corpus_translates_to_the_prison_profile() {
+    let Some(files) = corpus_structured_records() else {
+        eprintln!("SKIPPED: {CORPUS} is absent; the corpus reception test did not run");
+        return;
+    };
+    assert!(
+        !files.is_empty(),
+        "no GP Connect structured-record example found in {CORPUS}"
+    );
+    let t = translator();
+    let mut total_losses = 0;
+    for f in &files {
+        let doc = read_json(f);
+        let out = t
+            .translate(Source::GpConnectStu3, Target::Prison, &doc)
+            .unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+        assert_validates(Target::Prison, &out.output, &f.display().to_string());
+        assert_eq!(out.output["type"], "document");
+        assert_eq!(
+            out.output["entry"][0]["resource"]["resourceType"],
+            "Composition"
+        );
+        for l in &out.losses {
+            assert!(
+                l.path.starts_with("Bundle"),
+                "{}: loss path {}",
+                f.display(),
+                l.path
+            );
+            assert!(!l.reason.is_empty());
+        }
+        total_losses += out.losses.len();
+    }
+    eprintln!(
+        "reception: {} GP Connect structured-record examples from the corpus translated to the prison profile ({} losses reported)",
+        files.len(),
+        total_losses
+    );
+}
+
+#[test]
+fn the_source_profile_of_a_document_can_be_detected() {
+    let prison = read_json(&Path::new(MANIFEST).join("samples/release-bundle.json"));
+    assert_eq!(Source::detect(&prison), Some(Source::Prison));
+    let golden = Path::new(MANIFEST).join("tests/golden/gp-connect-stu3-to-prison");
+    for case in sorted_dirs(&golden) {
+        let doc = read_json(&case.join("input.json"));
+        assert_eq!(
+            Source::detect(&doc),
+            Some(Source::GpConnectStu3),
+            "{}",
+            case.display()
+        );
+    }
+    assert_eq!(
+        Source::detect(&serde_json::json!({"resourceType": "Patient"})),
+        None
+    );
+}
+
+#[test]
+fn the_concept_map_translate_operation_answers_with_parameters() {
+    let t = translator();
+    let req = ConceptTranslateRequest {
+        url: Some("https://throughcare.example.org/fhir/ConceptMap/prison-local-to-snomed".into()),
+        system: Some(
+            "https://throughcare.example.org/fhir/CodeSystem/prison-local-condition".into(),
+        ),
+        code: Some("HEPC-CHRONIC".into()),
+        ..Default::default()
+    };
+    let r = t.concept_translate(&req);
+    assert!(r.result);
+    assert_eq!(r.matches[0].code.as_deref(), Some("128302006"));
+    let p = r.to_parameters();
+    assert_eq!(p["resourceType"], "Parameters");
+    assert_eq!(p["parameter"][0]["name"], "result");
+    assert_eq!(p["parameter"][0]["valueBoolean"], true);
+    let m = &p["parameter"][1];
+    assert_eq!(m["name"], "match");
+    assert_eq!(m["part"][0]["valueCode"], "equivalent");
+    assert_eq!(
+        m["part"][1]["valueCoding"]["system"],
+        "http://snomed.info/sct"
+    );
+
+    // An explicitly unmatched code: known to the map, no equivalent.
+    let req = ConceptTranslateRequest {
+        code: Some("CUSTODY-ADJ".into()),
+        ..req
+    };
+    let r = t.concept_translate(&req);
+    assert!(!r.result);
+    assert_eq!(r.matches[0].equivalence, "unmatched");
+    assert_eq!(r.to_parameters()["parameter"][0]["valueBoolean"], false);
+
+    // Without a url, maps are chosen by source and target value sets.
+    let body = serde_json::json!({"resourceType": "Parameters", "parameter": [
+        {"name": "system", "valueUri": "http://snomed.info/sct"},
+        {"name": "code", "valueCode": "886921000000105"},
+        {"name": "targetsystem", "valueUri": "https://fhir.hl7.org.uk/CodeSystem/UKCore-RecordStandardHeadings"}
+    ]});
+    let r = t.concept_translate(&ConceptTranslateRequest::from_parameters(&body).unwrap());
+    assert!(r.result);
+    assert_eq!(
+        r.matches[0].code.as_deref(),
+        Some("allergies-and-adverse-reaction")
+    );
+}
+
+#[test]
+fn a_broken_mapping_file_fails_the_load_with_its_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    copy_dir(&Path::new(MANIFEST).join("mappings"), tmp.path());
+    let file = tmp.path().join("prison-to-prison.v1.yaml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(&file, text.replace("recode:", "recodify:")).unwrap();
+    let err = Translator::load(tmp.path()).unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains("prison-to-prison.v1.yaml") && msg.contains("recodify"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn a_new_mapping_is_picked_up_from_the_directory_without_recompiling() {
+    let tmp = tempfile::tempdir().unwrap();
+    copy_dir(&Path::new(MANIFEST).join("mappings"), tmp.path());
+    // Change a ConceptMap: the local hepatitis C code now maps to a different SNOMED CT concept.
+    let cm = tmp.path().join("conceptmaps/prison-local-to-snomed.json");
+    let text = std::fs::read_to_string(&cm).unwrap();
+    std::fs::write(&cm, text.replace("128302006", "50711007")).unwrap();
+    let t = Translator::load(tmp.path()).unwrap();
+    let req = ConceptTranslateRequest {
+        url: Some("https://throughcare.example.org/fhir/ConceptMap/prison-local-to-snomed".into()),
+        system: Some(
+            "https://throughcare.example.org/fhir/CodeSystem/prison-local-condition".into(),
+        ),
+        code: Some("HEPC-CHRONIC".into()),
+        ..Default::default()
+    };
+    assert_eq!(
+        t.concept_translate(&req).matches[0].code.as_deref(),
+        Some("50711007")
+    );
+}
+
+#[test]
+fn input_of_the_wrong_shape_is_an_error_not_a_loss() {
+    let t = translator();
+    let not_a_document =
+        serde_json::json!({"resourceType": "Bundle", "type": "collection", "entry": []});
+    let err = t
+        .translate(Source::Prison, Target::UkCoreR4, &not_a_document)
+        .unwrap_err();
+    assert!(err.to_string().starts_with("Bundle.type"), "{err}");
+    let err = t
+        .translate(Source::GpConnectStu3, Target::UkCoreR4, &not_a_document)
+        .unwrap_err();
+    assert!(err.to_string().contains("no mapping"), "{err}");
+}
+
+#[test]
+fn the_loss_report_reads_as_operation_outcome_warnings() {
+    let t = translator();
+    let doc = read_json(&Path::new(MANIFEST).join("samples/release-bundle.json"));
+    let out = t
+        .translate(Source::Prison, Target::GpConnectStu3, &doc)
+        .unwrap();
+    let issues = out.loss_issues();
+    assert_eq!(issues.len(), out.losses.len());
+    assert!(!issues.is_empty());
+    for i in &issues {
+        assert_eq!(i["severity"], "warning");
+        assert_eq!(i["code"], "incomplete");
+        assert!(i["expression"][0].as_str().unwrap().starts_with("Bundle"));
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        let p = e.path();
+        let dest = to.join(e.file_name());
+        if p.is_dir() {
+            copy_dir(&p, &dest);
+        } else {
+            std::fs::copy(&p, &dest).unwrap();
+        }
+    }
+}
+
+/// Timing probe for DESIGN §15 (validate + policy + translate ≤ 3x a serde_json parse of the
+/// same bytes). Run: `cargo test --release --test translate -- --ignored --nocapture`.
+#[test]
+#[ignore = "timing probe; run explicitly in release mode"]
+fn translation_speed_compared_with_a_serde_json_parse() {
+    let t = translator();
+    let bytes = std::fs::read(Path::new(MANIFEST).join("samples/release-bundle.json")).unwrap();
+    let doc: Value = serde_json::from_slice(&bytes).unwrap();
+    let rounds = 2000;
+    let time = |f: &mut dyn FnMut()| {
+        for _ in 0..rounds / 10 {
+            f();
+        }
+        let start = std::time::Instant::now();
+        for _ in 0..rounds {
+            f();
+        }
+        start.elapsed().as_secs_f64() / rounds as f64 * 1e6
+    };
+    let parse = time(&mut || {
+        let v: Value = serde_json::from_slice(&bytes).unwrap();
+        std::hint::black_box(v);
+    });
+    let clone = time(&mut || {
+        std::hint::black_box(doc.clone());
+    });
+    let serialise = time(&mut || {
+        std::hint::black_box(serde_json::to_vec(&doc).unwrap());
+    });
+    let mut per_target: HashMap<&str, f64> = HashMap::new();
+    for target in Target::all() {
+        let us = time(&mut || {
+            let out = t.translate(Source::Prison, target, &doc).unwrap();
+            std::hint::black_box(out);
+        });
+        per_target.insert(target.as_str(), us);
+    }
+    eprintln!(
+        "{} bytes; serde_json parse: {parse:.1} µs (clone of the tree {clone:.1} µs, serialise {serialise:.1} µs)",
+        bytes.len()
+    );
+    for target in Target::all() {
+        let us = per_target[target.as_str()];
+        eprintln!(
+            "  translate to {:<16} {us:>8.1} µs  ({:.2}x parse)",
+            target.as_str(),
+            us / parse
+        );
+    }
+}
+
+/// Known limitation of `fhir_io::check_*`, kept here as a reproduction: with serde_json's
+/// `arbitrary_precision` (on in this workspace, for lossless decimals), a decimal with a
+/// fractional part fails the typed model when it sits in a non-choice element, because the
+/// internally tagged `Resource` enum buffers it as serde_json's private number map. The same
+/// value inside a choice element (`doseQuantity` of a Dosage) passes. Valid FHIR such as an
+/// Immunization.doseQuantity of 0.5 ml or a Medication strength of 2.5 mg is then refused.
+/// Run with `--ignored`; it passes once fhir-io reads numbers without that buffering.
+#[test]
+#[ignore = "fails until fhir-io handles arbitrary_precision decimals outside choice elements"]
+fn fhir_io_accepts_a_fractional_decimal_outside_a_choice_element() {
+    let r4 = br#"{"resourceType":"Medication","ingredient":[{"itemCodeableConcept":{"text":"Ramipril"},
+        "strength":{"numerator":{"value":2.5,"unit":"mg"},"denominator":{"value":1,"unit":"capsule"}}}]}"#;
+    assert_eq!(fhir_io::check_r4_resource(r4), Ok(()));
+    let stu3 = br#"{"resourceType":"Medication","ingredient":[{"itemCodeableConcept":{"text":"Ramipril"},
+        "amount":{"numerator":{"value":2.5,"unit":"mg"},"denominator":{"value":1,"unit":"capsule"}}}]}"#;
+    assert_eq!(fhir_io::check_stu3_resource(stu3), Ok(()));
+}
