@@ -202,6 +202,9 @@ pub struct ClientRegistration {
     /// Whether the client may use emergency (`ETREAT`) access.
     #[serde(default)]
     pub break_glass: bool,
+    /// The profile the client reads: `uk-core-r4` (default), `gp-connect-stu3` or `prison`.
+    #[serde(default)]
+    pub profile: Option<String>,
 }
 
 impl Default for Settings {

@@ -53,6 +53,7 @@ pub fn sample_registrations(certs_dir: &Path) -> Vec<ClientRegistration> {
                 name: Some(c.organisation.to_string()),
                 // The sample GP may use emergency access (ETREAT) on pulls.
                 break_glass: c.id == "gp",
+                profile: None,
             }
         })
         .collect()

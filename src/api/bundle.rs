@@ -126,5 +126,64 @@ pub async fn read_document(
     if copy.decision.emergency {
         response.insert_header(("X-Throughcare-Emergency-Access", "true"));
     }
-    Ok(response.body(copy.document.to_string()))
+    // The copy in the caller's profile: `_profile`, else Accept's fhirVersion, else its
+    // registration, else UK Core R4 (a prison reads the prison profile).
+    let target = reader_target(&req, &principal, &state)?;
+    let translation = state
+        .translator
+        .translate(crate::translate::Source::Prison, target, &copy.document)
+        .map_err(super::translate::translate_error)?;
+    if target == crate::translate::Target::GpConnectStu3 {
+        response.content_type("application/fhir+json;fhirVersion=3.0");
+    }
+    response.insert_header(("X-Throughcare-Profile", target.as_str()));
+    Ok(response.body(translation.output.to_string()))
+}
+
+/// The profile a reader wants its copy in.
+pub fn reader_target(
+    req: &HttpRequest,
+    principal: &Principal,
+    state: &AppState,
+) -> Result<crate::translate::Target, ApiError> {
+    use crate::translate::Target;
+    let query: Vec<(String, String)> =
+        serde_urlencoded::from_str(req.query_string()).unwrap_or_default();
+    if let Some((_, p)) = query.iter().find(|(k, _)| k == "_profile") {
+        return match p.as_str() {
+            "uk-core-r4" | "https://fhir.hl7.org.uk/StructureDefinition/UKCore-Bundle" => {
+                Ok(Target::UkCoreR4)
+            }
+            "gp-connect-stu3"
+            | "https://fhir.nhs.uk/STU3/StructureDefinition/GPConnect-StructuredRecord-Bundle-1" => {
+                Ok(Target::GpConnectStu3)
+            }
+            "prison" if principal.role == Role::Prison => Ok(Target::Prison),
+            other => Err(ApiError::bad_request(
+                crate::error::codes::SHAPE,
+                format!(
+                    "_profile {other:?} is not a profile this client can read (uk-core-r4, gp-connect-stu3)"
+                ),
+            )),
+        };
+    }
+    let accept = req
+        .headers()
+        .get(actix_web::http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if accept.contains("fhirVersion=3.0") {
+        return Ok(Target::GpConnectStu3);
+    }
+    let registered = state
+        .tokens
+        .clients
+        .get(&principal.client_id)
+        .and_then(|c| c.registration.profile.as_deref())
+        .and_then(|p| p.parse::<Target>().ok());
+    Ok(registered.unwrap_or(if principal.role == Role::Prison {
+        Target::Prison
+    } else {
+        Target::UkCoreR4
+    }))
 }

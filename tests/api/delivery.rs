@@ -535,3 +535,75 @@ async fn pull_returns_content_filtered_for_each_caller() {
     );
     let _ = document;
 }
+
+#[tokio::test]
+async fn a_recipient_with_no_agreement_gets_a_rejected_task_with_its_reason() {
+    let mut app = spawn_app_with(fast).await;
+    let icb = app.token_for("icb").await;
+    let response = app
+        .delete_as("icb", &icb, "/admin/agreements/prison-to-drug-service")
+        .await;
+    assert_eq!(response.status().as_u16(), 200);
+    let document = submit_release(&app).await;
+    let all = tasks(&app, "prison", &document).await;
+    let drug = all
+        .iter()
+        .find(|t| t["owner"]["identifier"]["value"] == "X99001")
+        .expect("the drug service still gets a Task");
+    assert_eq!(drug["status"], "rejected");
+    assert_eq!(drug["businessStatus"]["coding"][0]["code"], "no-agreement");
+    assert!(
+        drug["statusReason"]["text"]
+            .as_str()
+            .unwrap()
+            .contains("no active agreement"),
+        "{drug}"
+    );
+    app.stop().await;
+    let entries = app.audit_entries().await;
+    assert!(entries.iter().any(|e| e.action == "delivery-rejected"));
+}
+
+#[tokio::test]
+async fn a_recipient_reads_its_copy_in_its_own_profile() {
+    let app = spawn_app_with(fast).await;
+    let document = submit_release(&app).await;
+    let gp = app.token_for("gp").await;
+    let path = format!("/fhir/Bundle/{document}");
+    // Default for a GP: UK Core R4.
+    let response = app.get_as("gp", &gp, &path, &[]).await;
+    assert_eq!(response.status().as_u16(), 200);
+    assert_eq!(
+        response.headers().get("X-Throughcare-Profile").unwrap(),
+        "uk-core-r4"
+    );
+    let text = response.text().await.unwrap();
+    assert!(text.contains("2.50") && !text.contains("A1234BC"));
+    // GP Connect, by _profile or by Accept.
+    let response = app
+        .get_as("gp", &gp, &path, &[("_profile", "gp-connect-stu3")])
+        .await;
+    assert_eq!(
+        response.headers().get("X-Throughcare-Profile").unwrap(),
+        "gp-connect-stu3"
+    );
+    let text = response.text().await.unwrap();
+    fhir_io::check_stu3_bundle(text.as_bytes()).unwrap();
+    let response = app
+        .client_for("gp")
+        .get(app.url(&path))
+        .bearer_auth(&gp)
+        .header("Accept", "application/fhir+json; fhirVersion=3.0")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.headers().get("X-Throughcare-Profile").unwrap(),
+        "gp-connect-stu3"
+    );
+    // A community reader cannot ask for the prison profile.
+    let response = app
+        .get_as("gp", &gp, &path, &[("_profile", "prison")])
+        .await;
+    assert_eq!(response.status().as_u16(), 400);
+}

@@ -526,6 +526,7 @@ fn with_second_prison(settings: &mut throughcare::config::Settings) {
             certificate: certs_dir().join("clients/drug-service.crt"),
             name: Some("HMP Elsewhere Healthcare".into()),
             break_glass: false,
+            profile: None,
         });
 }
 
