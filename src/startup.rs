@@ -40,6 +40,8 @@ pub struct AppState {
     pub metrics: crate::metrics::Metrics,
     /// Mappings compiled at start-up.
     pub translator: Arc<crate::translate::Translator>,
+    /// Access tokens obtained from recipients' token URLs, with their expiry (unix seconds).
+    pub recipient_tokens: std::sync::Mutex<std::collections::HashMap<String, (String, i64)>>,
 }
 
 impl crate::routing::Directory for AppState {
@@ -388,6 +390,7 @@ impl Application {
             validator,
             metrics: crate::metrics::Metrics::new(),
             translator,
+            recipient_tokens: Default::default(),
         });
 
         let app_state = state.clone();

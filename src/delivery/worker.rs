@@ -269,6 +269,13 @@ async fn push(
     let auth: Value = serde_json::from_str(&endpoint.auth).unwrap_or(Value::Null);
     if let Some(token) = auth.get("bearer_token").and_then(Value::as_str) {
         request = request.bearer_auth(token);
+    } else if let Some(token_url) = auth.get("token_url").and_then(Value::as_str) {
+        let client_id = auth
+            .get("client_id")
+            .and_then(Value::as_str)
+            .unwrap_or("throughcare");
+        let token = fetch_token(state, token_url, client_id).await?;
+        request = request.bearer_auth(token);
     }
     match request.send().await {
         Ok(response) => {
@@ -398,4 +405,73 @@ async fn record(state: &AppState, d: &DeliveryRecord, outcome: Outcome) -> anyho
     let drafts = events.into_iter().map(AuditEvent::into_draft).collect();
     state.store.finish_delivery(&d.id, u, drafts).await?;
     Ok(())
+}
+
+/// Gets an access token from a recipient's token URL (SMART Backend Services, the gateway as the
+/// client: a client assertion signed with the gateway's own key), cached until shortly before it
+/// expires.
+async fn fetch_token(
+    state: &AppState,
+    token_url: &str,
+    client_id: &str,
+) -> Result<String, AttemptError> {
+    let key = format!("{client_id} {token_url}");
+    let now = state.clock.now().unix_timestamp();
+    if let Ok(cache) = state.recipient_tokens.lock()
+        && let Some((token, expires)) = cache.get(&key)
+        && *expires > now + 30
+    {
+        return Ok(token.clone());
+    }
+    let url = check_url(state, token_url)?;
+    let claims = serde_json::json!({
+        "iss": client_id, "sub": client_id, "aud": token_url,
+        "iat": now, "exp": now + 240, "jti": uuid::Uuid::new_v4().to_string(),
+    });
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES384);
+    header.kid = Some(state.tokens.gateway_key.kid.clone());
+    let assertion = jsonwebtoken::encode(&header, &claims, &state.tokens.gateway_key.encoding)
+        .map_err(|e| AttemptError::Permanent(format!("signing the token request: {e}")))?;
+    let response = state
+        .push_client
+        .post(url)
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_assertion_type", crate::auth::token::ASSERTION_TYPE),
+            ("client_assertion", assertion.as_str()),
+        ])
+        .send()
+        .await
+        .map_err(|e| {
+            if e.is_timeout() {
+                AttemptError::Timeout
+            } else {
+                AttemptError::Connect(e.to_string())
+            }
+        })?;
+    let status = response.status().as_u16();
+    if !response.status().is_success() {
+        // A refused token request is treated like the push it guards.
+        return Err(AttemptError::Status {
+            code: status,
+            retry_after: None,
+        });
+    }
+    let body: Value = response
+        .json()
+        .await
+        .map_err(|e| AttemptError::Connect(e.to_string()))?;
+    let token = body
+        .get("access_token")
+        .and_then(Value::as_str)
+        .ok_or_else(|| AttemptError::Permanent("the token response has no access_token".into()))?
+        .to_string();
+    let expires_in = body
+        .get("expires_in")
+        .and_then(Value::as_i64)
+        .unwrap_or(300);
+    if let Ok(mut cache) = state.recipient_tokens.lock() {
+        cache.insert(key, (token.clone(), now + expires_in));
+    }
+    Ok(token)
 }

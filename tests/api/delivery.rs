@@ -25,6 +25,7 @@ struct Received {
     idempotency_key: String,
     correlation_id: String,
     request_id: String,
+    authorization: String,
     body: String,
 }
 
@@ -47,6 +48,7 @@ async fn receive(req: HttpRequest, body: web::Bytes, r: web::Data<Recipient>) ->
         idempotency_key: header("Idempotency-Key"),
         correlation_id: header("X-Correlation-ID"),
         request_id: header("X-Request-ID"),
+        authorization: header("Authorization"),
         body: String::from_utf8_lossy(&body).to_string(),
     });
     let next = r
@@ -71,6 +73,20 @@ async fn receive(req: HttpRequest, body: web::Bytes, r: web::Data<Recipient>) ->
     }
 }
 
+/// The recipient's token endpoint: checks the gateway's form and answers a fixed token.
+async fn issue_token(form: web::Form<std::collections::HashMap<String, String>>) -> HttpResponse {
+    let ok = form.get("grant_type").map(String::as_str) == Some("client_credentials")
+        && form
+            .get("client_assertion")
+            .is_some_and(|a| a.split('.').count() == 3);
+    if ok {
+        HttpResponse::Ok()
+            .json(json!({"access_token": "tok-123", "token_type": "bearer", "expires_in": 300}))
+    } else {
+        HttpResponse::BadRequest().finish()
+    }
+}
+
 /// Starts a recipient answering `script` in order (then 200), returning its URL.
 async fn recipient(script: Vec<Answer>) -> (String, Recipient) {
     let state = Recipient {
@@ -82,6 +98,7 @@ async fn recipient(script: Vec<Answer>) -> (String, Recipient) {
         App::new()
             .app_data(data.clone())
             .route("/fhir/Bundle", web::post().to(receive))
+            .route("/token", web::post().to(issue_token))
     })
     .workers(1)
     .disable_signals()
@@ -606,4 +623,26 @@ async fn a_recipient_reads_its_copy_in_its_own_profile() {
         .get_as("gp", &gp, &path, &[("_profile", "prison")])
         .await;
     assert_eq!(response.status().as_u16(), 400);
+}
+
+#[tokio::test]
+async fn a_recipient_token_url_supplies_the_bearer_token_for_pushes() {
+    let (url, gp) = recipient(vec![]).await;
+    let token_url = url.replace("/fhir/Bundle", "/token");
+    let app = spawn_app_with(fast).await;
+    let icb = app.token_for("icb").await;
+    let response = app
+        .put_json(
+            "icb",
+            &icb,
+            "/admin/endpoints/A99001",
+            &json!({"url": url, "profile": "uk-core-r4",
+                    "auth": {"token_url": token_url, "client_id": "throughcare-gateway"}}),
+        )
+        .await;
+    assert_eq!(response.status().as_u16(), 200);
+    let document = submit_release(&app).await;
+    wait_for(&app, &document, "A99001", "completed").await;
+    let received = gp.received.lock().unwrap().clone();
+    assert_eq!(received[0].authorization, "Bearer tok-123");
 }
