@@ -131,7 +131,7 @@ pub async fn read_document(
     let target = reader_target(&req, &principal, &state)?;
     let translation = state
         .translator
-        .translate(crate::translate::Source::Prison, target, &copy.document)
+        .translate_owned(crate::translate::Source::Prison, target, copy.document)
         .map_err(super::translate::translate_error)?;
     if target == crate::translate::Target::GpConnectStu3 {
         response.content_type("application/fhir+json;fhirVersion=3.0");

@@ -87,7 +87,7 @@ pub async fn translate_bundle(
         })?;
         let translation = state
             .translator
-            .translate(source, target, &document)
+            .translate_owned(source, target, document)
             .map_err(translate_error)?;
         Ok::<_, ApiError>((source, target, translation))
     }

@@ -219,17 +219,18 @@ async fn attempt(state: &AppState, d: &DeliveryRecord) -> anyhow::Result<Outcome
         .profile
         .parse::<crate::translate::Target>()
         .map_err(|_| anyhow::anyhow!("endpoint profile {:?} is unknown", endpoint.profile))?;
-    let body = match state
-        .translator
-        .translate(crate::translate::Source::Prison, target, &copy)
-    {
-        Ok(t) => t.output.to_string(),
-        Err(e) => {
-            return Ok(Outcome::Failed(AttemptError::Permanent(format!(
-                "translation failed: {e}"
-            ))));
-        }
-    };
+    let body =
+        match state
+            .translator
+            .translate_owned(crate::translate::Source::Prison, target, copy)
+        {
+            Ok(t) => t.output.to_string(),
+            Err(e) => {
+                return Ok(Outcome::Failed(AttemptError::Permanent(format!(
+                    "translation failed: {e}"
+                ))));
+            }
+        };
     state
         .store
         .append_audit(vec![disclosure.into_draft()])

@@ -46,6 +46,16 @@ pub(crate) struct ConceptMap {
     pub source_scope: Option<String>,
     pub target_scope: Option<String>,
     pub groups: Vec<Group>,
+    /// Groups by source system (the recode hot path asks this for every coding).
+    by_source: HashMap<String, Vec<usize>>,
+}
+
+/// A translation found without allocating: `code` None means the source code itself.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Mapped<'m> {
+    pub system: Option<&'m str>,
+    pub code: Option<&'m str>,
+    pub display: Option<&'m str>,
 }
 
 /// A code found by `$translate`.
@@ -321,20 +331,77 @@ impl ConceptMap {
                 unmapped,
             });
         }
+        let mut by_source: HashMap<String, Vec<usize>> = HashMap::new();
+        for (i, g) in groups.iter().enumerate() {
+            if let Some(src) = &g.source {
+                by_source.entry(src.clone()).or_default().push(i);
+            }
+        }
         Ok(ConceptMap {
             url,
             version: s(v, "version"),
             source_scope,
             target_scope,
             groups,
+            by_source,
         })
     }
 
     /// Does any group translate codes of `system`?
     pub fn has_source_system(&self, system: &str) -> bool {
-        self.groups
-            .iter()
-            .any(|g| g.source.as_deref() == Some(system))
+        self.by_source.contains_key(system)
+    }
+
+    /// The first usable translation of `system|code`, as `translate` would give it first.
+    pub fn lookup<'m>(
+        &'m self,
+        maps: &'m HashMap<String, ConceptMap>,
+        system: &str,
+        code: &str,
+        depth: usize,
+    ) -> Option<Mapped<'m>> {
+        for &gi in self.by_source.get(system)? {
+            let g = &self.groups[gi];
+            if let Some(targets) = g.elements.get(code) {
+                let usable = targets.iter().find(|t| {
+                    t.code.is_some() && !matches!(t.equivalence.as_str(), "unmatched" | "disjoint")
+                });
+                if let Some(t) = usable {
+                    return Some(Mapped {
+                        system: g.target.as_deref(),
+                        code: t.code.as_deref(),
+                        display: t.display.as_deref(),
+                    });
+                }
+                continue;
+            }
+            match &g.unmapped {
+                Some(Unmapped::Provided) => {
+                    return Some(Mapped {
+                        system: g.target.as_deref(),
+                        code: None,
+                        display: None,
+                    });
+                }
+                Some(Unmapped::Fixed { code, display }) => {
+                    return Some(Mapped {
+                        system: g.target.as_deref(),
+                        code: Some(code),
+                        display: display.as_deref(),
+                    });
+                }
+                Some(Unmapped::OtherMap(url)) if depth < 4 => {
+                    if let Some(m) = maps
+                        .get(url)
+                        .and_then(|o| o.lookup(maps, system, code, depth + 1))
+                    {
+                        return Some(m);
+                    }
+                }
+                _ => {}
+            }
+        }
+        None
     }
 
     /// Translates one code. `depth` guards `other-map` chains.

@@ -11,7 +11,8 @@
 //! 2. the structural resource is set aside (the prison Composition when the target is GP
 //!    Connect; the GP Connect Lists when the target is the prison profile);
 //! 3. resource types the target does not carry are dropped;
-//! 4. `rules` (on the source structure), then the version conversion, run on each resource;
+//! 4. `rules` (on the source structure), then the version conversion, run on each resource,
+//!    and references named in `bundle.inline` are replaced by what they point at;
 //! 5. the structure is rebuilt (Lists from Composition sections, or a Composition from Lists);
 //! 6. `targetRules` run on each resource, then the output is made to fit the target FHIR
 //!    version's element-type table;
@@ -20,6 +21,10 @@
 //! Everything that could not be carried is reported in `Translation::losses`, with the FHIRPath
 //! of the element in the source document. Translation is not policy: custody-only and sensitive
 //! content is removed, before translation, by the policy stage.
+//!
+//! `translate` copies what it carries; `translate_owned` moves it out of a document the caller
+//! is done with (the per-recipient copy the policy stage makes), which is the cheaper path.
+//! The rule-file format is documented in `mappings/README.md`.
 
 mod conceptmap;
 mod ops;
@@ -28,6 +33,7 @@ mod rules;
 mod schema;
 mod structure;
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::path::Path as FsPath;
@@ -343,88 +349,127 @@ impl Translator {
         conceptmap::translate(&self.maps, req)
     }
 
-    /// Translates `document` from `source` to `target`.
+    /// Translates `document` from `source` to `target`. The document is not changed; the
+    /// resources carried into the output are copied (see `translate_owned` to avoid that).
     pub fn translate(
         &self,
         source: Source,
         target: Target,
         document: &Value,
     ) -> Result<Translation, TranslateError> {
-        let (mapping, _) =
-            self.mappings
-                .get(&(source, target))
-                .ok_or(TranslateError::NoMapping {
-                    from: source,
-                    to: target,
-                })?;
+        let mapping = self.mapping(source, target)?;
         let entries = check_shape(source, document)?;
+        let seed = mapping
+            .bundle
+            .composition
+            .as_ref()
+            .map(|_| seed_of(document));
+        self.run(mapping, document, Entries::Borrowed(entries), seed)
+    }
+
+    /// As `translate`, for a document the caller no longer needs (such as the per-recipient
+    /// copy the policy stage made): its resources are moved into the output, not copied.
+    pub fn translate_owned(
+        &self,
+        source: Source,
+        target: Target,
+        mut document: Value,
+    ) -> Result<Translation, TranslateError> {
+        let mapping = self.mapping(source, target)?;
+        check_shape(source, &document)?;
+        let seed = mapping
+            .bundle
+            .composition
+            .as_ref()
+            .map(|_| seed_of(&document));
+        let entries = match document
+            .as_object_mut()
+            .and_then(|m| m.shift_remove("entry"))
+        {
+            Some(Value::Array(entries)) => entries,
+            _ => Vec::new(),
+        };
+        self.run(mapping, &document, Entries::Owned(entries), seed)
+    }
+
+    fn mapping(&self, source: Source, target: Target) -> Result<&Mapping, TranslateError> {
+        self.mappings
+            .get(&(source, target))
+            .map(|(m, _)| m)
+            .ok_or(TranslateError::NoMapping {
+                from: source,
+                to: target,
+            })
+    }
+
+    fn run(
+        &self,
+        mapping: &Mapping,
+        document: &Value,
+        entries: Entries<'_>,
+        seed: Option<String>,
+    ) -> Result<Translation, TranslateError> {
         let mut losses: Vec<Loss> = Vec::new();
 
-        // 1. Collect the resources.
-        let mut items: Vec<Item> = Vec::with_capacity(entries.len() + 8);
-        for (i, e) in entries.iter().enumerate() {
-            let full_url = e.get("fullUrl").and_then(Value::as_str).map(str::to_owned);
-            match (e.get("resource"), e.get("resourceType")) {
-                (Some(r @ Value::Object(_)), _) => items.push(Item {
-                    origin: format!("Bundle.entry[{i}].resource"),
-                    full_url,
-                    resource: r.clone(),
-                }),
-                // Some GP Connect examples put the resource straight in the entry.
-                (None, Some(Value::String(_))) => items.push(Item {
-                    origin: format!("Bundle.entry[{i}]"),
-                    full_url: None,
-                    resource: e.clone(),
-                }),
-                _ => losses.push(Loss::new(
-                    &format!("Bundle.entry[{i}]"),
-                    None,
-                    "the entry holds no resource",
-                )),
-            }
-        }
-
-        // 2. Set the structural resources aside.
-        let composition = match &mapping.bundle.lists {
-            Some(_) => {
-                let pos = items
-                    .iter()
-                    .position(|it| it.resource_type() == "Composition")
-                    .ok_or_else(|| {
-                        TranslateError::shape("Bundle.entry", "the document has no Composition")
-                    })?;
-                Some(items.remove(pos))
-            }
-            None => None,
+        // 1. Collect the resources: the structural ones (the Composition that becomes Lists,
+        // the Lists that become a Composition) are only read, and the types the target does not
+        // carry are only reported, so neither is copied.
+        let mut c = Collector {
+            mapping,
+            items: Vec::with_capacity(entries.len() + 8),
+            composition: None,
+            lists: Vec::new(),
+            dropped: HashSet::new(),
+            losses: &mut losses,
         };
-        let mut lists = Vec::new();
-        if mapping.bundle.composition.is_some() {
-            let mut rest = Vec::with_capacity(items.len());
-            for it in items {
-                if it.resource_type() == "List" {
-                    lists.push(it);
-                } else {
-                    rest.push(it);
+        match entries {
+            Entries::Borrowed(entries) => {
+                for (i, e) in entries.iter().enumerate() {
+                    let full_url = e.get("fullUrl").and_then(Value::as_str).map(str::to_owned);
+                    match (e.get("resource"), e.get("resourceType")) {
+                        (Some(r @ Value::Object(_)), _) => c.add(
+                            format!("Bundle.entry[{i}].resource"),
+                            full_url,
+                            Cow::Borrowed(r),
+                        ),
+                        // Some GP Connect examples put the resource straight in the entry.
+                        (None, Some(Value::String(_))) => {
+                            c.add(format!("Bundle.entry[{i}]"), None, Cow::Borrowed(e))
+                        }
+                        _ => c.no_resource(i),
+                    }
                 }
             }
-            items = rest;
-        }
-
-        // 3. Drop what the target does not carry.
-        let mut dropped: HashSet<String> = HashSet::new();
-        if let Some(types) = &mapping.bundle.resource_types {
-            items.retain(|it| {
-                if types.contains(it.resource_type()) {
-                    return true;
+            Entries::Owned(entries) => {
+                for (i, mut e) in entries.into_iter().enumerate() {
+                    let full_url = e.get("fullUrl").and_then(Value::as_str).map(str::to_owned);
+                    let resource = e.as_object_mut().and_then(|m| m.shift_remove("resource"));
+                    match (resource, e.get("resourceType")) {
+                        (Some(r @ Value::Object(_)), _) => c.add(
+                            format!("Bundle.entry[{i}].resource"),
+                            full_url,
+                            Cow::Owned(r),
+                        ),
+                        (None, Some(Value::String(_))) => {
+                            c.add(format!("Bundle.entry[{i}]"), None, Cow::Owned(e))
+                        }
+                        _ => c.no_resource(i),
+                    }
                 }
-                losses.push(Loss::new(
-                    &it.origin,
-                    None,
-                    format!("{}: {}", it.resource_type(), mapping.bundle.dropped_reason),
-                ));
-                remember(&mut dropped, it);
-                false
-            });
+            }
+        }
+        let Collector {
+            mut items,
+            composition,
+            lists,
+            mut dropped,
+            ..
+        } = c;
+        if mapping.bundle.lists.is_some() && composition.is_none() {
+            return Err(TranslateError::shape(
+                "Bundle.entry",
+                "the document has no Composition",
+            ));
         }
 
         // 4. Source rules, then the version conversion.
@@ -436,18 +481,20 @@ impl Translator {
         structure::inline_references(&mut items, &mapping.bundle.inline, &mut losses);
 
         // 5. Rebuild the structure.
-        if let (Some(spec), Some(comp)) = (&mapping.bundle.lists, &composition) {
-            let built = structure::composition_to_lists(comp, spec, &self.maps, &mut losses);
+        if let (Some(spec), Some((origin, comp))) = (&mapping.bundle.lists, &composition) {
+            let built =
+                structure::composition_to_lists(origin, comp, spec, &self.maps, &mut losses);
             items.extend(built);
         }
         if let Some(spec) = &mapping.bundle.composition {
-            let seed = seed_of(document);
+            let lists: Vec<(String, &Value)> =
+                lists.iter().map(|(o, v)| (o.clone(), v.as_ref())).collect();
             let comp = structure::lists_to_composition(
                 &lists,
                 &items,
                 spec,
                 &self.maps,
-                &seed,
+                seed.as_deref().unwrap_or_default(),
                 &mut losses,
             );
             items.insert(0, comp);
@@ -481,6 +528,78 @@ impl Translator {
     }
 }
 
+/// The entries of the source document, borrowed or owned.
+enum Entries<'a> {
+    Borrowed(&'a [Value]),
+    Owned(Vec<Value>),
+}
+
+impl Entries<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Entries::Borrowed(e) => e.len(),
+            Entries::Owned(e) => e.len(),
+        }
+    }
+}
+
+/// Sorts the source resources into carried items, the structural resource(s) and the dropped.
+struct Collector<'m, 'a, 'l> {
+    mapping: &'m Mapping,
+    items: Vec<Item>,
+    composition: Option<(String, Cow<'a, Value>)>,
+    lists: Vec<(String, Cow<'a, Value>)>,
+    dropped: HashSet<String>,
+    losses: &'l mut Vec<Loss>,
+}
+
+impl<'a> Collector<'_, 'a, '_> {
+    fn no_resource(&mut self, i: usize) {
+        self.losses.push(Loss::new(
+            &format!("Bundle.entry[{i}]"),
+            None,
+            "the entry holds no resource",
+        ));
+    }
+
+    fn add(&mut self, origin: String, full_url: Option<String>, resource: Cow<'a, Value>) {
+        let bundle = &self.mapping.bundle;
+        let rt = resource
+            .get("resourceType")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        if bundle.lists.is_some() && rt == "Composition" && self.composition.is_none() {
+            self.composition = Some((origin, resource));
+            return;
+        }
+        if bundle.composition.is_some() && rt == "List" {
+            self.lists.push((origin, resource));
+            return;
+        }
+        if let Some(types) = &bundle.resource_types
+            && !types.contains(rt)
+        {
+            self.losses.push(Loss::new(
+                &origin,
+                None,
+                format!("{rt}: {}", bundle.dropped_reason),
+            ));
+            if let Some(u) = full_url {
+                self.dropped.insert(u);
+            }
+            if let Some(id) = resource.get("id").and_then(Value::as_str) {
+                self.dropped.insert(format!("{rt}/{id}"));
+            }
+            return;
+        }
+        self.items.push(Item {
+            origin,
+            full_url,
+            resource: resource.into_owned(),
+        });
+    }
+}
+
 fn remember(dropped: &mut HashSet<String>, it: &Item) {
     if let Some(u) = &it.full_url {
         dropped.insert(u.clone());
@@ -500,10 +619,11 @@ fn run_phase(
         return;
     }
     let mut cx = ops::Cx { maps, losses };
+    let mut path = String::with_capacity(96);
     for it in items.iter_mut() {
-        let rt = it.resource_type().to_owned();
-        for op in set.ops_for(&rt) {
-            ops::apply(op, &mut it.resource, &it.origin, &mut cx);
+        let specific = set.for_type(it.resource_type());
+        for op in set.all.iter().chain(specific) {
+            ops::apply(op, &mut it.resource, &it.origin, &mut path, &mut cx);
         }
     }
 }

@@ -23,8 +23,9 @@ impl Cx<'_> {
 }
 
 /// Applies `op` to `resource`, whose FHIRPath in the source document is `origin`.
-pub(crate) fn apply(op: &Op, resource: &mut Value, origin: &str, cx: &mut Cx<'_>) {
-    let mut p = String::with_capacity(origin.len() + 48);
+/// `p` is a reusable buffer for the FHIRPath under construction.
+pub(crate) fn apply(op: &Op, resource: &mut Value, origin: &str, p: &mut String, cx: &mut Cx<'_>) {
+    p.clear();
     p.push_str(origin);
     match op {
         Op::Remove {
@@ -35,7 +36,7 @@ pub(crate) fn apply(op: &Op, resource: &mut Value, origin: &str, cx: &mut Cx<'_>
             if path.is_root() {
                 return;
             }
-            for (at, _, v) in path::take_all(resource, &path.segs, &mut p) {
+            for (at, _, v) in path::take_all(resource, &path.segs, p) {
                 if *report {
                     let why = reason.clone().unwrap_or_else(|| {
                         format!("`{}` is not carried by this mapping", path.text)
@@ -49,7 +50,7 @@ pub(crate) fn apply(op: &Op, resource: &mut Value, origin: &str, cx: &mut Cx<'_>
             elements,
             reason,
         } => {
-            path::visit_mut(resource, &path.segs, &mut p, &mut |node, at| {
+            path::visit_mut(resource, &path.segs, p, &mut |node, at| {
                 let Value::Object(map) = node else { return };
                 let mark = at.len();
                 let mut dropped = Vec::new();
@@ -88,7 +89,7 @@ pub(crate) fn apply(op: &Op, resource: &mut Value, origin: &str, cx: &mut Cx<'_>
             };
             let maps = cx.maps;
             let mut losses = Vec::new();
-            path::visit_mut(resource, &path.segs, &mut p, &mut |node, at| {
+            path::visit_mut(resource, &path.segs, p, &mut |node, at| {
                 recode_node(
                     node,
                     at,
@@ -111,7 +112,7 @@ pub(crate) fn apply(op: &Op, resource: &mut Value, origin: &str, cx: &mut Cx<'_>
             let Some((last, parents)) = path.segs.split_last() else {
                 return;
             };
-            path::visit_mut(resource, parents, &mut p, &mut |node, at| {
+            path::visit_mut(resource, parents, p, &mut |node, at| {
                 let Value::Object(obj) = node else { return };
                 let Some(Value::String(code)) = obj.get(last.name.as_str()) else {
                     return;
@@ -184,7 +185,7 @@ pub(crate) fn apply(op: &Op, resource: &mut Value, origin: &str, cx: &mut Cx<'_>
             let ctx = &from.segs[..*prefix];
             let from_rest = &from.segs[*prefix..];
             let to_rest = &to.segs[*prefix..];
-            path::visit_mut(resource, ctx, &mut p, &mut |node, at| {
+            path::visit_mut(resource, ctx, p, &mut |node, at| {
                 let taken = path::take_all(node, from_rest, at);
                 let mut taken = taken.into_iter();
                 let Some((_, suffix, first)) = taken.next() else {
@@ -219,7 +220,7 @@ pub(crate) fn apply(op: &Op, resource: &mut Value, origin: &str, cx: &mut Cx<'_>
             let Some((last, parents)) = path.segs.split_last() else {
                 return;
             };
-            path::visit_mut(resource, parents, &mut p, &mut |node, at| {
+            path::visit_mut(resource, parents, p, &mut |node, at| {
                 let Value::Object(obj) = node else { return };
                 let Some(cc) = obj.get(last.name.as_str()) else {
                     return;
@@ -285,7 +286,7 @@ pub(crate) fn apply(op: &Op, resource: &mut Value, origin: &str, cx: &mut Cx<'_>
             let Some((last, parents)) = path.segs.split_last() else {
                 return;
             };
-            path::visit_mut(resource, parents, &mut p, &mut |node, _| {
+            path::visit_mut(resource, parents, p, &mut |node, _| {
                 let Value::Object(obj) = node else { return };
                 let Some(Value::String(code)) = obj.get(last.name.as_str()) else {
                     return;
@@ -301,7 +302,7 @@ pub(crate) fn apply(op: &Op, resource: &mut Value, origin: &str, cx: &mut Cx<'_>
             });
         }
         Op::Wrap { path, key } => {
-            path::visit_mut(resource, &path.segs, &mut p, &mut |node, _| {
+            path::visit_mut(resource, &path.segs, p, &mut |node, _| {
                 if node.is_null() {
                     return;
                 }
@@ -312,7 +313,7 @@ pub(crate) fn apply(op: &Op, resource: &mut Value, origin: &str, cx: &mut Cx<'_>
             });
         }
         Op::Unwrap { path, key } => {
-            path::visit_mut(resource, &path.segs, &mut p, &mut |node, at| {
+            path::visit_mut(resource, &path.segs, p, &mut |node, at| {
                 let Value::Object(m) = node else { return };
                 let Some(inner) = m.shift_remove(key.as_str()) else {
                     return;
@@ -335,7 +336,7 @@ pub(crate) fn apply(op: &Op, resource: &mut Value, origin: &str, cx: &mut Cx<'_>
             url,
             value_type,
         } => {
-            let taken = path::take_all(resource, &path.segs, &mut p);
+            let taken = path::take_all(resource, &path.segs, p);
             let Value::Object(obj) = resource else { return };
             for (_, _, v) in taken {
                 let mut ext = Map::new();
@@ -422,7 +423,7 @@ pub(crate) fn apply(op: &Op, resource: &mut Value, origin: &str, cx: &mut Cx<'_>
             };
             let maps = cx.maps;
             let mut losses = Vec::new();
-            recode_everywhere(resource, map, maps, *report, &mut p, &mut losses);
+            recode_everywhere(resource, map, maps, *report, p, &mut losses);
             cx.losses.extend(losses);
         }
         Op::AddExtension {
@@ -450,7 +451,7 @@ pub(crate) fn apply(op: &Op, resource: &mut Value, origin: &str, cx: &mut Cx<'_>
         }
         Op::KeepExtensions { prefixes, reason } => {
             let mut losses = Vec::new();
-            keep_extensions(resource, prefixes, reason.as_deref(), &mut p, &mut losses);
+            keep_extensions(resource, prefixes, reason.as_deref(), p, &mut losses);
             cx.losses.extend(losses);
         }
     }
@@ -565,15 +566,22 @@ fn no_mapping_reason(
     }
 }
 
+/// The first usable translation, with the source code filled in where the map keeps it.
 fn first_mapping(
     map: &ConceptMap,
     maps: &HashMap<String, ConceptMap>,
     system: &str,
     code: &str,
 ) -> Option<TranslateMatch> {
-    map.translate(maps, Some(system), code, None, 0)
-        .into_iter()
-        .find(TranslateMatch::is_mapping)
+    let m = map.lookup(maps, system, code, 0)?;
+    Some(TranslateMatch {
+        equivalence: String::new(),
+        system: m.system.map(str::to_owned),
+        code: Some(m.code.unwrap_or(code).to_owned()),
+        display: m.display.map(str::to_owned),
+        source: String::new(),
+        comment: None,
+    })
 }
 
 fn target_coding(m: &TranslateMatch) -> Value {
@@ -1062,7 +1070,13 @@ mod tests {
             maps: &maps,
             losses: &mut losses,
         };
-        apply(&op, &mut r, "Bundle.entry[1].resource", &mut cx);
+        apply(
+            &op,
+            &mut r,
+            "Bundle.entry[1].resource",
+            &mut String::new(),
+            &mut cx,
+        );
         (r, losses)
     }
 

@@ -154,13 +154,12 @@ pub(crate) struct RuleSet {
 }
 
 impl RuleSet {
-    pub fn ops_for<'a>(&'a self, resource_type: &str) -> impl Iterator<Item = &'a Op> + 'a {
-        let specific = self
-            .by_type
+    /// The rules for one resource type (those for every type are in `all`).
+    pub fn for_type(&self, resource_type: &str) -> &[Op] {
+        self.by_type
             .get(resource_type)
             .map(Vec::as_slice)
-            .unwrap_or_default();
-        self.all.iter().chain(specific.iter())
+            .unwrap_or_default()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -974,6 +973,18 @@ rules:
         assert_eq!(m.rules.by_type["MedicationRequest"].len(), 13);
         match &m.rules.by_type["MedicationRequest"][5] {
             Op::Move { prefix, .. } => assert_eq!(*prefix, 1),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn adjacent_extension_renames_are_merged_into_one_walk() {
+        let text = "id: t\nversion: 1\nsource: prison\ntarget: prison\nbundle: {}\nrules:\n  - resource: Patient\n    ops:\n      - renameExtension: {from: 'urn:a', to: 'urn:b'}\n      - renameExtension: {from: 'urn:c', to: 'urn:d'}\n      - remove: text\n      - renameExtension: {from: 'urn:e', to: 'urn:f'}\n";
+        let m = compile_mapping(text, &mut |_| bail!("none"), &|_| true).unwrap();
+        let ops = &m.rules.by_type["Patient"];
+        assert_eq!(ops.len(), 3);
+        match &ops[0] {
+            Op::RenameExtensions { renames } => assert_eq!(renames.len(), 2),
             other => panic!("{other:?}"),
         }
     }

@@ -175,7 +175,8 @@ const CARRIED_BY_LISTS: &[&str] = &[
 
 /// The prison Composition becomes one GP Connect List per section (sub-sections included).
 pub(crate) fn composition_to_lists(
-    comp: &Item,
+    comp_origin: &str,
+    c: &Value,
     spec: &ListsSpec,
     maps: &HashMap<String, ConceptMap>,
     losses: &mut Vec<Loss>,
@@ -183,7 +184,6 @@ pub(crate) fn composition_to_lists(
     let Some(map) = maps.get(&spec.concept_map) else {
         return Vec::new();
     };
-    let c = &comp.resource;
     if let Value::Object(obj) = c {
         for (k, v) in obj {
             if CARRIED_BY_LISTS.contains(&k.as_str()) {
@@ -203,7 +203,7 @@ pub(crate) fn composition_to_lists(
                         .and_then(|a| a.first())
                         .and_then(coding_of);
                     losses.push(Loss::new(
-                        &format!("{}.event[{i}]", comp.origin),
+                        &format!("{}.event[{i}]", comp_origin),
                         code,
                         "a GP Connect structured record has no document event; the custody event is not carried",
                     ));
@@ -211,23 +211,22 @@ pub(crate) fn composition_to_lists(
                 continue;
             }
             losses.push(Loss::new(
-                &format!("{}.{k}", comp.origin),
+                &format!("{}.{k}", comp_origin),
                 coding_of(v),
                 format!("Composition.{k} has no place in a GP Connect structured record"),
             ));
         }
     }
-    let comp_id = comp
-        .resource
+    let comp_id = c
         .get("id")
         .and_then(Value::as_str)
         .map(str::to_owned)
-        .unwrap_or_else(|| uuid_from(&comp.origin));
+        .unwrap_or_else(|| uuid_from(comp_origin));
     let mut out = Vec::new();
     let mut stack: Vec<(String, &Value)> = Vec::new();
     if let Some(sections) = c.get("section").and_then(Value::as_array) {
         for (i, s) in sections.iter().enumerate().rev() {
-            stack.push((format!("{}.section[{i}]", comp.origin), s));
+            stack.push((format!("{}.section[{i}]", comp_origin), s));
         }
     }
     while let Some((origin, section)) = stack.pop() {
@@ -318,7 +317,7 @@ pub(crate) fn composition_to_lists(
 /// GP Connect Lists become the sections of a prison Composition, which is returned (it goes
 /// first in the document). `items` are the carried resources, already converted.
 pub(crate) fn lists_to_composition(
-    lists: &[Item],
+    lists: &[(String, &Value)],
     items: &[Item],
     spec: &CompositionSpec,
     maps: &HashMap<String, ConceptMap>,
@@ -329,8 +328,8 @@ pub(crate) fn lists_to_composition(
     let mut sections = Vec::new();
     let mut latest: Option<String> = None;
     if let Some(map) = maps.get(&spec.concept_map) {
-        for list in lists {
-            let l = &list.resource;
+        for (list_origin, l) in lists {
+            let l = *l;
             if let Some(d) = l.get("date").and_then(Value::as_str)
                 && latest.as_deref().is_none_or(|cur| d > cur)
             {
@@ -344,7 +343,7 @@ pub(crate) fn lists_to_composition(
             let mapped = code.and_then(|cc| translate_cc(cc, map, maps));
             let Some(section_code) = mapped else {
                 losses.push(Loss::new(
-                    &format!("{}.code", list.origin),
+                    &format!("{}.code", list_origin),
                     code.and_then(coding_of),
                     format!(
                         "List `{title}` has no section in the prison document (ConceptMap {}{}); the resources it lists are carried where their type is",
@@ -383,7 +382,7 @@ pub(crate) fn lists_to_composition(
                     entries.push(json!({"reference": r}));
                 } else {
                     losses.push(Loss::new(
-                        &format!("{}.entry[{i}].item", list.origin),
+                        &format!("{}.entry[{i}].item", list_origin),
                         None,
                         format!("`{r}` is not carried into the prison document, so the section does not list it"),
                     ));
@@ -397,7 +396,7 @@ pub(crate) fn lists_to_composition(
             for (k, v) in l.as_object().into_iter().flatten() {
                 if matches!(k.as_str(), "note" | "extension" | "encounter" | "source") {
                     losses.push(Loss::new(
-                        &format!("{}.{k}", list.origin),
+                        &format!("{}.{k}", list_origin),
                         coding_of(v),
                         format!("List.{k} has no place in a Composition section"),
                     ));
