@@ -135,7 +135,7 @@ async fn submit_inner(
         ]));
     }
     // The typed model catches wrong datatypes and codes outside required value sets.
-    if let Err(e) = fhir_io::check_r4_bundle(body) {
+    if let Err(e) = fhir_io::check_r4_bundle_value(&tree) {
         return Err(ApiError::Unprocessable(vec![
             Issue::error(
                 "structure",

@@ -652,15 +652,11 @@ fn translation_speed_compared_with_a_serde_json_parse() {
     }
 }
 
-/// Known limitation of `fhir_io::check_*`, kept here as a reproduction: with serde_json's
-/// `arbitrary_precision` (on in this workspace, for lossless decimals), a decimal with a
-/// fractional part fails the typed model when it sits in a non-choice element, because the
-/// internally tagged `Resource` enum buffers it as serde_json's private number map. The same
-/// value inside a choice element (`doseQuantity` of a Dosage) passes. Valid FHIR such as an
-/// Immunization.doseQuantity of 0.5 ml or a Medication strength of 2.5 mg is then refused.
-/// Run with `--ignored`; it passes once fhir-io reads numbers without that buffering.
+/// Regression: with serde_json's `arbitrary_precision` (on in this workspace, for lossless
+/// decimals), a fractional decimal in a non-choice element used to fail the typed model, because
+/// the internally tagged `Resource` enum buffers it as serde_json's private number map. fhir-io
+/// now checks through an adapter that hands numbers over plainly.
 #[test]
-#[ignore = "fails until fhir-io handles arbitrary_precision decimals outside choice elements"]
 fn fhir_io_accepts_a_fractional_decimal_outside_a_choice_element() {
     let r4 = br#"{"resourceType":"Medication","ingredient":[{"itemCodeableConcept":{"text":"Ramipril"},
         "strength":{"numerator":{"value":2.5,"unit":"mg"},"denominator":{"value":1,"unit":"capsule"}}}]}"#;
