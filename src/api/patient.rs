@@ -142,12 +142,7 @@ pub async fn gpc_structured_record(
     let body = super::read_body(&req, payload, 1024 * 1024).await?;
     crate::pipeline::check_media_type(super::content_type(&req))?;
     let params = crate::pipeline::parse_json(&state, &body)?;
-    let nhs = params
-        .get("parameter")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .find(|p| p.get("name").and_then(Value::as_str) == Some("patientNHSNumber"))
+    let nhs = crate::fhir::json::parameter(&params, "patientNHSNumber")
         .and_then(|p| p.pointer("/valueIdentifier/value"))
         .and_then(Value::as_str)
         .ok_or_else(|| {

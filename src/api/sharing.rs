@@ -4,6 +4,8 @@
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde_json::{Value, json};
 
+use crate::fhir::json::parameter as param;
+
 use crate::auth::{Permission, Principal};
 use crate::domain::{OdsCode, Role, systems};
 use crate::error::{ApiError, codes};
@@ -12,14 +14,6 @@ use crate::fhir::outcome::Issue;
 use crate::pipeline;
 use crate::policy::Party;
 use crate::startup::AppState;
-
-fn param<'a>(params: &'a Value, name: &str) -> Option<&'a Value> {
-    params
-        .get("parameter")
-        .and_then(Value::as_array)?
-        .iter()
-        .find(|p| p.get("name").and_then(Value::as_str) == Some(name))
-}
 
 fn bad(message: &str, expression: &str) -> ApiError {
     ApiError::Unprocessable(vec![

@@ -6,6 +6,8 @@
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde_json::Value;
 
+use crate::fhir::json::parameter as param;
+
 use crate::auth::{Permission, Principal};
 use crate::domain::Role;
 use crate::error::{ApiError, codes};
@@ -14,14 +16,6 @@ use crate::fhir::outcome::{Issue, operation_outcome};
 use crate::pipeline;
 use crate::startup::AppState;
 use crate::validate::ProfileSet;
-
-fn param<'a>(params: &'a Value, name: &str) -> Option<&'a Value> {
-    params
-        .get("parameter")
-        .and_then(Value::as_array)?
-        .iter()
-        .find(|p| p.get("name").and_then(Value::as_str) == Some(name))
-}
 
 /// Picks the resource and profile from a `$validate` body and query string.
 pub fn resource_and_profile(body: Value, query: &str) -> Result<(Value, Option<String>), ApiError> {

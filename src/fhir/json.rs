@@ -46,6 +46,13 @@ pub fn identifier_value<'a>(resource: &'a Value, system: &str) -> Option<(usize,
         })
 }
 
+/// The first parameter named `name` of a FHIR Parameters resource.
+pub fn parameter<'a>(params: &'a Value, name: &str) -> Option<&'a Value> {
+    array(params, "parameter")
+        .iter()
+        .find(|p| p.get("name").and_then(Value::as_str) == Some(name))
+}
+
 /// Measures the deepest nesting of arrays and objects in raw JSON bytes without parsing them,
 /// stopping early once `limit` is passed. Strings are skipped, escapes included.
 pub fn nesting_exceeds(bytes: &[u8], limit: usize) -> bool {
