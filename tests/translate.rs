@@ -3,7 +3,10 @@
 //! structured-record example in the corpus, `$translate`, and a timing probe (ignored).
 //!
 //! Golden cases: `input.json`, `expected.json` (the translated document) and
-//! `expected-losses.json` (the loss report). `UPDATE_GOLDEN=1 cargo test --test translate`
+//! `expected-losses.json` (the loss report). Every input validates against its own profiles
+//! (prison, or GP Connect) and every output against its target's, with the corpus packages
+//! loaded; a case about malformed input lists the defects it carries on purpose in
+//! `expected-input-errors.json` (`"expression: message"` strings, in validator order). `UPDATE_GOLDEN=1 cargo test --test translate`
 //! rewrites the expected files from the current output; review the diff before committing.
 //! All patient data in the cases is synthetic (NHS numbers in the 999 test range).
 
@@ -11,11 +14,15 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use serde_json::Value;
+use throughcare::config::FhirSettings;
+use throughcare::fhir::outcome::Severity;
 use throughcare::translate::{
     ConceptTranslateRequest, Loss, Source, Target, Translation, Translator,
 };
+use throughcare::validate::{ProfileSet, Validator};
 
 const MANIFEST: &str = env!("CARGO_MANIFEST_DIR");
 const CORPUS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/corpus");
@@ -72,21 +79,75 @@ fn sorted_dirs(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// Checks a translated document against its target. For now: the typed FHIR model of the
-/// target version (fhir-sdk, through fhir-io).
-///
-/// NOTE: validation against the target *profiles* (`profiles/` and the UK Core / GP Connect
-/// packages) goes here once the validator lands: call it with the target's profile set and
-/// assert no error-level issue.
-fn assert_validates(target: Target, output: &Value, what: &str) {
+/// The validator over `profiles/` and the corpus packages, loaded once; `None` (and a loud
+/// notice) where the corpus is absent.
+fn validator() -> Option<&'static Validator> {
+    static V: OnceLock<Option<Validator>> = OnceLock::new();
+    V.get_or_init(|| {
+        let corpus = Path::new(CORPUS);
+        if !corpus.is_dir() {
+            eprintln!(
+                "SKIPPED: {CORPUS} is absent; translated outputs are checked with the typed model only, not against their target profiles"
+            );
+            return None;
+        }
+        let settings = FhirSettings {
+            profiles_dir: Path::new(MANIFEST).join("profiles"),
+            packages: vec![
+                corpus.join("fhir-r4-core"),
+                corpus.join("uk-core-r4-json"),
+                corpus.join("gpconnect-stu3-json"),
+            ],
+            mappings_dir: Path::new(MANIFEST).join("mappings"),
+        };
+        Some(Validator::load(&settings).expect("profiles and packages load"))
+    })
+    .as_ref()
+}
+
+/// The profile set a target's documents are checked against.
+fn profile_set(target: Target) -> ProfileSet {
+    match target {
+        Target::UkCoreR4 => ProfileSet::UkCore,
+        Target::GpConnectStu3 => ProfileSet::GpConnect,
+        Target::Prison => ProfileSet::Prison,
+    }
+}
+
+/// What is wrong with a translated document for its target: it must parse with the typed FHIR
+/// model of the target version (fhir-sdk, through fhir-io), and validate without errors against
+/// the target's profiles (`profiles/` and the UK Core / GP Connect packages).
+fn validation_errors(target: Target, output: &Value) -> Vec<String> {
     let bytes = serde_json::to_vec(output).unwrap();
     let checked = match target {
         Target::GpConnectStu3 => fhir_io::check_stu3_bundle(&bytes),
         Target::UkCoreR4 | Target::Prison => fhir_io::check_r4_bundle(&bytes),
     };
+    let mut out = Vec::new();
     if let Err(e) = checked {
-        panic!("{what}: the {target} output does not parse with the typed model: {e}");
+        out.push(format!("does not parse with the typed {target} model: {e}"));
     }
+    if let Some(v) = validator() {
+        for i in v.validate(output, None, profile_set(target)) {
+            if i.severity == Severity::Error {
+                out.push(format!(
+                    "{}: {}",
+                    i.expression.as_deref().unwrap_or("-"),
+                    i.diagnostics
+                ));
+            }
+        }
+    }
+    out
+}
+
+fn assert_validates(target: Target, output: &Value, what: &str) {
+    let errors = validation_errors(target, output);
+    assert!(
+        errors.is_empty(),
+        "{what}: the {target} output does not validate:\n  {}",
+        errors.join("\n  ")
+    );
 }
 
 /// GP Connect structured-record shape, as in the corpus examples: a `collection` Bundle with
@@ -185,6 +246,35 @@ fn every_mapping_has_golden_cases_and_every_case_matches_its_expected_files() {
                     types.insert(rt.to_owned());
                 }
             }
+            // The inputs are what a real sender would send: valid in their own profile.
+            {
+                let own = match m.source {
+                    Source::Prison => Target::Prison,
+                    Source::GpConnectStu3 => Target::GpConnectStu3,
+                };
+                let invalid = validation_errors(own, &input);
+                // A case about malformed input lists the defects it carries on purpose.
+                let declared = case.join("expected-input-errors.json");
+                if declared.exists() {
+                    let want: Vec<String> = serde_json::from_value(read_json(&declared)).unwrap();
+                    // The typed model stops at the first defect: the profile errors are compared.
+                    let invalid: Vec<String> = invalid
+                        .into_iter()
+                        .filter(|e| !e.starts_with("does not parse with the typed"))
+                        .collect();
+                    if validator().is_some() && invalid != want {
+                        failures.push(format!(
+                            "{name}: the input's validation errors differ from expected-input-errors.json:\n  {}",
+                            invalid.join("\n  ")
+                        ));
+                    }
+                } else if !invalid.is_empty() {
+                    failures.push(format!(
+                        "{name}: the input does not validate against its own profiles:\n  {}",
+                        invalid.join("\n  ")
+                    ));
+                }
+            }
             let Translation { output, losses } = t
                 .translate(m.source, m.target, &input)
                 .unwrap_or_else(|e| panic!("{name}: {e}"));
@@ -199,7 +289,13 @@ fn every_mapping_has_golden_cases_and_every_case_matches_its_expected_files() {
                 owned.losses, losses,
                 "{name}: translate_owned losses differ"
             );
-            assert_validates(m.target, &output, &name);
+            let invalid = validation_errors(m.target, &output);
+            if !invalid.is_empty() {
+                failures.push(format!(
+                    "{name}: the output does not validate against its target profiles:\n  {}",
+                    invalid.join("\n  ")
+                ));
+            }
             if m.target == Target::GpConnectStu3 {
                 assert_structured_record_shape(&output, &name);
             }
@@ -400,12 +496,63 @@ fn every_gp_connect_structured_record_example_in_the_corpus_translates_to_the_pr
     );
     let t = translator();
     let mut total_losses = 0;
+    let mut clean = 0;
+    let mut defective = Vec::new();
+    let mut failures = Vec::new();
     for f in &files {
         let doc = read_json(f);
         let out = t
             .translate(Source::GpConnectStu3, Target::Prison, &doc)
             .unwrap_or_else(|e| panic!("{}: {e}", f.display()));
-        assert_validates(Target::Prison, &out.output, &f.display().to_string());
+        // The prison copy must validate. Where the example itself is not a valid GP Connect
+        // record (the corpus holds fragments and hand-made samples: a missing asserter, an NHS
+        // number that fails its Modulus 11 check, entries without a resource), the prison
+        // copy's errors are the consequence of those defects, and the validator must say so:
+        // they are counted, not forgiven silently.
+        let errors = validation_errors(Target::Prison, &out.output);
+        let mut source_errors = validation_errors(Target::GpConnectStu3, &doc);
+        // What the GP Connect profiles do not check: the record has a Patient, and its NHS
+        // number passes the Modulus 11 check (several UAT examples carry 1234567890).
+        let patients: Vec<&Value> = doc["entry"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|e| &e["resource"])
+            .filter(|r| r["resourceType"] == "Patient")
+            .collect();
+        if patients.is_empty() {
+            source_errors.push("the record holds no Patient".into());
+        }
+        for nhs in patients
+            .iter()
+            .flat_map(|r| r["identifier"].as_array().cloned().unwrap_or_default())
+            .filter(|i| i["system"] == "https://fhir.nhs.uk/Id/nhs-number")
+            .filter_map(|i| i["value"].as_str().map(str::to_owned))
+        {
+            if let Err(e) = throughcare::domain::NhsNumber::parse(&nhs) {
+                source_errors.push(format!("NHS number {nhs}: {e}"));
+            }
+        }
+        if validator().is_some() && !errors.is_empty() {
+            if source_errors.is_empty() {
+                failures.push(format!(
+                    "{}: a valid GP Connect record gave a prison copy that does not validate:\n  {}",
+                    f.display(),
+                    errors.join("\n  ")
+                ));
+            } else {
+                defective.push(format!(
+                    "{} ({} source errors, first: {}; {} prison-copy errors, first: {})",
+                    f.file_name().unwrap().to_string_lossy(),
+                    source_errors.len(),
+                    source_errors[0],
+                    errors.len(),
+                    errors[0]
+                ));
+            }
+        } else {
+            clean += 1;
+        }
         assert_eq!(out.output["type"], "document");
         assert_eq!(
             out.output["entry"][0]["resource"]["resourceType"],
@@ -423,10 +570,18 @@ fn every_gp_connect_structured_record_example_in_the_corpus_translates_to_the_pr
         total_losses += out.losses.len();
     }
     eprintln!(
-        "reception: {} GP Connect structured-record examples from the corpus translated to the prison profile ({} losses reported)",
+        "reception: {} GP Connect structured-record examples from the corpus translated; {clean} prison copies validate; {total_losses} losses reported; {} examples are not valid GP Connect records themselves, and their copies carry the defects:\n  {}",
         files.len(),
-        total_losses
+        defective.len(),
+        defective.join("\n  ")
     );
+    // Most of the corpus is valid GP Connect: the check above must mostly be a real one.
+    assert!(
+        validator().is_none() || clean * 2 > files.len(),
+        "only {clean} of {} examples validate",
+        files.len()
+    );
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
 #[test]

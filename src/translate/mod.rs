@@ -420,6 +420,7 @@ impl Translator {
             composition: None,
             lists: Vec::new(),
             dropped: HashSet::new(),
+            seen: HashSet::new(),
             losses: &mut losses,
         };
         match entries {
@@ -550,6 +551,8 @@ struct Collector<'m, 'a, 'l> {
     composition: Option<(String, Cow<'a, Value>)>,
     lists: Vec<(String, Cow<'a, Value>)>,
     dropped: HashSet<String>,
+    /// `Type/id` of the carried resources: a second entry with the same key is not carried.
+    seen: HashSet<String>,
     losses: &'l mut Vec<Loss>,
 }
 
@@ -591,6 +594,39 @@ impl<'a> Collector<'_, 'a, '_> {
                 self.dropped.insert(format!("{rt}/{id}"));
             }
             return;
+        }
+        let rt = rt.to_owned();
+        let mut resource = resource;
+        if let Some(id) = resource
+            .get("id")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            && !self.seen.insert(format!("{rt}/{id}"))
+        {
+            let key = format!("{rt}/{id}");
+            let same = self.items.iter().any(|it| {
+                it.relative().as_deref() == Some(key.as_str()) && it.resource == *resource
+            });
+            if same {
+                self.losses.push(Loss::new(
+                    &origin,
+                    None,
+                    format!("a second, identical entry for {key}: it is carried once"),
+                ));
+                return;
+            }
+            // Different content under a reused id: both are carried, the later one under a new
+            // id (references to the old id still mean the first).
+            let new_id = structure::uuid_from(&format!("{origin}|{key}"));
+            self.losses.push(Loss::new(
+                &format!("{origin}.id"),
+                None,
+                format!("a second resource with the id {key}: it is carried as {rt}/{new_id}"),
+            ));
+            if let Value::Object(m) = resource.to_mut() {
+                m.insert("id".into(), Value::String(new_id.clone()));
+            }
+            self.seen.insert(format!("{rt}/{new_id}"));
         }
         self.items.push(Item {
             origin,

@@ -28,6 +28,17 @@ pub(crate) fn apply(op: &Op, resource: &mut Value, origin: &str, p: &mut String,
     p.clear();
     p.push_str(origin);
     match op {
+        Op::When {
+            path,
+            equals,
+            negate,
+            op,
+        } => {
+            let found = !path.segs.is_empty() && any_equals(resource, &path.segs, equals);
+            if found != *negate {
+                apply(op, resource, origin, p, cx);
+            }
+        }
         Op::Remove {
             path,
             reason,
@@ -136,6 +147,7 @@ pub(crate) fn apply(op: &Op, resource: &mut Value, origin: &str, p: &mut String,
         Op::Set {
             path,
             value,
+            from,
             if_absent,
             when,
         } => {
@@ -152,10 +164,18 @@ pub(crate) fn apply(op: &Op, resource: &mut Value, origin: &str, p: &mut String,
             if *if_absent && path::exists(resource, &path.segs) {
                 return;
             }
-            if mentions_id(value) && resource.get("id").and_then(Value::as_str).is_none() {
-                return;
-            }
-            let value = fill_template(value, resource);
+            let value = match from {
+                Some(from) => match path::first_at(resource, &from.segs) {
+                    Some(v) => v.clone(),
+                    None => return,
+                },
+                None => {
+                    if mentions_id(value) && resource.get("id").and_then(Value::as_str).is_none() {
+                        return;
+                    }
+                    fill_template(value, resource)
+                }
+            };
             path::set_at(resource, &path.segs, "", value);
         }
         Op::Profile { urls } => {

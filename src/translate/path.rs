@@ -412,6 +412,30 @@ fn descend_or_create<'a>(cur: &'a mut Value, seg: &Seg) -> Option<&'a mut Value>
     Some(map.entry(key).or_insert_with(|| Value::Object(Map::new())))
 }
 
+/// The first value at `segs` below `node` (arrays on the way are searched in order; a repeating
+/// element at the end gives its first item).
+pub(crate) fn first_at<'a>(node: &'a Value, segs: &[Seg]) -> Option<&'a Value> {
+    match (segs.split_first(), node) {
+        (None, Value::Null) => None,
+        (None, Value::Array(items)) => items.first(),
+        (None, v) => Some(v),
+        (Some(_), Value::Array(items)) => items.iter().find_map(|i| first_at(i, segs)),
+        (Some((seg, rest)), Value::Object(map)) => map
+            .iter()
+            .filter(|(k, _)| seg.matches(k))
+            .find_map(|(_, v)| match &seg.url {
+                Some(url) => v.as_array().and_then(|items| {
+                    items
+                        .iter()
+                        .filter(|i| i.get("url").and_then(Value::as_str) == Some(url.as_str()))
+                        .find_map(|i| first_at(i, rest))
+                }),
+                None => first_at(v, rest),
+            }),
+        (Some(_), _) => None,
+    }
+}
+
 /// Is there anything at `segs` below `node`?
 pub(crate) fn exists(node: &Value, segs: &[Seg]) -> bool {
     match (segs.split_first(), node) {

@@ -57,6 +57,14 @@ pub(crate) struct ExtensionRename {
 /// One compiled operation.
 #[derive(Debug, Clone)]
 pub(crate) enum Op {
+    /// `when: {path, equals}` (or `unless:`) beside an operation: it runs only if some value at
+    /// `path` equals (or none equals) `equals`.
+    When {
+        path: Path,
+        equals: Value,
+        negate: bool,
+        op: Box<Op>,
+    },
     Remove {
         path: Path,
         reason: Option<String>,
@@ -86,6 +94,8 @@ pub(crate) enum Op {
     Set {
         path: Path,
         value: Value,
+        /// Copy the first value found at this path of the same resource instead of `value`.
+        from: Option<Path>,
         if_absent: bool,
         when: Option<(Path, Value)>,
     },
@@ -272,6 +282,10 @@ pub(crate) struct InlineSpec {
     pub element: String,
     /// Where the copy goes (`medicationCodeableConcept`).
     pub to: String,
+    /// The target profile allows only the inlined form: a reference that leads nowhere is
+    /// removed too (and a resource then missing a required element is not carried).
+    #[serde(default)]
+    pub required: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -594,7 +608,10 @@ struct MapSpec {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct SetSpec {
     path: String,
-    value: Value,
+    #[serde(default)]
+    value: Option<Value>,
+    #[serde(default)]
+    from: Option<String>,
     #[serde(default)]
     if_absent: bool,
     #[serde(default)]
@@ -722,6 +739,23 @@ fn compile_op(raw: &serde_yaml_ng::Value, known_map: &dyn Fn(&str) -> bool) -> a
     let map = raw
         .as_mapping()
         .ok_or_else(|| anyhow!("an operation is a map with one key, such as `remove: path`"))?;
+    for (key, negate) in [("when", false), ("unless", true)] {
+        if let Some(cond) = map.get(key) {
+            let w: WhenSpec = spec(cond).with_context(|| format!("{key}:"))?;
+            let mut rest = map.clone();
+            rest.remove(key);
+            if rest.contains_key("when") || rest.contains_key("unless") {
+                bail!("an operation has at most one of when and unless");
+            }
+            let op = compile_op(&serde_yaml_ng::Value::Mapping(rest), known_map)?;
+            return Ok(Op::When {
+                path: path(&w.path)?,
+                equals: w.equals,
+                negate,
+                op: Box::new(op),
+            });
+        }
+    }
     if map.len() != 1 {
         bail!("an operation has exactly one key (the operation name)");
     }
@@ -784,9 +818,15 @@ fn compile_op(raw: &serde_yaml_ng::Value, known_map: &dyn Fn(&str) -> bool) -> a
         }
         "set" => {
             let s: SetSpec = spec(body)?;
+            let (value, from) = match (s.value, s.from) {
+                (Some(v), None) => (v, None),
+                (None, Some(f)) => (Value::Null, Some(path(&f)?)),
+                _ => bail!("set: give exactly one of value and from"),
+            };
             Op::Set {
                 path: path(&s.path)?,
-                value: s.value,
+                value,
+                from,
                 if_absent: s.if_absent,
                 when: match s.when {
                     Some(w) => Some((path(&w.path)?, w.equals)),

@@ -388,10 +388,37 @@ pub(crate) fn lists_to_composition(
                     ));
                 }
             }
+            let listed = l.get("entry").and_then(Value::as_array).map_or(0, Vec::len);
             if !entries.is_empty() {
                 section.insert("entry".into(), Value::Array(entries));
-            } else if let Some(er) = l.get("emptyReason") {
-                section.insert("emptyReason".into(), er.clone());
+            } else {
+                // A section holds entries, text or sections (cmp-1): say why it is bare.
+                let empty_reason = l.get("emptyReason");
+                if let Some(er) = empty_reason {
+                    section.insert("emptyReason".into(), er.clone());
+                }
+                let why = if listed > 0 {
+                    format!(
+                        "The community record lists {listed} item(s) here that are not carried into the prison document; the loss report names them."
+                    )
+                } else if let Some(er) = empty_reason {
+                    let reason = er
+                        .get("text")
+                        .or_else(|| er.pointer("/coding/0/display"))
+                        .or_else(|| er.pointer("/coding/0/code"))
+                        .and_then(Value::as_str)
+                        .unwrap_or("no reason given");
+                    format!("Empty in the community record: {}.", xml_escape(reason))
+                } else {
+                    "The community record sent this list empty, without a reason.".to_owned()
+                };
+                section.insert(
+                    "text".into(),
+                    json!({
+                        "status": "generated",
+                        "div": format!("<div xmlns=\"http://www.w3.org/1999/xhtml\"><p>{why}</p></div>")
+                    }),
+                );
             }
             for (k, v) in l.as_object().into_iter().flatten() {
                 if matches!(k.as_str(), "note" | "extension" | "encounter" | "source") {
@@ -465,6 +492,7 @@ pub(crate) fn inline_references(items: &mut [Item], specs: &[InlineSpec], losses
     let index = RefIndex::build(items);
     for spec in specs {
         let mut copies: Vec<(usize, Value)> = Vec::new();
+        let mut unresolved: Vec<usize> = Vec::new();
         for (i, it) in items.iter().enumerate() {
             if it.resource_type() != spec.resource {
                 continue;
@@ -483,14 +511,24 @@ pub(crate) fn inline_references(items: &mut [Item], specs: &[InlineSpec], losses
                 .filter(|t| t.resource_type() == spec.target);
             match target.and_then(|t| t.resource.get(spec.element.as_str())) {
                 Some(v) => copies.push((i, v.clone())),
-                None => losses.push(Loss::new(
-                    &format!("{}.{}", it.origin, spec.reference),
-                    None,
-                    format!(
-                        "`{r}` does not lead to a {} with a `{}` in this record, so `{}` cannot be given",
-                        spec.target, spec.element, spec.to
-                    ),
-                )),
+                None => {
+                    losses.push(Loss::new(
+                        &format!("{}.{}", it.origin, spec.reference),
+                        None,
+                        format!(
+                            "`{r}` does not lead to a {} with a `{}` in this record, so `{}` cannot be given",
+                            spec.target, spec.element, spec.to
+                        ),
+                    ));
+                    if spec.required {
+                        unresolved.push(i);
+                    }
+                }
+            }
+        }
+        for i in unresolved {
+            if let Value::Object(m) = &mut items[i].resource {
+                m.shift_remove(spec.reference.as_str());
             }
         }
         for (i, v) in copies {
@@ -529,6 +567,8 @@ pub(crate) fn rewrite_references(
     let index = RefIndex::build(items);
     // New key of each item.
     let mut new_keys: Vec<Option<String>> = Vec::with_capacity(items.len());
+    // fullUrls given out so far: ids are unique per type only, a fullUrl in the whole Bundle.
+    let mut taken: HashSet<String> = HashSet::new();
     for it in items.iter_mut() {
         match style {
             ReferenceStyle::Keep => new_keys.push(None),
@@ -548,16 +588,24 @@ pub(crate) fn rewrite_references(
                 it.full_url = None;
             }
             ReferenceStyle::UrnUuid => {
-                let url = match &it.full_url {
-                    Some(u) if u.starts_with("urn:uuid:") => u.clone(),
-                    _ => {
-                        let uuid = match it.id() {
-                            Some(id) if is_uuid(id) => id.to_owned(),
-                            _ => uuid_from(&it.relative().unwrap_or_else(|| it.origin.clone())),
-                        };
-                        format!("urn:uuid:{uuid}")
-                    }
+                let derived = || {
+                    format!(
+                        "urn:uuid:{}",
+                        uuid_from(&it.relative().unwrap_or_else(|| it.origin.clone()))
+                    )
                 };
+                let mut url = match &it.full_url {
+                    Some(u) if u.starts_with("urn:uuid:") => u.clone(),
+                    _ => match it.id() {
+                        Some(id) if is_uuid(id) => format!("urn:uuid:{id}"),
+                        _ => derived(),
+                    },
+                };
+                if taken.contains(&url) {
+                    // Two resources of different types with the same UUID id.
+                    url = derived();
+                }
+                taken.insert(url.clone());
                 it.full_url = Some(url.clone());
                 new_keys.push(Some(url));
             }
@@ -571,6 +619,83 @@ pub(crate) fn rewrite_references(
             let origin = it.origin.clone();
             prune_dangling(&mut it.resource, &index, dropped, &origin, losses);
         }
+        let mut at = it.origin.clone();
+        prune_extensions(&mut it.resource, &index, dropped, &mut at, losses);
+    }
+}
+
+/// Removes extensions whose value is a reference to a resource that was not carried (such as
+/// a problem's "actual problem" pointing at an immunisation): without its target the extension
+/// says nothing, and the target's profile may not allow the type. Also removes extensions left
+/// with neither a value nor sub-extensions (their value did not fit the target, ext-1).
+fn prune_extensions(
+    node: &mut Value,
+    index: &RefIndex,
+    dropped: &HashSet<String>,
+    at: &mut String,
+    losses: &mut Vec<Loss>,
+) {
+    let gone = |r: &str| index.resolve(r).is_none() && dropped.contains(r);
+    match node {
+        Value::Object(m) => {
+            if let Some(Value::Array(exts)) = m.get_mut("extension") {
+                let mut i = 0;
+                let mut shown = 0;
+                while i < exts.len() {
+                    let target = exts[i]
+                        .get("valueReference")
+                        .and_then(|r| r.get("reference"))
+                        .and_then(Value::as_str)
+                        .filter(|r| gone(r))
+                        .map(str::to_owned);
+                    let hollow = exts[i].as_object().is_some_and(|e| {
+                        !e.keys().any(|k| k.starts_with("value") || k == "extension")
+                    });
+                    if hollow {
+                        let url = exts[i].get("url").and_then(Value::as_str).unwrap_or("?");
+                        losses.push(Loss::new(
+                            &format!("{at}.extension[{shown}]"),
+                            None,
+                            format!("extension {url} has no value left to carry"),
+                        ));
+                        exts.remove(i);
+                    } else if let Some(r) = target {
+                        let url = exts[i].get("url").and_then(Value::as_str).unwrap_or("?");
+                        losses.push(Loss::new(
+                            &format!("{at}.extension[{shown}]"),
+                            None,
+                            format!("extension {url} refers to `{r}`, which was not carried"),
+                        ));
+                        exts.remove(i);
+                    } else {
+                        i += 1;
+                    }
+                    shown += 1;
+                }
+                if exts.is_empty() {
+                    m.shift_remove("extension");
+                }
+            }
+            for (k, v) in m.iter_mut() {
+                if k == "extension" {
+                    continue;
+                }
+                let mark = at.len();
+                at.push('.');
+                at.push_str(k);
+                prune_extensions(v, index, dropped, at, losses);
+                at.truncate(mark);
+            }
+        }
+        Value::Array(items) => {
+            for (i, v) in items.iter_mut().enumerate() {
+                let mark = at.len();
+                at.push_str(&format!("[{i}]"));
+                prune_extensions(v, index, dropped, at, losses);
+                at.truncate(mark);
+            }
+        }
+        _ => {}
     }
 }
 
@@ -674,6 +799,13 @@ fn prune_dangling(
     {
         m.shift_remove("entry");
     }
+}
+
+/// Escapes text for XHTML narrative.
+fn xml_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 #[cfg(test)]

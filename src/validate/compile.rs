@@ -317,13 +317,19 @@ impl Registry {
             let Some(&(last_name, last_slice)) = segs.last() else {
                 continue;
             };
+            if by_id.contains_key(&id) {
+                // Already stood for by a choice type slice (below): the slice is the stricter.
+                continue;
+            }
             let mut node = Node::new(&id, last_name);
             node.slice_name = el.slice_name.clone().or(last_slice.map(str::to_string));
-            node.is_array = el
-                .base_max
-                .as_deref()
-                .or(el.max.as_deref())
-                .is_some_and(|m| m != "1" && m != "0");
+            // A choice element never repeats, whatever a damaged snapshot says.
+            node.is_array = !last_name.ends_with("[x]")
+                && el
+                    .base_max
+                    .as_deref()
+                    .or(el.max.as_deref())
+                    .is_some_and(|m| m != "1" && m != "0");
             self.apply(&mut node, el, true);
             let nid = nodes.len() as NodeId;
             if let Some(r) = &el.content_reference {
@@ -349,7 +355,20 @@ impl Registry {
                     })
                 });
                 let Some(parent) = sliced else {
-                    skipped += 1;
+                    // Some STU3 snapshots give only the type slice of a choice element
+                    // (`value[x]:valueCodeableConcept`), without `value[x]` itself: the slice
+                    // then stands for the element.
+                    if let Some(&owner) = by_id.get(parent_of(sliced_id))
+                        && last_name.ends_with("[x]")
+                    {
+                        node.slice_name = None;
+                        nodes.push(node);
+                        nodes[owner as usize].children.push(nid);
+                        by_id.insert(sliced_id.to_string(), nid);
+                        by_id.insert(id, nid);
+                    } else {
+                        skipped += 1;
+                    }
                     continue;
                 };
                 nodes.push(node);

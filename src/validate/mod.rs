@@ -353,9 +353,21 @@ impl Validator {
             }
         }
         if trees.is_empty() {
-            match self.defaults[defaults.index()].get(rt).copied().or(base) {
-                Some(t) => trees.push(t),
-                None => issues.push(unknown_type()),
+            let default = self.defaults[defaults.index()].get(rt).copied();
+            match (default, defaults) {
+                (Some(t), _) => trees.push(t),
+                // The base definitions loaded are R4's: an STU3 resource with no loaded GP
+                // Connect profile is left to the typed STU3 model rather than judged as R4.
+                (None, ProfileSet::GpConnect) => issues.push(
+                    Issue::information(format!(
+                        "no STU3 definition of {rt} is loaded; its profile constraints were not checked"
+                    ))
+                    .at(path.to_string()),
+                ),
+                (None, _) => match base {
+                    Some(t) => trees.push(t),
+                    None => issues.push(unknown_type()),
+                },
             }
         }
         trees

@@ -58,10 +58,44 @@ fn no_errors(issues: &[Issue]) -> bool {
 fn patient() -> Value {
     json!({
         "resourceType": "Patient",
-        "identifier": [{"system": "https://fhir.nhs.uk/Id/nhs-number", "value": "9990000018"}],
+        "identifier": [{
+            "extension": [{
+                "url": "https://fhir.hl7.org.uk/StructureDefinition/Extension-UKCore-NHSNumberVerificationStatus",
+                "valueCodeableConcept": {"coding": [{
+                    "system": "https://fhir.hl7.org.uk/CodeSystem/UKCore-NHSNumberVerificationStatusEngland",
+                    "code": "01",
+                    "display": "Number present and verified"
+                }]}
+            }],
+            "system": "https://fhir.nhs.uk/Id/nhs-number",
+            "value": "9990000018"
+        }],
         "name": [{"family": "TESTPATIENT", "given": ["Alex"]}],
         "birthDate": "1988-03-14"
     })
+}
+
+#[test]
+fn a_prison_patient_nhs_number_carries_its_verification_status() {
+    let Some(v) = full() else {
+        return;
+    };
+    assert!(no_errors(&v.validate(&patient(), None, ProfileSet::Prison)));
+    let mut p = patient();
+    p["identifier"][0]
+        .as_object_mut()
+        .unwrap()
+        .remove("extension");
+    let issues = v.validate(&p, None, ProfileSet::Prison);
+    assert!(
+        issues
+            .iter()
+            .any(|i| i.diagnostics.starts_with("prison-pat-3")
+                && i.expression.as_deref() == Some("Patient.identifier[0]")),
+        "{issues:?}"
+    );
+    // UK Core itself does not require it.
+    assert!(no_errors(&v.validate(&p, None, ProfileSet::UkCore)));
 }
 
 #[test]

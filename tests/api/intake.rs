@@ -204,7 +204,7 @@ async fn bundle_with_more_entries_than_the_limit_is_too_large() {
     let (status, _, outcome) = submit(&app, &token, FHIR_JSON, release).await;
     assert_eq!(status, 413, "{outcome}");
     assert_outcome_code(&outcome, "GW-INTAKE-03");
-    assert!(diagnostics(&outcome).contains("11"), "{outcome}");
+    assert!(diagnostics(&outcome).contains("12"), "{outcome}");
 }
 
 #[tokio::test]
@@ -627,7 +627,7 @@ async fn body_exactly_at_the_size_limit_is_accepted() {
 
 #[tokio::test]
 async fn bundle_with_exactly_the_entry_limit_is_accepted() {
-    let app = spawn_app_with(|s| s.limits.max_bundle_entries = 11).await;
+    let app = spawn_app_with(|s| s.limits.max_bundle_entries = 12).await;
     let token = app.token_for("prison").await;
     let (release, _) = unique_release();
     let (status, _, outcome) = submit(&app, &token, FHIR_JSON, release).await;

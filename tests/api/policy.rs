@@ -275,14 +275,14 @@ async fn intake_outcome_names_each_recipient_and_each_withheld_resource_with_its
     assert!(
         has(
             "information",
-            "Recipient A99001 (RegisteredGp) under agreement prison-to-registered-gp v1: 9 resources shared, 2 withheld, 2 elements removed"
+            "Recipient A99001 (RegisteredGp) under agreement prison-to-registered-gp v1: 10 resources shared, 2 withheld, 2 elements removed"
         ),
         "{outcome}"
     );
     assert!(
         has(
             "information",
-            "Recipient X99001 (CarePlanPerformer) under agreement prison-to-drug-service v1: 8 resources shared, 3 withheld, 2 elements removed"
+            "Recipient X99001 (CarePlanPerformer) under agreement prison-to-drug-service v1: 9 resources shared, 3 withheld, 2 elements removed"
         ),
         "{outcome}"
     );
@@ -353,7 +353,7 @@ async fn intake_outcome_names_each_recipient_and_each_withheld_resource_with_its
         );
         assert_eq!(
             d["decision"]["resources"].as_array().unwrap().len(),
-            11,
+            12,
             "every resource is explained: {d}"
         );
     }
@@ -374,7 +374,7 @@ async fn the_same_document_is_filtered_differently_for_the_gp_the_drug_service_a
     assert_eq!(gp.agreement.as_deref(), Some("prison-to-registered-gp|1"));
     assert_eq!(gp.refusal, None);
     assert!(!gp.emergency);
-    assert_eq!(gp.resources.len(), 11, "{gp:#?}");
+    assert_eq!(gp.resources.len(), 12, "{gp:#?}");
     for r in [
         COMPOSITION,
         PATIENT,
@@ -442,9 +442,9 @@ async fn the_same_document_is_filtered_differently_for_the_gp_the_drug_service_a
             .collect::<Vec<_>>()
     };
     assert_ne!(shared(&gp), shared(&drug));
-    assert_eq!(shared(&gp).len(), 9);
-    assert_eq!(shared(&drug).len(), 8);
-    assert_eq!(shared(&icb).len(), 8);
+    assert_eq!(shared(&gp).len(), 10);
+    assert_eq!(shared(&drug).len(), 9);
+    assert_eq!(shared(&icb).len(), 9);
 }
 
 #[tokio::test]
@@ -461,7 +461,7 @@ async fn an_organisation_no_agreement_covers_is_refused_everything_under_rule_1(
         refusal.contains("prison-to-registered-gp v1 does not cover the recipient"),
         "the agreements considered are named with their versions: {refusal}"
     );
-    assert_eq!(other.resources.len(), 11);
+    assert_eq!(other.resources.len(), 12);
     for (reference, r) in &other.resources {
         assert!(!r.shared, "{reference}: {r:?}");
         assert_eq!(r.rule, 1, "{reference}: {r:?}");
@@ -767,7 +767,7 @@ async fn sharing_decision_is_audited_with_its_explanation() {
         json!({"id": "prison-to-registered-gp", "version": 1})
     );
     let resources = d["decision"]["resources"].as_array().unwrap();
-    assert_eq!(resources.len(), 11);
+    assert_eq!(resources.len(), 12);
     let meth = resources
         .iter()
         .find(|r| r["reference"] == METHADONE)
@@ -1036,7 +1036,7 @@ async fn a_retired_agreement_covers_nothing_and_decisions_name_the_retired_versi
         refusal.contains("agreement prison-to-icb v2 is not active"),
         "{refusal}"
     );
-    assert_eq!(after.resources.len(), 11);
+    assert_eq!(after.resources.len(), 12);
     for (reference, r) in &after.resources {
         assert!(!r.shared, "{reference}: {r:?}");
         assert_eq!(r.rule, 1, "{reference}: {r:?}");

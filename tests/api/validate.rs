@@ -67,7 +67,17 @@ async fn a_bare_resource_is_checked_against_the_profile_given_in_the_query() {
     let app = spawn_app().await;
     let token = app.token_for("prison").await;
     let patient = json!({"resourceType": "Patient", "gender": "male",
-        "identifier": [{"system": "https://fhir.nhs.uk/Id/nhs-number", "value": "9990000018"}]});
+    "identifier": [{
+        "extension": [{
+            "url": "https://fhir.hl7.org.uk/StructureDefinition/Extension-UKCore-NHSNumberVerificationStatus",
+            "valueCodeableConcept": {"coding": [{
+                "system": "https://fhir.hl7.org.uk/CodeSystem/UKCore-NHSNumberVerificationStatusEngland",
+                "code": "01"
+            }]}
+        }],
+        "system": "https://fhir.nhs.uk/Id/nhs-number",
+        "value": "9990000018"
+    }]});
     let profile = "https://throughcare.example.org/fhir/StructureDefinition/prison-patient";
     let (status, outcome) = validate(&app, &token, &format!("?profile={profile}"), &patient).await;
     assert_eq!(status, 200, "{outcome}");
