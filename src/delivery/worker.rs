@@ -219,18 +219,36 @@ async fn attempt(state: &AppState, d: &DeliveryRecord) -> anyhow::Result<Outcome
         .profile
         .parse::<crate::translate::Target>()
         .map_err(|_| anyhow::anyhow!("endpoint profile {:?} is unknown", endpoint.profile))?;
-    let body =
-        match state
-            .translator
-            .translate_owned(crate::translate::Source::Prison, target, copy)
-        {
-            Ok(t) => t.output.to_string(),
-            Err(e) => {
+    let body = match state.translator.translate_owned(
+        crate::translate::Source::Prison,
+        target,
+        copy,
+    ) {
+        Ok(t) => {
+            // The recipient's copy must conform to the profiles its endpoint speaks: a copy
+            // that does not is a mapping defect, and retrying will not mend it.
+            let errors: Vec<_> = state
+                .validator
+                .validate(&t.output, None, target.profile_set())
+                .into_iter()
+                .filter(|i| i.severity == crate::fhir::outcome::Severity::Error)
+                .collect();
+            if let Some(first) = errors.first() {
                 return Ok(Outcome::Failed(AttemptError::Permanent(format!(
-                    "translation failed: {e}"
+                    "the {target} copy does not conform to its profiles, so it was not sent ({} error(s); first at {}: {})",
+                    errors.len(),
+                    first.expression.as_deref().unwrap_or("-"),
+                    first.diagnostics
                 ))));
             }
-        };
+            t.output.to_string()
+        }
+        Err(e) => {
+            return Ok(Outcome::Failed(AttemptError::Permanent(format!(
+                "translation failed: {e}"
+            ))));
+        }
+    };
     state
         .store
         .append_audit(vec![disclosure.into_draft()])

@@ -136,22 +136,39 @@ fn drop_references(comp: &mut Value, withheld: &HashSet<String>) {
     if let Some(Value::Array(sections)) = comp.get_mut("section") {
         for section in sections.iter_mut() {
             if let Some(Value::Array(entries)) = section.get_mut("entry") {
+                let before = entries.len();
                 entries.retain(|r| {
                     r.get("reference")
                         .and_then(Value::as_str)
                         .is_none_or(|x| !withheld.contains(x))
                 });
-                if entries.is_empty()
-                    && let Some(obj) = section.as_object_mut()
-                {
-                    obj.remove("entry");
-                    obj.insert(
-                        "emptyReason".into(),
-                        serde_json::json!({"coding": [{
-                            "system": "http://terminology.hl7.org/CodeSystem/list-empty-reason",
-                            "code": "withheld", "display": "Information Withheld"
-                        }]}),
-                    );
+                let removed = entries.len() < before;
+                let emptied = entries.is_empty();
+                if removed && let Some(obj) = section.as_object_mut() {
+                    // The narrative cannot be filtered entry by entry, and may describe what
+                    // was withheld: it is replaced (cmp-1 wants text where there are no entries).
+                    let div = if emptied {
+                        obj.remove("entry");
+                        obj.insert(
+                            "emptyReason".into(),
+                            serde_json::json!({"coding": [{
+                                "system": "http://terminology.hl7.org/CodeSystem/list-empty-reason",
+                                "code": "withheld", "display": "Information Withheld"
+                            }]}),
+                        );
+                        "Entries of this section are withheld from this recipient."
+                    } else {
+                        "Some entries of this section are withheld from this recipient."
+                    };
+                    if emptied || obj.contains_key("text") {
+                        obj.insert(
+                            "text".into(),
+                            serde_json::json!({
+                                "status": "generated",
+                                "div": format!("<div xmlns=\"http://www.w3.org/1999/xhtml\"><p>{div}</p></div>")
+                            }),
+                        );
+                    }
                 }
             }
             drop_references(section, withheld);

@@ -62,6 +62,15 @@ pub enum Target {
 }
 
 impl Target {
+    /// The profiles a document in this target is validated against.
+    pub fn profile_set(self) -> crate::validate::ProfileSet {
+        match self {
+            Target::UkCoreR4 => crate::validate::ProfileSet::UkCore,
+            Target::GpConnectStu3 => crate::validate::ProfileSet::GpConnect,
+            Target::Prison => crate::validate::ProfileSet::Prison,
+        }
+    }
+
     /// The name used on the wire (`?target=`) and on the command line.
     pub fn as_str(&self) -> &'static str {
         match self {

@@ -646,3 +646,63 @@ async fn a_recipient_token_url_supplies_the_bearer_token_for_pushes() {
     let received = gp.received.lock().unwrap().clone();
     assert_eq!(received[0].authorization, "Bearer tok-123");
 }
+
+#[tokio::test]
+async fn a_copy_that_does_not_conform_to_the_endpoint_profile_is_not_sent() {
+    let (url, gp) = recipient(vec![Answer::Status(200); 2]).await;
+    let app = spawn_app_with(fast).await;
+    let icb = app.token_for("icb").await;
+    let response = app
+        .put_json(
+            "icb",
+            &icb,
+            "/admin/endpoints/A99001",
+            &json!({"url": url, "profile": "gp-connect-stu3"}),
+        )
+        .await;
+    assert_eq!(response.status().as_u16(), 200);
+
+    // The sample converts to a GP Connect structured record that validates: it is sent.
+    let good = submit_release(&app).await;
+    wait_for(&app, &good, "A99001", "completed").await;
+    let body: Value = serde_json::from_str(&gp.received.lock().unwrap()[0].body).unwrap();
+    assert_eq!(body["type"], "collection");
+
+    // A SNOMED CT problem code without its display is a valid prison document, but GP
+    // Connect requires the display: the copy is checked before it leaves, and not sent.
+    let token = app.token_for("prison").await;
+    let doc = release_tree(|t| {
+        for e in t["entry"].as_array_mut().unwrap() {
+            if e["resource"]["resourceType"] == "Condition" {
+                e["resource"]["code"]["coding"][0]
+                    .as_object_mut()
+                    .unwrap()
+                    .remove("display");
+            }
+        }
+    });
+    let (status, headers, outcome) =
+        status_and_json(app.post_bundle(&token, FHIR_JSON, doc).await).await;
+    assert_eq!(status, 201, "{outcome}");
+    let bad = headers
+        .get("location")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let task = wait_for(&app, &bad, "A99001", "failed").await;
+    let reason = task["statusReason"]["text"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("does not conform") && reason.contains("display"),
+        "{task}"
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        gp.received.lock().unwrap().len(),
+        1,
+        "the non-conforming copy never left"
+    );
+}
