@@ -11,14 +11,17 @@ use crate::domain::{NhsNumber, systems};
 use crate::error::ApiError;
 use crate::policy::Purpose;
 use crate::startup::AppState;
+use crate::translate::{Source, Target};
 
 /// The resources of every document about `nhs` that `principal` may see now, newest document
-/// first, each resource once (by `Type/id`, the newest copy winning).
+/// first, each resource once (by `Type/id`, the newest copy winning). Each document's copy is
+/// translated to `target` (the caller's profile) before its resources are taken.
 pub async fn everything(
     state: &AppState,
     principal: &Principal,
     nhs: &NhsNumber,
     purpose: Purpose,
+    target: Target,
 ) -> Result<Vec<Value>, ApiError> {
     let documents = state.store.documents_for(nhs.as_str()).await?;
     let mut seen = HashSet::new();
@@ -27,8 +30,12 @@ pub async fn everything(
         let Some(copy) = crate::sharing::read_for(state, principal, stored, purpose).await? else {
             continue;
         };
-        for entry in copy
-            .document
+        let translated = state
+            .translator
+            .translate_owned(Source::Prison, target, copy.document)
+            .map_err(crate::api::translate::translate_error)?
+            .output;
+        for entry in translated
             .get("entry")
             .and_then(Value::as_array)
             .into_iter()
@@ -56,14 +63,15 @@ pub async fn everything(
     Ok(out)
 }
 
-/// The Patient as `principal` may see it (from the newest document that shares it), with the
-/// NHS number as its id.
+/// The Patient as `principal` may see it (from the newest document that shares it), in the
+/// caller's profile, with the NHS number as its id.
 pub async fn patient(
     state: &AppState,
     principal: &Principal,
     nhs: &NhsNumber,
+    target: Target,
 ) -> Result<Option<Value>, ApiError> {
-    let entries = everything(state, principal, nhs, Purpose::Treat).await?;
+    let entries = everything(state, principal, nhs, Purpose::Treat, target).await?;
     Ok(entries
         .into_iter()
         .filter_map(|e| e.get("resource").cloned())
@@ -76,4 +84,204 @@ pub async fn patient(
             p["id"] = json!(nhs.as_str());
             p
         }))
+}
+
+/// A GP Connect Access Record Structured parameter, the SNOMED CT List code it asks for, and
+/// optionally a further List code with the boolean part that asks for it.
+type ClinicalArea = (
+    &'static str,
+    &'static str,
+    Option<(&'static str, &'static str)>,
+);
+
+const GPC_CLINICAL_AREAS: &[ClinicalArea] = &[
+    (
+        "includeAllergies",
+        "886921000000105",
+        Some(("1103671000000101", "includeResolvedAllergies")),
+    ),
+    ("includeMedication", "933361000000108", None),
+    ("includeProblems", "717711000000103", None),
+    ("includeConsultations", "1149501000000101", None),
+    ("includeImmunisations", "1102181000000102", None),
+    ("includeUncategorisedData", "826501000000100", None),
+    ("includeInvestigations", "887191000000108", None),
+    ("includeReferrals", "792931000000107", None),
+];
+
+/// Resource types a structured record carries whatever is asked for.
+const GPC_ALWAYS: &[&str] = &[
+    "Patient",
+    "Organization",
+    "Practitioner",
+    "PractitionerRole",
+    "Location",
+];
+
+/// The List codes a GP Connect structured-record request asks for, or the name of a parameter
+/// this gateway does not know (the request is then refused).
+pub fn gpc_requested_lists(params: &Value) -> Result<HashSet<&'static str>, String> {
+    let mut codes = HashSet::new();
+    for p in params
+        .get("parameter")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let name = p.get("name").and_then(Value::as_str).unwrap_or_default();
+        if name == "patientNHSNumber" {
+            continue;
+        }
+        let Some((_, code, extra)) = GPC_CLINICAL_AREAS.iter().find(|(n, _, _)| *n == name) else {
+            return Err(format!(
+                "parameter {name:?} is not a GP Connect structured-record parameter this gateway answers"
+            ));
+        };
+        codes.insert(*code);
+        if let Some((extra_code, part)) = extra {
+            let wanted = p
+                .get("part")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .any(|x| {
+                    x.get("name").and_then(Value::as_str) == Some(part)
+                        && x.get("valueBoolean") == Some(&Value::Bool(true))
+                });
+            if wanted {
+                codes.insert(*extra_code);
+            }
+        }
+    }
+    Ok(codes)
+}
+
+/// Keeps, in a GP Connect structured record, the Lists asked for, the resources they list (and
+/// the Medications those refer to), and the patient, organisations and practitioners; the
+/// rest is left out, as a GP Connect provider answers only the clinical areas requested.
+pub fn gpc_select(bundle: &mut Value, lists: &HashSet<&str>) {
+    let Some(entries) = bundle.get_mut("entry").and_then(Value::as_array_mut) else {
+        return;
+    };
+    let key = |r: &Value| {
+        format!(
+            "{}/{}",
+            r.get("resourceType").and_then(Value::as_str).unwrap_or(""),
+            r.get("id").and_then(Value::as_str).unwrap_or("")
+        )
+    };
+    let mut keep: HashSet<String> = HashSet::new();
+    for e in entries.iter() {
+        let r = &e["resource"];
+        if r["resourceType"] == "List"
+            && r.pointer("/code/coding/0/code")
+                .and_then(Value::as_str)
+                .is_some_and(|c| lists.contains(c))
+        {
+            keep.insert(key(r));
+            for item in r["entry"].as_array().into_iter().flatten() {
+                if let Some(reference) = item.pointer("/item/reference").and_then(Value::as_str) {
+                    keep.insert(reference.to_owned());
+                }
+            }
+        }
+    }
+    // Medications referred to by the medicines kept.
+    let mut medications = Vec::new();
+    for e in entries.iter() {
+        let r = &e["resource"];
+        if keep.contains(&key(r))
+            && let Some(m) = r
+                .pointer("/medicationReference/reference")
+                .and_then(Value::as_str)
+        {
+            medications.push(m.to_owned());
+        }
+    }
+    keep.extend(medications);
+    entries.retain(|e| {
+        let r = &e["resource"];
+        let rt = r.get("resourceType").and_then(Value::as_str).unwrap_or("");
+        GPC_ALWAYS.contains(&rt) || keep.contains(&key(r))
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record() -> Value {
+        json!({"resourceType": "Bundle", "type": "collection", "entry": [
+            {"resource": {"resourceType": "Patient", "id": "p"}},
+            {"resource": {"resourceType": "Organization", "id": "o"}},
+            {"resource": {"resourceType": "List", "id": "l1", "code": {"coding": [{"code": "886921000000105"}]},
+                "entry": [{"item": {"reference": "AllergyIntolerance/a"}}]}},
+            {"resource": {"resourceType": "List", "id": "l2", "code": {"coding": [{"code": "933361000000108"}]},
+                "entry": [{"item": {"reference": "MedicationStatement/s"}}]}},
+            {"resource": {"resourceType": "AllergyIntolerance", "id": "a"}},
+            {"resource": {"resourceType": "MedicationStatement", "id": "s", "medicationReference": {"reference": "Medication/m"}}},
+            {"resource": {"resourceType": "Medication", "id": "m"}},
+            {"resource": {"resourceType": "Condition", "id": "c"}}
+        ]})
+    }
+
+    fn kept(b: &Value) -> Vec<String> {
+        b["entry"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                format!(
+                    "{}/{}",
+                    e["resource"]["resourceType"].as_str().unwrap(),
+                    e["resource"]["id"].as_str().unwrap()
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn only_the_clinical_areas_asked_for_are_answered() {
+        let params = json!({"parameter": [
+            {"name": "patientNHSNumber", "valueIdentifier": {"value": "9990000018"}},
+            {"name": "includeMedication"}
+        ]});
+        let lists = gpc_requested_lists(&params).unwrap();
+        let mut b = record();
+        gpc_select(&mut b, &lists);
+        assert_eq!(
+            kept(&b),
+            [
+                "Patient/p",
+                "Organization/o",
+                "List/l2",
+                "MedicationStatement/s",
+                "Medication/m"
+            ]
+        );
+        // Nothing clinical asked for: the patient and the organisations only.
+        let only =
+            gpc_requested_lists(&json!({"parameter": [{"name": "patientNHSNumber"}]})).unwrap();
+        let mut b = record();
+        gpc_select(&mut b, &only);
+        assert_eq!(kept(&b), ["Patient/p", "Organization/o"]);
+    }
+
+    #[test]
+    fn resolved_allergies_come_only_when_asked_for_and_unknown_parameters_are_refused() {
+        let params = json!({"parameter": [{"name": "includeAllergies", "part": [
+            {"name": "includeResolvedAllergies", "valueBoolean": true}]}]});
+        let lists = gpc_requested_lists(&params).unwrap();
+        assert!(lists.contains("1103671000000101") && lists.contains("886921000000105"));
+        let params = json!({"parameter": [{"name": "includeAllergies", "part": [
+            {"name": "includeResolvedAllergies", "valueBoolean": false}]}]});
+        assert!(
+            !gpc_requested_lists(&params)
+                .unwrap()
+                .contains("1103671000000101")
+        );
+        let err = gpc_requested_lists(&json!({"parameter": [{"name": "includeEverything"}]}))
+            .unwrap_err();
+        assert!(err.contains("includeEverything"), "{err}");
+    }
 }

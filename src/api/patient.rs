@@ -9,8 +9,21 @@ use crate::domain::Role;
 use crate::error::{ApiError, codes};
 use crate::fhir::FHIR_JSON;
 use crate::startup::AppState;
+use crate::translate::Target;
 
 const ROLES: &[Role] = &[Role::Prison, Role::Gp, Role::Icb, Role::Service];
+
+/// A response in the caller's profile: STU3 media type for GP Connect, and the profile named.
+fn respond(target: Target, body: String) -> HttpResponse {
+    let mut response = HttpResponse::Ok();
+    response.content_type(if target == Target::GpConnectStu3 {
+        "application/fhir+json;fhirVersion=3.0"
+    } else {
+        FHIR_JSON
+    });
+    response.insert_header(("X-Throughcare-Profile", target.as_str()));
+    response.body(body)
+}
 
 fn searchset(entries: Vec<Value>) -> Value {
     let entry: Vec<Value> = entries
@@ -49,23 +62,26 @@ pub async fn search_patients(
                 "Search patients by identifier (https://fhir.nhs.uk/Id/nhs-number|N).",
             )
         })?;
-    if let Some((k, _)) = pairs.iter().find(|(k, _)| k != "identifier") {
+    if let Some((k, _)) = pairs
+        .iter()
+        .find(|(k, _)| k != "identifier" && k != "_profile")
+    {
         return Err(ApiError::bad_request(
             codes::SHAPE,
             format!("search parameter {k:?} is not supported on Patient"),
         ));
     }
     let nhs = super::consent::nhs_from_param(&identifier)?;
-    let found = crate::pull::patient(&state, &principal, &nhs).await?;
+    let target = super::bundle::reader_target(&req, &principal, &state)?;
+    let found = crate::pull::patient(&state, &principal, &nhs, target).await?;
     let entries = found
         .map(|p| vec![json!({"fullUrl": format!("{}/fhir/Patient/{}", state.public_url, nhs.as_str()), "resource": p})])
         .unwrap_or_default();
-    Ok(HttpResponse::Ok()
-        .content_type(FHIR_JSON)
-        .body(searchset(entries).to_string()))
+    Ok(respond(target, searchset(entries).to_string()))
 }
 
 pub async fn read_patient(
+    req: HttpRequest,
     principal: Principal,
     path: web::Path<String>,
     state: web::Data<AppState>,
@@ -86,12 +102,11 @@ pub async fn read_patient(
         ))
     };
     let nhs = crate::domain::NhsNumber::parse(&id).map_err(|_| not_found())?;
-    let patient = crate::pull::patient(&state, &principal, &nhs)
+    let target = super::bundle::reader_target(&req, &principal, &state)?;
+    let patient = crate::pull::patient(&state, &principal, &nhs, target)
         .await?
         .ok_or_else(not_found)?;
-    Ok(HttpResponse::Ok()
-        .content_type(FHIR_JSON)
-        .body(patient.to_string()))
+    Ok(respond(target, patient.to_string()))
 }
 
 pub async fn everything(
@@ -117,18 +132,19 @@ pub async fn everything(
         ))
     };
     let nhs = crate::domain::NhsNumber::parse(&id).map_err(|_| not_found())?;
-    let entries = crate::pull::everything(&state, &principal, &nhs, purpose).await?;
+    let target = super::bundle::reader_target(&req, &principal, &state)?;
+    let entries = crate::pull::everything(&state, &principal, &nhs, purpose, target).await?;
     if entries.is_empty() {
         return Err(not_found());
     }
-    Ok(HttpResponse::Ok()
-        .content_type(FHIR_JSON)
-        .body(searchset(entries).to_string()))
+    Ok(respond(target, searchset(entries).to_string()))
 }
 
 /// `POST /fhir/Patient/$gpc.getstructuredrecord`: the GP Connect Access Record Structured pull.
-/// STU3 Parameters in (`patientNHSNumber`), an STU3 `collection` Bundle out: the newest document
-/// the caller may see, with policy applied now, translated to GP Connect.
+/// STU3 Parameters in (`patientNHSNumber` and the `include*` clinical areas), an STU3
+/// `collection` Bundle out: the newest document the caller may see, with policy applied now,
+/// translated to GP Connect, holding the patient, organisations, practitioners and the Lists
+/// asked for with what they list.
 pub async fn gpc_structured_record(
     req: HttpRequest,
     principal: Principal,
@@ -162,6 +178,13 @@ pub async fn gpc_structured_record(
                 .with_code(codes::SHAPE),
         ])
     })?;
+    let lists = crate::pull::gpc_requested_lists(&params).map_err(|e| {
+        ApiError::Unprocessable(vec![
+            crate::fhir::outcome::Issue::error("not-supported", e)
+                .at("Parameters.parameter")
+                .with_code(codes::SHAPE),
+        ])
+    })?;
     let not_found = || ApiError::not_found("No record of this patient is visible to this client.");
     let documents = state.store.documents_for(nhs.as_str()).await?;
     for stored in &documents {
@@ -169,14 +192,17 @@ pub async fn gpc_structured_record(
             crate::sharing::read_for(&state, &principal, stored, crate::policy::Purpose::Treat)
                 .await?
         {
-            let translation = state
+            let mut translation = state
                 .translator
-                .translate(
+                .translate_owned(
                     crate::translate::Source::Prison,
                     crate::translate::Target::GpConnectStu3,
-                    &copy.document,
+                    copy.document,
                 )
                 .map_err(super::translate::translate_error)?;
+            // Only the clinical areas asked for (include* parameters), as a GP Connect
+            // provider answers.
+            crate::pull::gpc_select(&mut translation.output, &lists);
             return Ok(HttpResponse::Ok()
                 .content_type("application/fhir+json;fhirVersion=3.0")
                 .body(translation.output.to_string()));

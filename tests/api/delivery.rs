@@ -535,6 +535,56 @@ async fn pull_returns_content_filtered_for_each_caller() {
     assert_eq!(bundle["total"], 1, "{bundle}");
     assert_eq!(bundle["entry"][0]["resource"]["id"], "9990000018");
     assert!(!bundle.to_string().contains("A1234BC"));
+
+    // $everything in the caller's profile: UK Core by default for a GP, GP Connect STU3 when
+    // asked for (`_profile`), with the STU3 media type and the structured-record Lists.
+    let uk_core: Value = serde_json::from_str(&gp).unwrap();
+    let profiles = uk_core.to_string();
+    assert!(
+        profiles.contains("https://fhir.hl7.org.uk/StructureDefinition/UKCore-"),
+        "{profiles}"
+    );
+    let response = app
+        .get_as(
+            "gp",
+            &token,
+            "/fhir/Patient/9990000018/$everything",
+            &[("_profile", "gp-connect-stu3")],
+        )
+        .await;
+    assert_eq!(response.status().as_u16(), 200);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/fhir+json;fhirVersion=3.0"
+    );
+    assert_eq!(
+        response.headers()["x-throughcare-profile"],
+        "gp-connect-stu3"
+    );
+    let stu3: Value = response.json().await.unwrap();
+    assert_eq!(stu3["type"], "searchset");
+    let resources: Vec<&Value> = stu3["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| &e["resource"])
+        .collect();
+    assert!(
+        resources.iter().any(|r| r["resourceType"] == "List"
+            && r["meta"]["profile"][0]
+                == "https://fhir.nhs.uk/STU3/StructureDefinition/CareConnect-GPC-List-1"),
+        "{stu3}"
+    );
+    let ramipril = resources
+        .iter()
+        .find(|r| r["resourceType"] == "MedicationRequest")
+        .expect("the GP's medication");
+    assert!(
+        ramipril["requester"]["agent"].is_object(),
+        "STU3 shape: {ramipril}"
+    );
+    assert!(!stu3.to_string().contains("A1234BC"));
+    assert!(!stu3.to_string().contains("322696004"));
     // An organisation with no agreement sees nothing, and is not told the patient exists.
     let second = app.token_for("auditor").await;
     let response = app

@@ -155,6 +155,23 @@ async fn the_gp_connect_pull_has_the_structured_record_shape_and_policy_applied(
         .filter(|r| r["resourceType"] == "List")
         .collect();
     assert!(!lists.is_empty(), "structured records carry Lists");
+    // Only the areas asked for: allergies and medications, no problems.
+    let codes: Vec<&str> = lists
+        .iter()
+        .map(|l| l["code"]["coding"][0]["code"].as_str().unwrap())
+        .collect();
+    assert!(codes.contains(&"886921000000105"), "{codes:?}");
+    assert!(codes.contains(&"933361000000108"), "{codes:?}");
+    assert!(!codes.contains(&"717711000000103"), "{codes:?}");
+    assert!(!text.contains("128302006"), "the problem was not asked for");
+    // An unknown parameter is refused.
+    let odd = json!({"resourceType": "Parameters", "parameter": [
+        {"name": "patientNHSNumber", "valueIdentifier": {"system": "https://fhir.nhs.uk/Id/nhs-number", "value": "9990000018"}},
+        {"name": "includeEverything"}]});
+    let response = app
+        .post_json("gp", &gp, "/fhir/Patient/$gpc.getstructuredrecord", &odd)
+        .await;
+    assert_eq!(response.status().as_u16(), 422);
     assert!(
         lists
             .iter()
