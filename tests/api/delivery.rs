@@ -119,13 +119,17 @@ fn fast(settings: &mut throughcare::config::Settings) {
 }
 
 async fn register(app: &TestApp, ods: &str, url: &str) {
+    register_as(app, ods, url, "uk-core-r4").await;
+}
+
+async fn register_as(app: &TestApp, ods: &str, url: &str, profile: &str) {
     let icb = app.token_for("icb").await;
     let response = app
         .put_json(
             "icb",
             &icb,
             &format!("/admin/endpoints/{ods}"),
-            &json!({"url": url, "profile": "uk-core-r4"}),
+            &json!({"url": url, "profile": profile}),
         )
         .await;
     assert_eq!(
@@ -137,10 +141,15 @@ async fn register(app: &TestApp, ods: &str, url: &str) {
 }
 
 async fn submit_release(app: &TestApp) -> String {
-    let token = app.token_for("prison").await;
     let (release, _) = unique_release();
+    submit_document(app, release).await
+}
+
+/// Submits a prison document; its stored id.
+async fn submit_document(app: &TestApp, document: String) -> String {
+    let token = app.token_for("prison").await;
     let (status, headers, outcome) =
-        status_and_json(app.post_bundle(&token, FHIR_JSON, release).await).await;
+        status_and_json(app.post_bundle(&token, FHIR_JSON, document).await).await;
     assert_eq!(status, 201, "{outcome}");
     headers
         .get("location")
@@ -701,16 +710,7 @@ async fn a_recipient_token_url_supplies_the_bearer_token_for_pushes() {
 async fn a_copy_that_does_not_conform_to_the_endpoint_profile_is_not_sent() {
     let (url, gp) = recipient(vec![Answer::Status(200); 2]).await;
     let app = spawn_app_with(fast).await;
-    let icb = app.token_for("icb").await;
-    let response = app
-        .put_json(
-            "icb",
-            &icb,
-            "/admin/endpoints/A99001",
-            &json!({"url": url, "profile": "gp-connect-stu3"}),
-        )
-        .await;
-    assert_eq!(response.status().as_u16(), 200);
+    register_as(&app, "A99001", &url, "gp-connect-stu3").await;
 
     // The sample converts to a GP Connect structured record that validates: it is sent.
     let good = submit_release(&app).await;
@@ -720,7 +720,6 @@ async fn a_copy_that_does_not_conform_to_the_endpoint_profile_is_not_sent() {
 
     // A SNOMED CT problem code without its display is a valid prison document, but GP
     // Connect requires the display: the copy is checked before it leaves, and not sent.
-    let token = app.token_for("prison").await;
     let doc = release_tree(|t| {
         for e in t["entry"].as_array_mut().unwrap() {
             if e["resource"]["resourceType"] == "Condition" {
@@ -731,18 +730,7 @@ async fn a_copy_that_does_not_conform_to_the_endpoint_profile_is_not_sent() {
             }
         }
     });
-    let (status, headers, outcome) =
-        status_and_json(app.post_bundle(&token, FHIR_JSON, doc).await).await;
-    assert_eq!(status, 201, "{outcome}");
-    let bad = headers
-        .get("location")
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .rsplit('/')
-        .next()
-        .unwrap()
-        .to_string();
+    let bad = submit_document(&app, doc).await;
     let task = wait_for(&app, &bad, "A99001", "failed").await;
     let reason = task["statusReason"]["text"].as_str().unwrap_or_default();
     assert!(
