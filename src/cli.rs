@@ -117,7 +117,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             let text = std::fs::read(&file)?;
             let resource: serde_json::Value = serde_json::from_slice(&text)
                 .map_err(|e| anyhow::anyhow!("{} is not JSON: {e}", file.display()))?;
-            let set = crate::api::validate::choose_set(&resource);
+            let set = crate::validate::choose_set(&resource);
             let issues = validator.validate(&resource, profile.as_deref(), set);
             let outcome = crate::fhir::outcome::operation_outcome(&issues);
             println!("{}", serde_json::to_string_pretty(&outcome)?);

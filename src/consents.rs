@@ -2,6 +2,7 @@
 
 use serde_json::{Value, json};
 
+use crate::app::App;
 use crate::audit::AuditEvent;
 use crate::auth::Principal;
 use crate::clock::rfc3339;
@@ -9,7 +10,6 @@ use crate::domain::{NhsNumber, systems};
 use crate::error::{ApiError, codes};
 use crate::fhir::outcome::Issue;
 use crate::policy::ConsentDirective;
-use crate::startup::AppState;
 
 /// A recorded Consent version.
 pub struct Recorded {
@@ -20,11 +20,7 @@ pub struct Recorded {
 }
 
 fn invalid(message: impl Into<String>, expression: &str) -> ApiError {
-    ApiError::Unprocessable(vec![
-        Issue::error("invalid", message)
-            .at(expression)
-            .with_code(codes::SHAPE),
-    ])
+    ApiError::unprocessable(codes::CONSENT_INVALID, message, expression)
 }
 
 /// The patient's NHS number from `Consent.patient.identifier`.
@@ -49,7 +45,7 @@ pub fn patient_nhs_number(consent: &Value) -> Result<NhsNumber, ApiError> {
 
 /// Checks a Consent and records it as a new version of `id` (a new id when `None`).
 pub async fn record(
-    state: &AppState,
+    app: &App,
     principal: &Principal,
     mut consent: Value,
     id: Option<String>,
@@ -68,7 +64,8 @@ pub async fn record(
                 "invalid",
                 format!("The body's id ({body_id}) differs from the URL's ({path_id})."),
             )
-            .at("Consent.id"),
+            .at("Consent.id")
+            .with_code(codes::CONSENT_ID_MISMATCH),
         ]));
     }
     let nhs = patient_nhs_number(&consent)?;
@@ -103,7 +100,7 @@ pub async fn record(
     })?;
     // The prison Consent profile (UK Core Consent where it fits).
     let profile = format!("{}prison-consent", crate::validate::PRISON_SD_BASE);
-    let errors: Vec<Issue> = state
+    let errors: Vec<Issue> = app
         .validator
         .validate(
             &consent,
@@ -128,19 +125,20 @@ pub async fn record(
         .to_string();
 
     let existing = match &id {
-        Some(i) => state.store.consent(i).await?,
+        Some(i) => app.store.consent(i).await?,
         None => None,
     };
     if let Some(prev) = &existing
         && prev.nhs_number != nhs.as_str()
     {
-        return Err(invalid(
+        return Err(ApiError::unprocessable(
+            codes::CONSENT_ID_MISMATCH,
             "A Consent cannot be moved to another patient.",
             "Consent.patient.identifier.value",
         ));
     }
     let id = id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    let now = rfc3339(state.clock.now());
+    let now = rfc3339(app.clock.now());
     if let Some(obj) = consent.as_object_mut() {
         obj.insert("id".into(), json!(id));
         obj.shift_remove("meta");
@@ -165,7 +163,7 @@ pub async fn record(
         status: status.clone(),
     };
     let audit = move |version: i64| vec![event(version).into_draft()];
-    let version = state
+    let version = app
         .store
         .put_consent(
             crate::store::ConsentWrite {
@@ -186,4 +184,43 @@ pub async fn record(
         created: existing.is_none(),
         body: render(version),
     })
+}
+
+/// The patient's Consents (every version's latest), audited as a search.
+pub async fn search(
+    app: &App,
+    principal: &Principal,
+    nhs: &NhsNumber,
+) -> Result<Vec<Value>, ApiError> {
+    let records = app.store.consents_for(nhs.as_str()).await?;
+    app.audit
+        .record(AuditEvent::Searched {
+            actor: principal.actor(),
+            endpoint: "GET /fhir/Consent".into(),
+            nhs_number: Some(nhs.as_str().to_string()),
+            results: records.len(),
+        })
+        .await?;
+    Ok(records
+        .iter()
+        .filter_map(|r| serde_json::from_str::<Value>(&r.body).ok())
+        .collect())
+}
+
+/// One Consent (its latest version, as stored) and that version, audited as a read.
+pub async fn read(app: &App, principal: &Principal, id: &str) -> Result<(String, i64), ApiError> {
+    let record = app
+        .store
+        .consent(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("Consent/{id} is not known.")))?;
+    app.audit
+        .record(AuditEvent::Searched {
+            actor: principal.actor(),
+            endpoint: "GET /fhir/Consent/{id}".into(),
+            nhs_number: Some(record.nhs_number.clone()),
+            results: 1,
+        })
+        .await?;
+    Ok((record.body, record.version))
 }

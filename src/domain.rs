@@ -203,6 +203,125 @@ impl CustodyEvent {
     }
 }
 
+/// When a recipient's copy is made. It decides what the copy is for and how the decision is
+/// audited: a copy made for a read or a delivery is a disclosure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Moment {
+    /// At intake, so the sender hears at once what each recipient will receive.
+    IntakePreview,
+    /// `$sharing-decision`: what a recipient would receive now, and why.
+    Decision,
+    /// A recipient reads (pull, `Bundle/{id}`, `$everything`, Patient, GP Connect).
+    Read,
+    /// A delivery worker pushes the copy.
+    Delivery,
+}
+
+impl Moment {
+    /// The name recorded in the audit log (`detail.context`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Moment::IntakePreview => "intake-preview",
+            Moment::Decision => "sharing-decision",
+            Moment::Read => "read",
+            Moment::Delivery => "delivery",
+        }
+    }
+
+    /// A copy made at this moment leaves the gateway.
+    pub fn is_disclosure(self) -> bool {
+        matches!(self, Moment::Read | Moment::Delivery)
+    }
+
+    /// The recipient asked for it (break-glass applies to pulls only).
+    pub fn is_pull(self) -> bool {
+        matches!(self, Moment::Read)
+    }
+}
+
+/// A delivery's FHIR Task status (DESIGN §9).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TaskStatus {
+    Requested,
+    InProgress,
+    Completed,
+    Failed,
+    Rejected,
+}
+
+/// Why a delivery is where it is: the Task's business status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BusinessStatus {
+    /// Due to be pushed.
+    Scheduled,
+    /// The recipient has no push endpoint: the copy waits for its pull.
+    AwaitingPull,
+    /// An attempt failed in a way worth retrying; the next is scheduled.
+    Retrying,
+    /// Sent; the transport waits for the recipient's acknowledgement.
+    AwaitingAcknowledgement,
+    Delivered,
+    /// Retries exhausted: visible to operators and replayable.
+    DeadLetter,
+    /// No agreement covers the recipient.
+    NoAgreement,
+    /// Policy withholds everything from the recipient.
+    NothingToShare,
+    /// A failure no retry will mend.
+    PermanentError,
+}
+
+macro_rules! string_enum {
+    ($ty:ident, $what:literal, { $($variant:ident => $text:literal),+ $(,)? }) => {
+        impl $ty {
+            pub const ALL: &'static [$ty] = &[$($ty::$variant),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($ty::$variant => $text),+
+                }
+            }
+        }
+
+        impl std::str::FromStr for $ty {
+            type Err = String;
+
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                match s {
+                    $($text => Ok($ty::$variant),)+
+                    other => Err(format!(concat!("{:?} is not a ", $what), other)),
+                }
+            }
+        }
+
+        impl std::fmt::Display for $ty {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+string_enum!(TaskStatus, "Task status", {
+    Requested => "requested",
+    InProgress => "in-progress",
+    Completed => "completed",
+    Failed => "failed",
+    Rejected => "rejected",
+});
+
+string_enum!(BusinessStatus, "delivery business status", {
+    Scheduled => "scheduled",
+    AwaitingPull => "awaiting-pull",
+    Retrying => "retrying",
+    AwaitingAcknowledgement => "awaiting-acknowledgement",
+    Delivered => "delivered",
+    DeadLetter => "dead-letter",
+    NoAgreement => "no-agreement",
+    NothingToShare => "nothing-to-share",
+    PermanentError => "permanent-error",
+});
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,25 +3,31 @@
 //! tamper-evident audit log.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod api;
+pub mod app;
 pub mod audit;
 pub mod auth;
 pub mod certs;
+pub mod chain;
 pub mod cli;
 pub mod client;
 pub mod clock;
 pub mod config;
 pub mod consents;
+pub mod decisions;
 pub mod delivery;
 pub mod demo;
 pub mod document;
 pub mod domain;
 pub mod error;
 pub mod fhir;
+pub mod intake;
 pub mod metrics;
-pub mod pipeline;
 pub mod policy;
+pub mod preview;
 pub mod pull;
+pub mod recipient;
 pub mod routing;
 pub mod sharing;
 pub mod startup;

@@ -6,35 +6,130 @@ use std::collections::HashSet;
 
 use serde_json::{Value, json};
 
+use crate::app::App;
+use crate::audit::AuditEvent;
 use crate::auth::Principal;
-use crate::domain::{NhsNumber, systems};
-use crate::error::ApiError;
+use crate::domain::{Moment, NhsNumber, systems};
+use crate::error::{ApiError, codes};
 use crate::policy::Purpose;
-use crate::startup::AppState;
-use crate::translate::{Source, Target};
+use crate::recipient::{CopyRequest, RecipientCopy, Subject, copy_for};
+use crate::store::StoredDocument;
+use crate::translate::Target;
+
+/// Makes `principal`'s copy of a stored document now, for `purpose`, in `target`, and records
+/// the decision (a disclosure when anything is shared). `None` when nothing at all may be
+/// shared: the caller answers 404, so that the document's existence is not disclosed either.
+async fn copy_of(
+    app: &App,
+    principal: &Principal,
+    stored: &StoredDocument,
+    purpose: Purpose,
+    target: Target,
+) -> Result<Option<RecipientCopy>, ApiError> {
+    let subject = Subject::stored(app, stored).await?;
+    let recipient = subject.recipient(app, &principal.ods, Some(principal.role));
+    let copy = copy_for(
+        app,
+        &subject,
+        &recipient,
+        &CopyRequest {
+            purpose,
+            moment: Moment::Read,
+            target,
+            break_glass_allowed: principal.break_glass,
+            actor: principal.actor(),
+        },
+    );
+    app.store.append_audit(vec![copy.audit.clone()]).await?;
+    if !copy.shares_anything() {
+        return Ok(None);
+    }
+    if let Some(e) = copy.translation_error {
+        return Err(e.into());
+    }
+    Ok(Some(copy))
+}
+
+/// Refuses break-glass to a client whose registration does not allow it.
+fn check_purpose(principal: &Principal, purpose: Purpose) -> Result<(), ApiError> {
+    if purpose == Purpose::EmergencyTreat && !principal.break_glass {
+        return Err(ApiError::forbidden(
+            codes::BREAK_GLASS,
+            "Emergency access (ETREAT) is not allowed for this client's registration.",
+        ));
+    }
+    Ok(())
+}
+
+/// What a read of `Bundle/{id}` returns.
+pub enum DocumentRead {
+    /// The sending organisation reads the document exactly as sent.
+    AsSent(Vec<u8>),
+    /// Anyone else reads its copy, with policy applied now, in its profile.
+    Copy {
+        body: String,
+        withheld: usize,
+        emergency: bool,
+    },
+}
+
+/// `GET /fhir/Bundle/{id}`.
+pub async fn read_document(
+    app: &App,
+    principal: &Principal,
+    id: &str,
+    purpose: Purpose,
+    target: Target,
+) -> Result<DocumentRead, ApiError> {
+    let not_found = || {
+        ApiError::not_found(format!(
+            "Bundle/{id} is not known, or not visible to this client."
+        ))
+    };
+    let doc = app.store.document(id).await?.ok_or_else(not_found)?;
+    if doc.sender_ods == principal.ods.as_str() {
+        app.audit
+            .record(AuditEvent::DocumentRead {
+                actor: principal.actor(),
+                document_id: doc.id.clone(),
+                nhs_number: doc.nhs_number.clone(),
+            })
+            .await?;
+        return Ok(DocumentRead::AsSent(doc.body));
+    }
+    check_purpose(principal, purpose)?;
+    // Anyone else reads what policy allows now (consent may have changed since intake).
+    let copy = copy_of(app, principal, &doc, purpose, target)
+        .await?
+        .ok_or_else(not_found)?;
+    Ok(DocumentRead::Copy {
+        body: copy.copy.map(|c| c.to_string()).unwrap_or_default(),
+        withheld: copy.decision.withheld().count(),
+        emergency: copy.decision.emergency,
+    })
+}
 
 /// The resources of every document about `nhs` that `principal` may see now, newest document
 /// first, each resource once (by `Type/id`, the newest copy winning). Each document's copy is
-/// translated to `target` (the caller's profile) before its resources are taken.
+/// made in `target` (the caller's profile) before its resources are taken.
 pub async fn everything(
-    state: &AppState,
+    app: &App,
     principal: &Principal,
     nhs: &NhsNumber,
     purpose: Purpose,
     target: Target,
 ) -> Result<Vec<Value>, ApiError> {
-    let documents = state.store.documents_for(nhs.as_str()).await?;
+    check_purpose(principal, purpose)?;
+    let documents = app.store.documents_for(nhs.as_str()).await?;
     let mut seen = HashSet::new();
     let mut out = Vec::new();
     for stored in &documents {
-        let Some(copy) = crate::sharing::read_for(state, principal, stored, purpose).await? else {
+        let Some(copy) = copy_of(app, principal, stored, purpose, target).await? else {
             continue;
         };
-        let translated = state
-            .translator
-            .translate_owned(Source::Prison, target, copy.document)
-            .map_err(crate::api::translate::translate_error)?
-            .output;
+        let Some(translated) = copy.copy else {
+            continue;
+        };
         for entry in translated
             .get("entry")
             .and_then(Value::as_array)
@@ -66,12 +161,12 @@ pub async fn everything(
 /// The Patient as `principal` may see it (from the newest document that shares it), in the
 /// caller's profile, with the NHS number as its id.
 pub async fn patient(
-    state: &AppState,
+    app: &App,
     principal: &Principal,
     nhs: &NhsNumber,
     target: Target,
 ) -> Result<Option<Value>, ApiError> {
-    let entries = everything(state, principal, nhs, Purpose::Treat, target).await?;
+    let entries = everything(app, principal, nhs, Purpose::Treat, target).await?;
     Ok(entries
         .into_iter()
         .filter_map(|e| e.get("resource").cloned())
@@ -84,6 +179,45 @@ pub async fn patient(
             p["id"] = json!(nhs.as_str());
             p
         }))
+}
+
+/// `POST /fhir/Patient/$gpc.getstructuredrecord`: the newest document the caller may see, with
+/// policy applied now, translated to GP Connect, holding the patient, organisations,
+/// practitioners and the Lists asked for (`include*` parameters) with what they list.
+pub async fn gpc_structured_record(
+    app: &App,
+    principal: &Principal,
+    params: &Value,
+) -> Result<Value, ApiError> {
+    let invalid = |message: String| {
+        ApiError::unprocessable(codes::OPERATION_PARAMETERS, message, "Parameters.parameter")
+    };
+    let nhs = crate::fhir::json::parameter(params, "patientNHSNumber")
+        .and_then(|p| p.pointer("/valueIdentifier/value"))
+        .and_then(Value::as_str)
+        .ok_or_else(|| invalid("Give patientNHSNumber as a valueIdentifier.".into()))?;
+    let nhs = NhsNumber::parse(nhs).map_err(|e| invalid(format!("patientNHSNumber: {e}")))?;
+    let lists = gpc_requested_lists(params).map_err(invalid)?;
+    let documents = app.store.documents_for(nhs.as_str()).await?;
+    for stored in &documents {
+        if let Some(copy) = copy_of(
+            app,
+            principal,
+            stored,
+            Purpose::Treat,
+            Target::GpConnectStu3,
+        )
+        .await?
+            && let Some(mut record) = copy.copy
+        {
+            // Only the clinical areas asked for, as a GP Connect provider answers.
+            gpc_select(&mut record, &lists);
+            return Ok(record);
+        }
+    }
+    Err(ApiError::not_found(
+        "No record of this patient is visible to this client.",
+    ))
 }
 
 /// A GP Connect Access Record Structured parameter, the SNOMED CT List code it asks for, and

@@ -40,6 +40,26 @@ pub trait Directory {
     fn icb_for_postcode(&self, postcode: Option<&str>) -> Option<OdsCode>;
 }
 
+/// The ICB responsible for a postcode: the longest matching prefix in `by_prefix` (spaces and
+/// case ignored), else `default`.
+pub fn icb_for_postcode(
+    by_prefix: &std::collections::BTreeMap<String, OdsCode>,
+    default: Option<&OdsCode>,
+    postcode: Option<&str>,
+) -> Option<OdsCode> {
+    let normalised = postcode
+        .map(|p| p.replace(' ', "").to_ascii_uppercase())
+        .unwrap_or_default();
+    by_prefix
+        .iter()
+        .filter(|(prefix, _)| {
+            !prefix.is_empty() && normalised.starts_with(&prefix.to_ascii_uppercase())
+        })
+        .max_by_key(|(prefix, _)| prefix.len())
+        .map(|(_, icb)| icb.clone())
+        .or_else(|| default.cloned())
+}
+
 fn ods_of(entries: &[Value], reference: &Value) -> Option<OdsCode> {
     if let Some(id) = reference.get("identifier")
         && get_str(id, &["system"]) == Some(systems::ODS_ORGANISATION)

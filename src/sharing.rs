@@ -7,12 +7,10 @@ use anyhow::Context;
 use serde_json::{Value, json};
 
 use crate::audit::{Actor, AuditEvent};
-use crate::clock::rfc3339;
 use crate::config::PolicySettings;
-use crate::domain::{OdsCode, Role};
+use crate::domain::OdsCode;
 use crate::policy::{
-    Agreement, AgreementStatus, Classifier, ConsentDirective, Decision, DecisionRequest, Party,
-    Purpose, RecipientContext, agreement, decide, labels,
+    Agreement, AgreementStatus, Classifier, ConsentDirective, Decision, Purpose, agreement,
 };
 use crate::store::{AgreementRecord, Store, StoreError, VersionOutcome};
 
@@ -205,34 +203,6 @@ impl Sharing {
         }
         Ok(out)
     }
-
-    /// Decides what `recipient` may receive of `document`, at `at`.
-    #[allow(clippy::too_many_arguments)]
-    pub fn decide(
-        &self,
-        document: &Value,
-        sender: &Party,
-        recipient: &RecipientContext,
-        purpose: Purpose,
-        consents: &[ConsentDirective],
-        break_glass_allowed: bool,
-        is_pull: bool,
-        at: time::OffsetDateTime,
-    ) -> Decision {
-        let views = labels::views(document, &self.classifier);
-        let agreements = self.agreements();
-        let request = DecisionRequest {
-            sender,
-            recipient,
-            purpose,
-            at,
-            agreements: &agreements,
-            consents,
-            break_glass_allowed,
-            is_pull,
-        };
-        decide(&request, &views)
-    }
 }
 
 /// Renders a decision as the explanation stored in the audit log and returned by the API.
@@ -247,118 +217,10 @@ pub fn explanation(decision: &Decision, recipient: &OdsCode, purpose: Purpose) -
     })
 }
 
-/// Records a decision in the audit log.
-#[allow(clippy::too_many_arguments)]
-pub fn decided_event(
-    actor: Actor,
-    nhs_number: &str,
-    recipient: &OdsCode,
-    role: Role,
-    purpose: Purpose,
-    decision: &Decision,
-    context: &str,
-    document_id: Option<&str>,
-) -> AuditEvent {
-    AuditEvent::SharingDecided {
-        actor,
-        nhs_number: nhs_number.to_string(),
-        recipient: recipient.to_string(),
-        recipient_role: role.as_str().to_string(),
-        context: context.to_string(),
-        document_id: document_id.map(str::to_string),
-        emergency: decision.emergency,
-        explanation: explanation(decision, recipient, purpose),
-    }
-}
-
-/// `rfc3339` re-exported for callers that stamp agreement records.
-pub fn stamp(t: time::OffsetDateTime) -> String {
-    rfc3339(t)
-}
-
-/// One recipient's verdict on a document, ready to report.
-pub struct RecipientVerdict {
-    pub route: crate::routing::Route,
-    pub decision: Decision,
-    pub removals: Vec<crate::policy::Removal>,
-}
-
-/// Routes a document and decides, for each recipient, what it would receive now. Returns the
-/// verdicts and the audit entries recording them (with `context`), for the caller to commit.
-#[allow(clippy::too_many_arguments)]
-pub async fn decide_for_recipients(
-    state: &crate::startup::AppState,
-    actor: &Actor,
-    document: &Value,
-    document_id: Option<&str>,
-    summary: &crate::document::DocumentSummary,
-    sender: &Party,
-    only: Option<&OdsCode>,
-    context: &str,
-) -> Result<(Vec<RecipientVerdict>, Vec<crate::audit::AuditDraft>), StoreError> {
-    let mut routes = crate::routing::route(
-        document,
-        summary.patient_entry,
-        summary.event,
-        &sender.ods,
-        state,
-    );
-    if let Some(ods) = only {
-        routes.retain(|r| &r.ods == ods);
-        if routes.is_empty() {
-            // Not a recipient by routing: decide for it with no relationship to the patient.
-            let role = crate::routing::Directory::role_of(state, ods).unwrap_or(Role::Service);
-            routes.push(crate::routing::Route {
-                ods: ods.clone(),
-                role,
-                relationships: Default::default(),
-                needs_gp_registration: false,
-            });
-        }
-    }
-    let consents = state
-        .sharing
-        .consents(state.store.as_ref(), summary.nhs_number.as_str())
-        .await?;
-    let now = state.clock.now();
-    let mut out = Vec::with_capacity(routes.len());
-    let mut events = Vec::with_capacity(routes.len());
-    for route in routes {
-        let decision = state.sharing.decide(
-            document,
-            sender,
-            &route.context(),
-            Purpose::Treat,
-            &consents,
-            false,
-            false,
-            now,
-        );
-        let (_, removals) = crate::policy::apply(document, &decision);
-        events.push(
-            decided_event(
-                actor.clone(),
-                summary.nhs_number.as_str(),
-                &route.ods,
-                route.role,
-                Purpose::Treat,
-                &decision,
-                context,
-                document_id,
-            )
-            .into_draft(),
-        );
-        out.push(RecipientVerdict {
-            route,
-            decision,
-            removals,
-        });
-    }
-    Ok((out, events))
-}
-
 /// Summarises verdicts as OperationOutcome issues for the sender.
-pub fn verdict_issues(verdicts: &[RecipientVerdict]) -> Vec<crate::fhir::outcome::Issue> {
+pub fn verdict_issues(
+    verdicts: &[crate::recipient::RecipientCopy],
+) -> Vec<crate::fhir::outcome::Issue> {
     use crate::fhir::outcome::{Issue, Severity};
     let mut issues = Vec::new();
     if verdicts.is_empty() {
@@ -370,7 +232,7 @@ pub fn verdict_issues(verdicts: &[RecipientVerdict]) -> Vec<crate::fhir::outcome
     }
     for v in verdicts {
         let rels: Vec<String> = v
-            .route
+            .recipient
             .relationships
             .iter()
             .map(|r| format!("{r:?}"))
@@ -381,7 +243,7 @@ pub fn verdict_issues(verdicts: &[RecipientVerdict]) -> Vec<crate::fhir::outcome
                 "forbidden",
                 format!(
                     "Recipient {} ({}): nothing will be shared: {}.",
-                    v.route.ods,
+                    v.recipient.ods,
                     rels.join(", "),
                     v.decision.refusal.as_deref().unwrap_or("no agreement")
                 ),
@@ -389,14 +251,14 @@ pub fn verdict_issues(verdicts: &[RecipientVerdict]) -> Vec<crate::fhir::outcome
             Some((id, version)) => {
                 let shared = v.decision.shared().count();
                 let withheld = v.decision.withheld().count();
-                let gp = if v.route.needs_gp_registration {
+                let gp = if v.recipient.needs_gp_registration {
                     "; flagged for GP registration"
                 } else {
                     ""
                 };
                 issues.push(Issue::information(format!(
                     "Recipient {} ({}) under agreement {id} v{version}: {shared} resources shared, {withheld} withheld, {} elements removed{gp}.",
-                    v.route.ods,
+                    v.recipient.ods,
                     rels.join(", "),
                     v.removals.len()
                 )));
@@ -407,7 +269,7 @@ pub fn verdict_issues(verdicts: &[RecipientVerdict]) -> Vec<crate::fhir::outcome
                             "suppressed",
                             format!(
                                 "Withheld from {}: {} (rule {}): {}.",
-                                v.route.ods, w.reference, w.rule, w.basis
+                                v.recipient.ods, w.reference, w.rule, w.basis
                             ),
                         )
                         .at(format!("Bundle.entry[{}].resource", w.entry)),
@@ -417,109 +279,4 @@ pub fn verdict_issues(verdicts: &[RecipientVerdict]) -> Vec<crate::fhir::outcome
         }
     }
     issues
-}
-
-/// A recipient's copy of a stored document, made at the moment of reading.
-pub struct RecipientCopy {
-    pub document: Value,
-    pub decision: Decision,
-    pub removals: Vec<crate::policy::Removal>,
-}
-
-/// Applies policy at read time: what `principal` may see of a stored document now, for
-/// `purpose`. `None` when nothing at all may be shared (the caller answers 404, so that the
-/// document's existence is not disclosed either).
-pub async fn read_for(
-    state: &crate::startup::AppState,
-    principal: &crate::auth::Principal,
-    stored: &crate::store::StoredDocument,
-    purpose: Purpose,
-) -> Result<Option<RecipientCopy>, crate::error::ApiError> {
-    if purpose == Purpose::EmergencyTreat && !principal.break_glass {
-        let err = crate::error::ApiError::forbidden(
-            crate::error::codes::ROLE,
-            "Emergency access (ETREAT) is not allowed for this client's registration.",
-        );
-        let nhs = Some(stored.nhs_number.clone());
-        crate::pipeline::audit_rejection(state, principal, "GET /fhir/Bundle/{id}", &err, nhs)
-            .await;
-        return Err(err);
-    }
-    let document: Value = serde_json::from_slice(&stored.body)
-        .map_err(|e| crate::error::ApiError::Unexpected(e.into()))?;
-    let sender_ods = OdsCode::parse(&stored.sender_ods)
-        .map_err(|e| crate::error::ApiError::Unexpected(anyhow::anyhow!(e)))?;
-    let summary = crate::document::check(&document, &sender_ods).map_err(|_| {
-        crate::error::ApiError::Unexpected(anyhow::anyhow!(
-            "a stored document no longer has the document shape"
-        ))
-    })?;
-    let routes = crate::routing::route(
-        &document,
-        summary.patient_entry,
-        summary.event,
-        &sender_ods,
-        state,
-    );
-    let relationships = routes
-        .into_iter()
-        .find(|r| r.ods == principal.ods)
-        .map(|r| r.relationships)
-        .unwrap_or_default();
-    let recipient = RecipientContext {
-        ods: principal.ods.clone(),
-        role: principal.role,
-        relationships,
-    };
-    let sender = Party {
-        ods: sender_ods,
-        role: Role::Prison,
-    };
-    let consents = state
-        .sharing
-        .consents(state.store.as_ref(), summary.nhs_number.as_str())
-        .await?;
-    let decision = state.sharing.decide(
-        &document,
-        &sender,
-        &recipient,
-        purpose,
-        &consents,
-        principal.break_glass,
-        true,
-        state.clock.now(),
-    );
-    state
-        .audit
-        .record(decided_event(
-            principal.actor(),
-            summary.nhs_number.as_str(),
-            &principal.ods,
-            principal.role,
-            purpose,
-            &decision,
-            "read",
-            Some(&stored.id),
-        ))
-        .await?;
-    if decision.agreement.is_none() || decision.shared().next().is_none() {
-        return Ok(None);
-    }
-    let (mut copy, removals) = crate::policy::apply(&document, &decision);
-    if decision.emergency
-        && let Some(obj) = copy.as_object_mut()
-    {
-        let meta = obj.entry("meta").or_insert_with(|| json!({}));
-        if let Some(m) = meta.as_object_mut() {
-            let security = m.entry("security").or_insert_with(|| json!([]));
-            if let Some(list) = security.as_array_mut() {
-                list.push(json!({"system": crate::policy::ACT_REASON, "code": "ETREAT", "display": "Emergency Treatment"}));
-            }
-        }
-    }
-    Ok(Some(RecipientCopy {
-        document: copy,
-        decision,
-        removals,
-    }))
 }

@@ -4,247 +4,21 @@ use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 
 use actix_web::dev::{Extensions, Server, ServerHandle};
-use actix_web::http::Method;
-use actix_web::{App, HttpRequest, HttpResponse, Route, web};
+use actix_web::{App as HttpApp, web};
 use anyhow::Context;
 
 use crate::api;
+use crate::app::App;
 use crate::audit::{Audit, AuditEvent};
 use crate::auth::PeerIdentity;
 use crate::auth::keys::{GatewayKey, certificate_organisation};
 use crate::auth::token::{ClientRegistry, TokenService};
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::Settings;
-use crate::error::{ApiError, codes};
-use crate::fhir::outcome::Issue;
 use crate::store::{SqliteStore, Store};
 
-/// Shared state handed to every handler.
-pub struct AppState {
-    pub settings: Settings,
-    pub public_url: String,
-    pub store: Arc<dyn Store>,
-    pub audit: Audit,
-    pub clock: SharedClock,
-    pub tokens: TokenService,
-    /// The CapabilityStatement, rendered once.
-    pub capability: String,
-    /// Agreements in force and sensitivity labels.
-    pub sharing: crate::sharing::Sharing,
-    /// Wakes the delivery workers when a document is accepted.
-    pub delivery_wakeup: Arc<tokio::sync::Notify>,
-    /// The HTTP client for pushes to recipients.
-    pub push_client: reqwest::Client,
-    /// Profiles compiled at start-up.
-    pub validator: Arc<crate::validate::Validator>,
-    pub metrics: crate::metrics::Metrics,
-    /// Mappings compiled at start-up.
-    pub translator: Arc<crate::translate::Translator>,
-    /// Access tokens obtained from recipients' token URLs, with their expiry (unix seconds).
-    pub recipient_tokens: std::sync::Mutex<std::collections::HashMap<String, (String, i64)>>,
-}
-
-impl crate::routing::Directory for AppState {
-    fn role_of(&self, ods: &crate::domain::OdsCode) -> Option<crate::domain::Role> {
-        self.settings
-            .clients
-            .iter()
-            .find(|c| &c.ods == ods)
-            .map(|c| c.role)
-    }
-
-    fn icb_for_postcode(&self, postcode: Option<&str>) -> Option<crate::domain::OdsCode> {
-        let policy = &self.settings.policy;
-        let normalised = postcode
-            .map(|p| p.replace(' ', "").to_ascii_uppercase())
-            .unwrap_or_default();
-        policy
-            .icb_by_postcode
-            .iter()
-            .filter(|(prefix, _)| {
-                !prefix.is_empty() && normalised.starts_with(&prefix.to_ascii_uppercase())
-            })
-            .max_by_key(|(prefix, _)| prefix.len())
-            .map(|(_, icb)| icb.clone())
-            .or_else(|| policy.default_icb.clone())
-    }
-}
-
-/// One row of the route table: the single source for the router, the CapabilityStatement and
-/// the test that holds `openapi.yaml` to the router.
-pub struct RouteDef {
-    pub method: Method,
-    pub path: &'static str,
-    pub route: fn() -> Route,
-}
-
-fn def(method: Method, path: &'static str, route: fn() -> Route) -> RouteDef {
-    RouteDef {
-        method,
-        path,
-        route,
-    }
-}
-
-/// Every route the gateway serves. More specific paths come before parameterised ones.
-pub fn route_table() -> Vec<RouteDef> {
-    vec![
-        def(Method::GET, "/fhir/metadata", || {
-            web::get().to(api::metadata::capability_statement)
-        }),
-        def(Method::POST, "/fhir/Bundle", || {
-            web::post().to(api::bundle::submit_document)
-        }),
-        def(Method::POST, "/fhir/Bundle/$translate", || {
-            web::post().to(api::translate::translate_bundle)
-        }),
-        def(Method::POST, "/fhir/ConceptMap/$translate", || {
-            web::post().to(api::translate::translate_code)
-        }),
-        def(Method::GET, "/fhir/Bundle/{id}", || {
-            web::get().to(api::bundle::read_document)
-        }),
-        def(Method::POST, "/fhir/Consent", || {
-            web::post().to(api::consent::create_consent)
-        }),
-        def(Method::GET, "/fhir/Consent", || {
-            web::get().to(api::consent::search_consents)
-        }),
-        def(Method::GET, "/fhir/Consent/{id}", || {
-            web::get().to(api::consent::read_consent)
-        }),
-        def(Method::PUT, "/fhir/Consent/{id}", || {
-            web::put().to(api::consent::update_consent)
-        }),
-        def(Method::POST, "/fhir/$sharing-decision", || {
-            web::post().to(api::sharing::sharing_decision)
-        }),
-        def(Method::POST, "/fhir/$validate", || {
-            web::post().to(api::validate::validate_resource)
-        }),
-        def(Method::GET, "/fhir/Patient", || {
-            web::get().to(api::patient::search_patients)
-        }),
-        def(
-            Method::POST,
-            "/fhir/Patient/$gpc.getstructuredrecord",
-            || web::post().to(api::patient::gpc_structured_record),
-        ),
-        def(Method::GET, "/fhir/Patient/{id}", || {
-            web::get().to(api::patient::read_patient)
-        }),
-        def(Method::GET, "/fhir/Patient/{id}/$everything", || {
-            web::get().to(api::patient::everything)
-        }),
-        def(Method::GET, "/fhir/Task", || {
-            web::get().to(api::task::search_tasks)
-        }),
-        def(Method::GET, "/fhir/Task/{id}", || {
-            web::get().to(api::task::read_task)
-        }),
-        def(Method::GET, "/admin/endpoints", || {
-            web::get().to(api::admin::list_endpoints)
-        }),
-        def(Method::PUT, "/admin/endpoints/{ods}", || {
-            web::put().to(api::admin::put_endpoint)
-        }),
-        def(Method::GET, "/admin/deliveries", || {
-            web::get().to(api::admin::list_deliveries)
-        }),
-        def(Method::POST, "/admin/deliveries/{id}/retry", || {
-            web::post().to(api::admin::retry_delivery)
-        }),
-        def(Method::GET, "/fhir/AuditEvent", || {
-            web::get().to(api::audit::search_audit_events)
-        }),
-        def(Method::GET, "/admin/agreements", || {
-            web::get().to(api::admin::list_agreements)
-        }),
-        def(Method::GET, "/admin/agreements/{id}", || {
-            web::get().to(api::admin::read_agreement)
-        }),
-        def(Method::PUT, "/admin/agreements/{id}", || {
-            web::put().to(api::admin::put_agreement)
-        }),
-        def(Method::DELETE, "/admin/agreements/{id}", || {
-            web::delete().to(api::admin::retire_agreement)
-        }),
-        def(Method::POST, "/oauth2/token", || {
-            web::post().to(api::oauth::issue_token)
-        }),
-        def(Method::GET, "/.well-known/smart-configuration", || {
-            web::get().to(api::oauth::smart_configuration)
-        }),
-        def(Method::GET, "/.well-known/jwks.json", || {
-            web::get().to(api::oauth::jwks)
-        }),
-        def(Method::GET, "/metrics", || {
-            web::get().to(api::health::metrics)
-        }),
-        def(Method::GET, "/healthz", || {
-            web::get().to(api::health::healthz)
-        }),
-        def(Method::GET, "/readyz", || {
-            web::get().to(api::health::readyz)
-        }),
-    ]
-}
-
 /// (method, path) of every route, for the CapabilityStatement and the OpenAPI test.
-pub fn routes() -> Vec<(Method, &'static str)> {
-    route_table()
-        .into_iter()
-        .map(|r| (r.method, r.path))
-        .collect()
-}
-
-fn configure(cfg: &mut web::ServiceConfig) {
-    // Group by path so that a known path with another method answers 405, not 404.
-    let mut paths: Vec<&'static str> = Vec::new();
-    let table = route_table();
-    for r in &table {
-        if !paths.contains(&r.path) {
-            paths.push(r.path);
-        }
-    }
-    for path in paths {
-        let allow: Vec<&str> = table
-            .iter()
-            .filter(|r| r.path == path)
-            .map(|r| r.method.as_str())
-            .collect();
-        let allow = allow.join(", ");
-        let mut resource = web::resource(path).default_service(web::to(move || {
-            let allow = allow.clone();
-            async move { method_not_allowed(allow) }
-        }));
-        for r in table.iter().filter(|r| r.path == path) {
-            resource = resource.route((r.route)());
-        }
-        cfg.service(resource);
-    }
-}
-
-fn method_not_allowed(allow: String) -> HttpResponse {
-    use actix_web::ResponseError;
-    let mut response = ApiError::MethodNotAllowed.error_response();
-    if let Ok(value) = actix_web::http::header::HeaderValue::from_str(&allow) {
-        response
-            .headers_mut()
-            .insert(actix_web::http::header::ALLOW, value);
-    }
-    response
-}
-
-async fn unknown_route(req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    Err(ApiError::NotFound(
-        Issue::error(
-            "not-supported",
-            format!("No route for {} {}.", req.method(), req.path()),
-        )
-        .with_code(codes::UNKNOWN_ROUTE),
-    ))
-}
+pub use crate::api::routes::routes;
 
 /// Records the verified client certificate's organisation on the connection.
 fn on_connect(conn: &dyn std::any::Any, ext: &mut Extensions) {
@@ -253,10 +27,7 @@ fn on_connect(conn: &dyn std::any::Any, ext: &mut Extensions) {
         let (_, session) = tls.get_ref();
         if let Some(cert) = session.peer_certificates().and_then(|c| c.first()) {
             let organisation = certificate_organisation(cert.as_ref());
-            ext.insert(PeerIdentity {
-                organisation,
-                common_name: None,
-            });
+            ext.insert(PeerIdentity { organisation });
         }
     }
 }
@@ -265,13 +36,13 @@ fn on_connect(conn: &dyn std::any::Any, ext: &mut Extensions) {
 pub struct Application {
     port: u16,
     server: Server,
-    state: web::Data<AppState>,
+    state: web::Data<App>,
     checkpoints: tokio::task::JoinHandle<()>,
     workers: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// Signs the audit chain head now if it moved; failures are logged (the chain itself is intact).
-pub async fn checkpoint(state: &AppState) {
+pub async fn checkpoint(state: &App) {
     let now = crate::clock::rfc3339(state.clock.now());
     if let Err(e) = crate::audit::checkpoint::checkpoint_now(
         state.store.as_ref(),
@@ -366,7 +137,10 @@ impl Application {
         for warning in &report.warnings {
             tracing::debug!(%warning, "Profile loading warning.");
         }
-        let capability = crate::fhir::capability::build(&public_url, &routes()).to_string();
+        let table = api::routes::route_table();
+        let route_list: Vec<(&str, &str)> =
+            table.iter().map(|r| (r.method.as_str(), r.path)).collect();
+        let capability = crate::fhir::capability::build(&public_url, &route_list).to_string();
         let sharing = crate::sharing::Sharing::load(
             &settings.policy,
             store.as_ref(),
@@ -376,7 +150,7 @@ impl Application {
         if sharing.agreements().is_empty() {
             tracing::warn!("No data-sharing agreements are loaded: nothing will be shared.");
         }
-        let state = web::Data::new(AppState {
+        let state = web::Data::new(App {
             settings: settings.clone(),
             public_url,
             store,
@@ -386,20 +160,22 @@ impl Application {
             capability,
             sharing,
             delivery_wakeup: Arc::new(tokio::sync::Notify::new()),
-            push_client: crate::delivery::worker::push_client(&settings.delivery)?,
+            transports: crate::delivery::transport::Transports::from_settings(&settings)?,
             validator,
             metrics: crate::metrics::Metrics::new(),
             translator,
-            recipient_tokens: Default::default(),
         });
+        let access = web::Data::new(api::routes::AccessTable::from_table());
 
         let app_state = state.clone();
         let mut server = actix_web::HttpServer::new(move || {
-            App::new()
+            HttpApp::new()
                 .app_data(app_state.clone())
+                .app_data(access.clone())
+                .wrap(actix_web::middleware::from_fn(api::audit_rejections))
                 .wrap(tracing_actix())
-                .configure(configure)
-                .default_service(web::to(unknown_route))
+                .configure(api::routes::configure)
+                .default_service(web::to(api::routes::unknown_route))
         })
         .on_connect(on_connect)
         .listen_rustls_0_23(listener, tls)?;
@@ -423,7 +199,7 @@ impl Application {
         let workers = settings
             .delivery
             .enabled
-            .then(|| tokio::spawn(crate::delivery::worker::run(state.clone())));
+            .then(|| tokio::spawn(crate::delivery::worker::run(state.clone().into_inner())));
         let periodic = state.clone();
         let every = std::time::Duration::from_secs(settings.audit.checkpoint_interval_secs.max(1));
         let checkpoints = tokio::spawn(async move {

@@ -5,16 +5,14 @@
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde_json::{Value, json};
 
-use crate::audit::AuditEvent;
-use crate::auth::{Permission, Principal};
-use crate::domain::Role;
+use crate::app::App;
+use crate::auth::Principal;
 use crate::error::{ApiError, codes};
 use crate::fhir::FHIR_JSON;
-use crate::startup::AppState;
 use crate::store::AuditFilter;
 
 fn bad(msg: impl Into<String>) -> ApiError {
-    ApiError::bad_request(codes::SHAPE, msg)
+    ApiError::bad_request(codes::PARAMETER, msg)
 }
 
 /// Normalises a FHIR date or dateTime to the stored RFC 3339 UTC form, with the end of the
@@ -120,40 +118,14 @@ fn parse_filter(query: &str) -> Result<AuditFilter, ApiError> {
 pub async fn search_audit_events(
     req: HttpRequest,
     principal: Principal,
-    state: web::Data<AppState>,
+    app: web::Data<App>,
 ) -> Result<HttpResponse, ApiError> {
-    let endpoint = "GET /fhir/AuditEvent";
-    principal
-        .authorize(
-            &state,
-            endpoint,
-            &[Role::Auditor],
-            "AuditEvent",
-            Permission::Search,
-        )
-        .await?;
-    let filter = match parse_filter(req.query_string()) {
-        Ok(f) => f,
-        Err(err) => {
-            crate::pipeline::audit_rejection(&state, &principal, endpoint, &err, None).await;
-            return Err(err);
-        }
-    };
-    let entries = state.store.audit_search(&filter).await?;
-    // Reading the audit log is itself audited.
-    state
-        .audit
-        .record(AuditEvent::Searched {
-            actor: principal.actor(),
-            endpoint: endpoint.into(),
-            nhs_number: filter.nhs_number.clone(),
-            results: entries.len(),
-        })
-        .await?;
+    let filter = parse_filter(req.query_string())?;
+    let entries = app.audit.search(principal.actor(), &filter).await?;
     let entry: Vec<Value> = entries
         .iter()
         .map(|e| {
-            json!({"fullUrl": format!("{}/fhir/AuditEvent/{}", state.public_url, e.seq),
+            json!({"fullUrl": format!("{}/fhir/AuditEvent/{}", app.public_url, e.seq),
                    "resource": crate::audit::fhir::render(e), "search": {"mode": "match"}})
         })
         .collect();

@@ -2,59 +2,52 @@
 
 use actix_web::http::StatusCode;
 use actix_web::http::header;
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
 
-use crate::audit::AuditEvent;
-use crate::auth::{Permission, Principal};
+use crate::app::App;
+use crate::auth::Principal;
 use crate::domain::Role;
-use crate::error::ApiError;
+use crate::error::{ApiError, codes};
 use crate::fhir::FHIR_JSON;
 use crate::fhir::outcome::operation_outcome;
-use crate::pipeline::{self, Receipt};
-use crate::startup::AppState;
+use crate::intake::{self, Receipt};
+use crate::policy::Purpose;
+use crate::pull::DocumentRead;
+use crate::translate::Target;
 
 #[tracing::instrument(name = "Submit document", skip_all)]
 pub async fn submit_document(
     req: HttpRequest,
     principal: Principal,
     payload: web::Payload,
-    state: web::Data<AppState>,
+    app: web::Data<App>,
 ) -> Result<HttpResponse, ApiError> {
-    principal
-        .authorize(
-            &state,
-            "POST /fhir/Bundle",
-            &[Role::Prison],
-            "Bundle",
-            Permission::Create,
-        )
-        .await?;
-    let body = match super::read_body(&req, payload, state.settings.limits.max_body_bytes).await {
-        Ok(b) => b,
-        Err(err) => {
-            pipeline::audit_rejection(&state, &principal, "POST /fhir/Bundle", &err, None).await;
-            return Err(err);
-        }
-    };
     let started = std::time::Instant::now();
-    let result = pipeline::submit(&state, &principal, super::content_type(&req), &body).await;
+    let result = async {
+        let body = super::read_body(&req, payload, app.settings.limits.max_body_bytes).await?;
+        super::check_media_type(&req)?;
+        intake::submit(&app, &principal, &body)
+            .await
+            .map_err(|rejected| {
+                if let Some(nhs) = rejected.nhs_number {
+                    req.extensions_mut().insert(super::RefusedPatient(nhs));
+                }
+                rejected.error
+            })
+    }
+    .await;
     let outcome = match &result {
         Ok(Receipt::Created { .. }) => "created".to_string(),
         Ok(Receipt::Repeat { .. }) => "repeat".to_string(),
-        Err(e) => {
-            use actix_web::ResponseError;
-            e.status_code().as_u16().to_string()
-        }
+        Err(e) => e.status().to_string(),
     };
-    state
-        .metrics
+    app.metrics
         .count_intake(&outcome, started.elapsed().as_secs_f64());
-    let receipt = result?;
-    let (status, id, issues) = match receipt {
+    let (status, id, issues) = match result? {
         Receipt::Created { id, issues } => (StatusCode::CREATED, id, issues),
         Receipt::Repeat { id, issues } => (StatusCode::OK, id, issues),
     };
-    let location = format!("{}/fhir/Bundle/{id}", state.public_url);
+    let location = format!("{}/fhir/Bundle/{id}", app.public_url);
     Ok(HttpResponse::build(status)
         .content_type(FHIR_JSON)
         .insert_header((header::LOCATION, location))
@@ -62,16 +55,16 @@ pub async fn submit_document(
 }
 
 /// The purpose of use a reader asks for: `X-Purpose-Of-Use: ETREAT` requests break-glass.
-pub fn purpose(req: &HttpRequest) -> Result<crate::policy::Purpose, ApiError> {
+pub fn purpose(req: &HttpRequest) -> Result<Purpose, ApiError> {
     match req
         .headers()
         .get("X-Purpose-Of-Use")
         .map(|v| v.to_str().unwrap_or("?"))
     {
-        None | Some("TREAT") => Ok(crate::policy::Purpose::Treat),
-        Some("ETREAT") => Ok(crate::policy::Purpose::EmergencyTreat),
+        None | Some("TREAT") => Ok(Purpose::Treat),
+        Some("ETREAT") => Ok(Purpose::EmergencyTreat),
         Some(other) => Err(ApiError::bad_request(
-            crate::error::codes::SHAPE,
+            codes::PURPOSE,
             format!("X-Purpose-Of-Use {other:?} is not TREAT or ETREAT."),
         )),
     }
@@ -82,71 +75,45 @@ pub async fn read_document(
     req: HttpRequest,
     principal: Principal,
     path: web::Path<String>,
-    state: web::Data<AppState>,
+    app: web::Data<App>,
 ) -> Result<HttpResponse, ApiError> {
-    principal
-        .authorize(
-            &state,
-            "GET /fhir/Bundle/{id}",
-            &[Role::Prison, Role::Gp, Role::Icb, Role::Service],
-            "Bundle",
-            Permission::Read,
-        )
-        .await?;
     let purpose = purpose(&req)?;
-    let id = path.into_inner();
-    let not_found = || {
-        ApiError::not_found(format!(
-            "Bundle/{id} is not known, or not visible to this client."
-        ))
-    };
-    let doc = state.store.document(&id).await?.ok_or_else(not_found)?;
-    // The sending organisation reads the document exactly as sent.
-    if doc.sender_ods == principal.ods.as_str() {
-        state
-            .audit
-            .record(AuditEvent::DocumentRead {
-                actor: principal.actor(),
-                document_id: doc.id.clone(),
-                nhs_number: doc.nhs_number.clone(),
-            })
-            .await?;
-        return Ok(HttpResponse::Ok().content_type(FHIR_JSON).body(doc.body));
+    let target = reader_target(&req, &principal, &app)?;
+    match crate::pull::read_document(&app, &principal, &path.into_inner(), purpose, target).await? {
+        DocumentRead::AsSent(body) => Ok(HttpResponse::Ok().content_type(FHIR_JSON).body(body)),
+        DocumentRead::Copy {
+            body,
+            withheld,
+            emergency,
+        } => {
+            let mut response = HttpResponse::Ok();
+            response.content_type(media_type(target));
+            response.insert_header(("X-Throughcare-Withheld", withheld.to_string()));
+            if emergency {
+                response.insert_header(("X-Throughcare-Emergency-Access", "true"));
+            }
+            response.insert_header(("X-Throughcare-Profile", target.as_str()));
+            Ok(response.body(body))
+        }
     }
-    // Anyone else reads what policy allows now (consent may have changed since intake).
-    let copy = crate::sharing::read_for(&state, &principal, &doc, purpose)
-        .await?
-        .ok_or_else(not_found)?;
-    let mut response = HttpResponse::Ok();
-    response.content_type(FHIR_JSON);
-    response.insert_header((
-        "X-Throughcare-Withheld",
-        copy.decision.withheld().count().to_string(),
-    ));
-    if copy.decision.emergency {
-        response.insert_header(("X-Throughcare-Emergency-Access", "true"));
-    }
-    // The copy in the caller's profile: `_profile`, else Accept's fhirVersion, else its
-    // registration, else UK Core R4 (a prison reads the prison profile).
-    let target = reader_target(&req, &principal, &state)?;
-    let translation = state
-        .translator
-        .translate_owned(crate::translate::Source::Prison, target, copy.document)
-        .map_err(super::translate::translate_error)?;
-    if target == crate::translate::Target::GpConnectStu3 {
-        response.content_type("application/fhir+json;fhirVersion=3.0");
-    }
-    response.insert_header(("X-Throughcare-Profile", target.as_str()));
-    Ok(response.body(translation.output.to_string()))
 }
 
-/// The profile a reader wants its copy in.
+/// The media type of a copy in `target`: STU3 for GP Connect.
+pub fn media_type(target: Target) -> &'static str {
+    if target == Target::GpConnectStu3 {
+        "application/fhir+json;fhirVersion=3.0"
+    } else {
+        FHIR_JSON
+    }
+}
+
+/// The profile a reader wants its copy in: `_profile`, else Accept's fhirVersion, else its
+/// registration, else UK Core R4 (a prison reads the prison profile).
 pub fn reader_target(
     req: &HttpRequest,
     principal: &Principal,
-    state: &AppState,
-) -> Result<crate::translate::Target, ApiError> {
-    use crate::translate::Target;
+    app: &App,
+) -> Result<Target, ApiError> {
     let query: Vec<(String, String)> =
         serde_urlencoded::from_str(req.query_string()).unwrap_or_default();
     if let Some((_, p)) = query.iter().find(|(k, _)| k == "_profile") {
@@ -160,7 +127,7 @@ pub fn reader_target(
             }
             "prison" if principal.role == Role::Prison => Ok(Target::Prison),
             other => Err(ApiError::bad_request(
-                crate::error::codes::SHAPE,
+                codes::READ_PROFILE,
                 format!(
                     "_profile {other:?} is not a profile this client can read (uk-core-r4, gp-connect-stu3)"
                 ),
@@ -175,15 +142,11 @@ pub fn reader_target(
     if accept.contains("fhirVersion=3.0") {
         return Ok(Target::GpConnectStu3);
     }
-    let registered = state
+    let registered = app
         .tokens
         .clients
         .get(&principal.client_id)
         .and_then(|c| c.registration.profile.as_deref())
         .and_then(|p| p.parse::<Target>().ok());
-    Ok(registered.unwrap_or(if principal.role == Role::Prison {
-        Target::Prison
-    } else {
-        Target::UkCoreR4
-    }))
+    Ok(crate::recipient::default_target(registered, principal.role))
 }

@@ -7,41 +7,21 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::auth::{Permission, Principal};
-use crate::domain::{NhsNumber, Role, systems};
-use crate::error::ApiError;
+use crate::app::App;
+use crate::auth::Principal;
+use crate::domain::{NhsNumber, systems};
+use crate::error::{ApiError, codes};
 use crate::fhir::FHIR_JSON;
-use crate::pipeline;
-use crate::startup::AppState;
 
 async fn write(
     req: HttpRequest,
     principal: Principal,
     payload: web::Payload,
-    state: web::Data<AppState>,
+    app: web::Data<App>,
     id: Option<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let (endpoint, permission) = match id {
-        Some(_) => ("PUT /fhir/Consent/{id}", Permission::Update),
-        None => ("POST /fhir/Consent", Permission::Create),
-    };
-    principal
-        .authorize(&state, endpoint, &[Role::Prison], "Consent", permission)
-        .await?;
-    let result = async {
-        let body = super::read_body(&req, payload, state.settings.limits.max_body_bytes).await?;
-        pipeline::check_media_type(super::content_type(&req))?;
-        let consent = pipeline::parse_json(&state, &body)?;
-        crate::consents::record(&state, &principal, consent, id).await
-    }
-    .await;
-    let recorded = match result {
-        Ok(r) => r,
-        Err(err) => {
-            pipeline::audit_rejection(&state, &principal, endpoint, &err, None).await;
-            return Err(err);
-        }
-    };
+    let consent = super::read_json(&req, payload, &app, app.settings.limits.max_body_bytes).await?;
+    let recorded = crate::consents::record(&app, &principal, consent, id).await?;
     let status = if recorded.created {
         StatusCode::CREATED
     } else {
@@ -49,7 +29,7 @@ async fn write(
     };
     let location = format!(
         "{}/fhir/Consent/{}/_history/{}",
-        state.public_url, recorded.id, recorded.version
+        app.public_url, recorded.id, recorded.version
     );
     Ok(HttpResponse::build(status)
         .content_type(FHIR_JSON)
@@ -63,9 +43,9 @@ pub async fn create_consent(
     req: HttpRequest,
     principal: Principal,
     payload: web::Payload,
-    state: web::Data<AppState>,
+    app: web::Data<App>,
 ) -> Result<HttpResponse, ApiError> {
-    write(req, principal, payload, state, None).await
+    write(req, principal, payload, app, None).await
 }
 
 #[tracing::instrument(name = "Update consent", skip_all)]
@@ -73,7 +53,7 @@ pub async fn update_consent(
     req: HttpRequest,
     principal: Principal,
     payload: web::Payload,
-    state: web::Data<AppState>,
+    app: web::Data<App>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = path.into_inner();
@@ -84,11 +64,11 @@ pub async fn update_consent(
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
     {
         return Err(ApiError::bad_request(
-            crate::error::codes::SHAPE,
+            codes::BAD_ID,
             "The id is not a valid FHIR id.",
         ));
     }
-    write(req, principal, payload, state, Some(id)).await
+    write(req, principal, payload, app, Some(id)).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -104,7 +84,7 @@ pub fn nhs_from_param(value: &str) -> Result<NhsNumber, ApiError> {
         Some((system, v)) if system == systems::NHS_NUMBER => v,
         Some(_) => {
             return Err(ApiError::bad_request(
-                crate::error::codes::SHAPE,
+                codes::PARAMETER,
                 "Only NHS numbers (https://fhir.nhs.uk/Id/nhs-number) identify patients here.",
             ));
         }
@@ -112,7 +92,7 @@ pub fn nhs_from_param(value: &str) -> Result<NhsNumber, ApiError> {
     };
     NhsNumber::parse(digits).map_err(|e| {
         ApiError::bad_request(
-            crate::error::codes::SHAPE,
+            codes::PARAMETER,
             format!("The patient parameter is not a valid NHS number: {e}."),
         )
     })
@@ -122,44 +102,25 @@ pub fn nhs_from_param(value: &str) -> Result<NhsNumber, ApiError> {
 pub async fn search_consents(
     principal: Principal,
     query: web::Query<ConsentSearch>,
-    state: web::Data<AppState>,
+    app: web::Data<App>,
 ) -> Result<HttpResponse, ApiError> {
-    principal
-        .authorize(
-            &state,
-            "GET /fhir/Consent",
-            &[Role::Prison],
-            "Consent",
-            Permission::Search,
-        )
-        .await?;
     let param = query
         .patient
         .as_deref()
         .or(query.patient_identifier.as_deref())
         .ok_or_else(|| {
             ApiError::bad_request(
-                crate::error::codes::SHAPE,
+                codes::PARAMETER,
                 "Search consents by patient (an NHS number).",
             )
         })?;
     let nhs = nhs_from_param(param)?;
-    let records = state.store.consents_for(nhs.as_str()).await?;
-    state
-        .audit
-        .record(crate::audit::AuditEvent::Searched {
-            actor: principal.actor(),
-            endpoint: "GET /fhir/Consent".into(),
-            nhs_number: Some(nhs.as_str().to_string()),
-            results: records.len(),
-        })
-        .await?;
-    let entries: Vec<Value> = records
-        .iter()
-        .filter_map(|r| serde_json::from_str::<Value>(&r.body).ok())
+    let entries: Vec<Value> = crate::consents::search(&app, &principal, &nhs)
+        .await?
+        .into_iter()
         .map(|c| {
             let id = c.get("id").and_then(Value::as_str).unwrap_or_default().to_string();
-            json!({"fullUrl": format!("{}/fhir/Consent/{id}", state.public_url), "resource": c, "search": {"mode": "match"}})
+            json!({"fullUrl": format!("{}/fhir/Consent/{id}", app.public_url), "resource": c, "search": {"mode": "match"}})
         })
         .collect();
     let bundle = json!({"resourceType": "Bundle", "type": "searchset", "total": entries.len(), "entry": entries});
@@ -172,34 +133,11 @@ pub async fn search_consents(
 pub async fn read_consent(
     principal: Principal,
     path: web::Path<String>,
-    state: web::Data<AppState>,
+    app: web::Data<App>,
 ) -> Result<HttpResponse, ApiError> {
-    principal
-        .authorize(
-            &state,
-            "GET /fhir/Consent/{id}",
-            &[Role::Prison],
-            "Consent",
-            Permission::Read,
-        )
-        .await?;
-    let id = path.into_inner();
-    let record = state
-        .store
-        .consent(&id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("Consent/{id} is not known.")))?;
-    state
-        .audit
-        .record(crate::audit::AuditEvent::Searched {
-            actor: principal.actor(),
-            endpoint: "GET /fhir/Consent/{id}".into(),
-            nhs_number: Some(record.nhs_number.clone()),
-            results: 1,
-        })
-        .await?;
+    let (body, version) = crate::consents::read(&app, &principal, &path.into_inner()).await?;
     Ok(HttpResponse::Ok()
         .content_type(FHIR_JSON)
-        .insert_header((header::ETAG, format!("W/\"{}\"", record.version)))
-        .body(record.body))
+        .insert_header((header::ETAG, format!("W/\"{version}\"")))
+        .body(body))
 }

@@ -2,11 +2,11 @@
 
 use actix_web::{HttpResponse, web};
 
+use crate::app::App;
 use crate::fhir::FHIR_JSON;
-use crate::startup::AppState;
 
-pub async fn capability_statement(state: web::Data<AppState>) -> HttpResponse {
+pub async fn capability_statement(app: web::Data<App>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type(FHIR_JSON)
-        .body(state.capability.clone())
+        .body(app.capability.clone())
 }

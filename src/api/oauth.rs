@@ -4,10 +4,9 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde_json::json;
 
-use crate::audit::{Actor, AuditEvent};
+use crate::app::{App, TokenRefusal};
 use crate::auth::PeerIdentity;
 use crate::auth::token::{TokenError, TokenRequest};
-use crate::startup::AppState;
 
 fn oauth_error(status: StatusCode, error: &str, description: &str) -> HttpResponse {
     HttpResponse::build(status)
@@ -19,9 +18,8 @@ fn oauth_error(status: StatusCode, error: &str, description: &str) -> HttpRespon
 pub async fn issue_token(
     req: HttpRequest,
     payload: web::Payload,
-    state: web::Data<AppState>,
+    app: web::Data<App>,
 ) -> HttpResponse {
-    let endpoint = "POST /oauth2/token";
     let body = match super::read_body(&req, payload, 64 * 1024).await {
         Ok(b) => b,
         Err(_) => {
@@ -50,54 +48,16 @@ pub async fn issue_token(
     let peer_org = req
         .conn_data::<PeerIdentity>()
         .and_then(|p| p.organisation.clone());
-    let now = state.clock.now().unix_timestamp();
-    let outcome = match parsed {
-        Ok(form) => {
-            state
-                .tokens
-                .exchange(state.store.as_ref(), &form, peer_org.as_deref(), now)
-                .await
-        }
-        Err(e) => Err(e),
-    };
-    match outcome {
-        Ok((response, claims)) => {
-            let event = AuditEvent::TokenIssued {
-                actor: Actor {
-                    client_id: claims.client_id.clone(),
-                    ods: claims.ods.clone(),
-                },
-                scopes: claims.scope.clone(),
-            };
-            if let Err(err) = state.audit.record(event).await {
-                tracing::error!(error = %err, "Could not audit a token issue; refusing it.");
-                return oauth_error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "temporarily_unavailable",
-                    "try again",
-                );
-            }
-            HttpResponse::Ok()
-                .insert_header(("Cache-Control", "no-store"))
-                .json(response)
-        }
-        Err(TokenError::Store(err)) => {
-            tracing::error!(error = %err, "Token endpoint store failure.");
-            oauth_error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "temporarily_unavailable",
-                "try again",
-            )
-        }
-        Err(err) => {
-            state
-                .audit
-                .record_or_log(AuditEvent::AuthenticationFailed {
-                    client_id: err.client_id().map(str::to_string),
-                    endpoint: endpoint.into(),
-                    reason: err.to_string(),
-                })
-                .await;
+    match app.issue_token(parsed, peer_org.as_deref()).await {
+        Ok(response) => HttpResponse::Ok()
+            .insert_header(("Cache-Control", "no-store"))
+            .json(response),
+        Err(TokenRefusal::Unavailable) => oauth_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "temporarily_unavailable",
+            "try again",
+        ),
+        Err(TokenRefusal::Refused(err)) => {
             let status = match err {
                 TokenError::InvalidClient { .. } => StatusCode::UNAUTHORIZED,
                 _ => StatusCode::BAD_REQUEST,
@@ -107,8 +67,8 @@ pub async fn issue_token(
     }
 }
 
-pub async fn smart_configuration(state: web::Data<AppState>) -> HttpResponse {
-    let base = &state.public_url;
+pub async fn smart_configuration(app: web::Data<App>) -> HttpResponse {
+    let base = &app.public_url;
     HttpResponse::Ok().json(json!({
         "issuer": base,
         "jwks_uri": format!("{base}/.well-known/jwks.json"),
@@ -121,6 +81,6 @@ pub async fn smart_configuration(state: web::Data<AppState>) -> HttpResponse {
     }))
 }
 
-pub async fn jwks(state: web::Data<AppState>) -> HttpResponse {
-    HttpResponse::Ok().json(state.tokens.gateway_key.jwks())
+pub async fn jwks(app: web::Data<App>) -> HttpResponse {
+    HttpResponse::Ok().json(app.tokens.gateway_key.jwks())
 }

@@ -4,23 +4,15 @@
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde_json::{Value, json};
 
-use crate::auth::{Permission, Principal};
-use crate::domain::Role;
+use crate::app::App;
+use crate::auth::Principal;
 use crate::error::{ApiError, codes};
-use crate::fhir::FHIR_JSON;
-use crate::startup::AppState;
 use crate::translate::Target;
-
-const ROLES: &[Role] = &[Role::Prison, Role::Gp, Role::Icb, Role::Service];
 
 /// A response in the caller's profile: STU3 media type for GP Connect, and the profile named.
 fn respond(target: Target, body: String) -> HttpResponse {
     let mut response = HttpResponse::Ok();
-    response.content_type(if target == Target::GpConnectStu3 {
-        "application/fhir+json;fhirVersion=3.0"
-    } else {
-        FHIR_JSON
-    });
+    response.content_type(super::bundle::media_type(target));
     response.insert_header(("X-Throughcare-Profile", target.as_str()));
     response.body(body)
 }
@@ -39,26 +31,16 @@ fn searchset(entries: Vec<Value>) -> Value {
 pub async fn search_patients(
     req: HttpRequest,
     principal: Principal,
-    state: web::Data<AppState>,
+    app: web::Data<App>,
 ) -> Result<HttpResponse, ApiError> {
-    principal
-        .authorize(
-            &state,
-            "GET /fhir/Patient",
-            ROLES,
-            "Patient",
-            Permission::Search,
-        )
-        .await?;
-    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(req.query_string())
-        .map_err(|_| ApiError::bad_request(codes::SHAPE, "the query string is unreadable"))?;
+    let pairs = super::query_pairs(&req)?;
     let identifier = pairs
         .iter()
         .find(|(k, _)| k == "identifier")
         .map(|(_, v)| v.clone())
         .ok_or_else(|| {
             ApiError::bad_request(
-                codes::SHAPE,
+                codes::PARAMETER,
                 "Search patients by identifier (https://fhir.nhs.uk/Id/nhs-number|N).",
             )
         })?;
@@ -67,15 +49,15 @@ pub async fn search_patients(
         .find(|(k, _)| k != "identifier" && k != "_profile")
     {
         return Err(ApiError::bad_request(
-            codes::SHAPE,
+            codes::PARAMETER,
             format!("search parameter {k:?} is not supported on Patient"),
         ));
     }
     let nhs = super::consent::nhs_from_param(&identifier)?;
-    let target = super::bundle::reader_target(&req, &principal, &state)?;
-    let found = crate::pull::patient(&state, &principal, &nhs, target).await?;
+    let target = super::bundle::reader_target(&req, &principal, &app)?;
+    let found = crate::pull::patient(&app, &principal, &nhs, target).await?;
     let entries = found
-        .map(|p| vec![json!({"fullUrl": format!("{}/fhir/Patient/{}", state.public_url, nhs.as_str()), "resource": p})])
+        .map(|p| vec![json!({"fullUrl": format!("{}/fhir/Patient/{}", app.public_url, nhs.as_str()), "resource": p})])
         .unwrap_or_default();
     Ok(respond(target, searchset(entries).to_string()))
 }
@@ -84,17 +66,8 @@ pub async fn read_patient(
     req: HttpRequest,
     principal: Principal,
     path: web::Path<String>,
-    state: web::Data<AppState>,
+    app: web::Data<App>,
 ) -> Result<HttpResponse, ApiError> {
-    principal
-        .authorize(
-            &state,
-            "GET /fhir/Patient/{id}",
-            ROLES,
-            "Patient",
-            Permission::Read,
-        )
-        .await?;
     let id = path.into_inner();
     let not_found = || {
         ApiError::not_found(format!(
@@ -102,8 +75,8 @@ pub async fn read_patient(
         ))
     };
     let nhs = crate::domain::NhsNumber::parse(&id).map_err(|_| not_found())?;
-    let target = super::bundle::reader_target(&req, &principal, &state)?;
-    let patient = crate::pull::patient(&state, &principal, &nhs, target)
+    let target = super::bundle::reader_target(&req, &principal, &app)?;
+    let patient = crate::pull::patient(&app, &principal, &nhs, target)
         .await?
         .ok_or_else(not_found)?;
     Ok(respond(target, patient.to_string()))
@@ -113,17 +86,8 @@ pub async fn everything(
     req: HttpRequest,
     principal: Principal,
     path: web::Path<String>,
-    state: web::Data<AppState>,
+    app: web::Data<App>,
 ) -> Result<HttpResponse, ApiError> {
-    principal
-        .authorize(
-            &state,
-            "GET /fhir/Patient/{id}/$everything",
-            ROLES,
-            "Patient",
-            Permission::Read,
-        )
-        .await?;
     let purpose = super::bundle::purpose(&req)?;
     let id = path.into_inner();
     let not_found = || {
@@ -132,8 +96,8 @@ pub async fn everything(
         ))
     };
     let nhs = crate::domain::NhsNumber::parse(&id).map_err(|_| not_found())?;
-    let target = super::bundle::reader_target(&req, &principal, &state)?;
-    let entries = crate::pull::everything(&state, &principal, &nhs, purpose, target).await?;
+    let target = super::bundle::reader_target(&req, &principal, &app)?;
+    let entries = crate::pull::everything(&app, &principal, &nhs, purpose, target).await?;
     if entries.is_empty() {
         return Err(not_found());
     }
@@ -149,64 +113,11 @@ pub async fn gpc_structured_record(
     req: HttpRequest,
     principal: Principal,
     payload: web::Payload,
-    state: web::Data<AppState>,
+    app: web::Data<App>,
 ) -> Result<HttpResponse, ApiError> {
-    let endpoint = "POST /fhir/Patient/$gpc.getstructuredrecord";
-    principal
-        .authorize(&state, endpoint, ROLES, "Patient", Permission::Read)
-        .await?;
-    let body = super::read_body(&req, payload, 1024 * 1024).await?;
-    crate::pipeline::check_media_type(super::content_type(&req))?;
-    let params = crate::pipeline::parse_json(&state, &body)?;
-    let nhs = crate::fhir::json::parameter(&params, "patientNHSNumber")
-        .and_then(|p| p.pointer("/valueIdentifier/value"))
-        .and_then(Value::as_str)
-        .ok_or_else(|| {
-            ApiError::Unprocessable(vec![
-                crate::fhir::outcome::Issue::error(
-                    "required",
-                    "Give patientNHSNumber as a valueIdentifier.",
-                )
-                .at("Parameters.parameter")
-                .with_code(codes::SHAPE),
-            ])
-        })?;
-    let nhs = crate::domain::NhsNumber::parse(nhs).map_err(|e| {
-        ApiError::Unprocessable(vec![
-            crate::fhir::outcome::Issue::error("value", format!("patientNHSNumber: {e}"))
-                .at("Parameters.parameter")
-                .with_code(codes::SHAPE),
-        ])
-    })?;
-    let lists = crate::pull::gpc_requested_lists(&params).map_err(|e| {
-        ApiError::Unprocessable(vec![
-            crate::fhir::outcome::Issue::error("not-supported", e)
-                .at("Parameters.parameter")
-                .with_code(codes::SHAPE),
-        ])
-    })?;
-    let not_found = || ApiError::not_found("No record of this patient is visible to this client.");
-    let documents = state.store.documents_for(nhs.as_str()).await?;
-    for stored in &documents {
-        if let Some(copy) =
-            crate::sharing::read_for(&state, &principal, stored, crate::policy::Purpose::Treat)
-                .await?
-        {
-            let mut translation = state
-                .translator
-                .translate_owned(
-                    crate::translate::Source::Prison,
-                    crate::translate::Target::GpConnectStu3,
-                    copy.document,
-                )
-                .map_err(super::translate::translate_error)?;
-            // Only the clinical areas asked for (include* parameters), as a GP Connect
-            // provider answers.
-            crate::pull::gpc_select(&mut translation.output, &lists);
-            return Ok(HttpResponse::Ok()
-                .content_type("application/fhir+json;fhirVersion=3.0")
-                .body(translation.output.to_string()));
-        }
-    }
-    Err(not_found())
+    let params = super::read_json(&req, payload, &app, 1024 * 1024).await?;
+    let record = crate::pull::gpc_structured_record(&app, &principal, &params).await?;
+    Ok(HttpResponse::Ok()
+        .content_type(super::bundle::media_type(Target::GpConnectStu3))
+        .body(record.to_string()))
 }

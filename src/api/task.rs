@@ -3,17 +3,14 @@
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde_json::{Value, json};
 
-use crate::auth::{Permission, Principal};
-use crate::domain::Role;
+use crate::app::App;
+use crate::auth::Principal;
 use crate::error::{ApiError, codes};
 use crate::fhir::FHIR_JSON;
-use crate::startup::AppState;
 use crate::store::DeliveryFilter;
 
-const ROLES: &[Role] = &[Role::Prison, Role::Gp, Role::Icb, Role::Service];
-
 fn bad(msg: impl Into<String>) -> ApiError {
-    ApiError::bad_request(codes::SHAPE, msg)
+    ApiError::bad_request(codes::PARAMETER, msg)
 }
 
 /// The last path segment of a reference, or the value itself.
@@ -25,22 +22,20 @@ fn last_segment(v: &str) -> String {
         .to_string()
 }
 
-fn filter_for(query: &str, principal: &Principal) -> Result<DeliveryFilter, ApiError> {
-    let pairs: Vec<(String, String)> =
-        serde_urlencoded::from_str(query).map_err(|_| bad("the query string is unreadable"))?;
+fn filter_for(pairs: &[(String, String)]) -> Result<DeliveryFilter, ApiError> {
     let mut f = DeliveryFilter {
         limit: 100,
-        party_ods: Some(principal.ods.to_string()),
         ..Default::default()
     };
     for (key, value) in pairs {
+        let value = value.clone();
         match key.as_str() {
             "focus" => f.document_id = Some(last_segment(&value)),
             "owner" | "owner:identifier" => {
                 f.recipient_ods = Some(value.rsplit('|').next().unwrap_or(&value).to_string())
             }
-            "status" => f.status = Some(value),
-            "business-status" => f.business_status = Some(value),
+            "status" => f.status = Some(value.parse().map_err(bad)?),
+            "business-status" => f.business_status = Some(value.parse().map_err(bad)?),
             "_lastUpdated" => {
                 let v = value
                     .strip_prefix("ge")
@@ -66,19 +61,16 @@ fn filter_for(query: &str, principal: &Principal) -> Result<DeliveryFilter, ApiE
 pub async fn search_tasks(
     req: HttpRequest,
     principal: Principal,
-    state: web::Data<AppState>,
+    app: web::Data<App>,
 ) -> Result<HttpResponse, ApiError> {
-    principal
-        .authorize(&state, "GET /fhir/Task", ROLES, "Task", Permission::Search)
-        .await?;
-    let filter = filter_for(req.query_string(), &principal)?;
-    let rows = state.store.deliveries(&filter).await?;
-    let entry: Vec<Value> = rows
-        .iter()
-        .map(|d| {
-            json!({"fullUrl": format!("{}/fhir/Task/{}", state.public_url, d.id),
-                   "resource": crate::delivery::task::render(d, &state.public_url),
-                   "search": {"mode": "match"}})
+    let filter = filter_for(&super::query_pairs(&req)?)?;
+    let entry: Vec<Value> = crate::delivery::task::search(&app, &principal, filter)
+        .await?
+        .into_iter()
+        .map(|task| {
+            let id = task["id"].as_str().unwrap_or_default().to_string();
+            json!({"fullUrl": format!("{}/fhir/Task/{id}", app.public_url),
+                   "resource": task, "search": {"mode": "match"}})
         })
         .collect();
     let bundle = json!({"resourceType": "Bundle", "type": "searchset", "total": entry.len(), "entry": entry});
@@ -90,29 +82,17 @@ pub async fn search_tasks(
 pub async fn read_task(
     principal: Principal,
     path: web::Path<String>,
-    state: web::Data<AppState>,
+    app: web::Data<App>,
 ) -> Result<HttpResponse, ApiError> {
-    principal
-        .authorize(
-            &state,
-            "GET /fhir/Task/{id}",
-            ROLES,
-            "Task",
-            Permission::Read,
-        )
-        .await?;
     let id = path.into_inner();
-    let not_found = || {
-        ApiError::not_found(format!(
-            "Task/{id} is not known, or not visible to this client."
-        ))
-    };
-    let d = state.store.delivery(&id).await?.ok_or_else(not_found)?;
-    let ods = principal.ods.as_str();
-    if d.sender_ods != ods && d.recipient_ods != ods {
-        return Err(not_found());
-    }
+    let task = crate::delivery::task::read(&app, &principal, &id)
+        .await?
+        .ok_or_else(|| {
+            ApiError::not_found(format!(
+                "Task/{id} is not known, or not visible to this client."
+            ))
+        })?;
     Ok(HttpResponse::Ok()
         .content_type(FHIR_JSON)
-        .body(crate::delivery::task::render(&d, &state.public_url).to_string()))
+        .body(task.to_string()))
 }

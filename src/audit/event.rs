@@ -80,8 +80,8 @@ pub enum AuditEvent {
         nhs_number: String,
         recipient: String,
         recipient_role: String,
-        /// `intake-preview`, `sharing-decision`, `read`, `delivery`.
-        context: String,
+        /// When the copy was made; a read or a delivery is a disclosure.
+        moment: crate::domain::Moment,
         document_id: Option<String>,
         emergency: bool,
         explanation: Value,
@@ -134,11 +134,7 @@ impl AuditEvent {
                 emergency: true, ..
             } => "emergency-access",
             // A decision acted on by a read or a delivery is a disclosure.
-            AuditEvent::SharingDecided { context, .. }
-                if context == "read" || context == "delivery" =>
-            {
-                "disclosure"
-            }
+            AuditEvent::SharingDecided { moment, .. } if moment.is_disclosure() => "disclosure",
             AuditEvent::SharingDecided { .. } => "sharing-decided",
             AuditEvent::DeliveryChanged { what, .. } => what,
             AuditEvent::EndpointChanged { .. } => "endpoint-changed",
@@ -272,7 +268,7 @@ impl AuditEvent {
                 nhs_number,
                 recipient,
                 recipient_role,
-                context,
+                moment,
                 document_id,
                 emergency,
                 explanation,
@@ -283,7 +279,7 @@ impl AuditEvent {
                 document_id
                     .map(|d| vec![format!("Bundle/{d}")])
                     .unwrap_or_default(),
-                json!({"context": context, "recipient": recipient, "recipientRole": recipient_role,
+                json!({"context": moment.as_str(), "recipient": recipient, "recipientRole": recipient_role,
                        "emergency": emergency, "decision": explanation}),
             ),
             AuditEvent::EndpointChanged {

@@ -1,23 +1,18 @@
 //! The authenticated caller. Every protected handler takes a `Principal`; the ODS code in the
-//! token, never the request body, says who the caller is.
-
-use std::future::Future;
-use std::pin::Pin;
-
-use actix_web::{FromRequest, HttpMessage, HttpRequest, dev::Payload, web};
+//! token, never the request body, says who the caller is. The edge (`api::principal`) extracts
+//! it from the request; what it means to be authenticated and authorised is decided here.
 
 use super::scope::{Permission, Scope};
-use crate::audit::{Actor, AuditEvent};
+use super::token::TokenService;
+use crate::audit::Actor;
 use crate::domain::{OdsCode, Role};
 use crate::error::{ApiError, codes};
-use crate::startup::AppState;
 
 /// What the TLS layer learnt about the client certificate on this connection.
 #[derive(Debug, Clone, Default)]
 pub struct PeerIdentity {
     /// Subject organisation (O) of the verified client certificate.
     pub organisation: Option<String>,
-    pub common_name: Option<String>,
 }
 
 /// An authenticated client.
@@ -42,98 +37,79 @@ impl Principal {
         self.scopes.iter().any(|s| s.grants(resource, permission))
     }
 
-    /// Checks role and scope, auditing a refusal.
-    pub async fn authorize(
+    /// Checks role and scope for `endpoint` (`"METHOD /path"`).
+    pub fn check_access(
         &self,
-        state: &AppState,
         endpoint: &str,
         roles: &[Role],
         resource: &str,
         permission: Permission,
     ) -> Result<(), ApiError> {
-        let refusal = if !roles.contains(&self.role) {
-            Some(ApiError::forbidden(
+        if !roles.contains(&self.role) {
+            Err(ApiError::forbidden(
                 codes::ROLE,
                 format!("The role '{}' may not use {endpoint}.", self.role.as_str()),
             ))
         } else if !self.has_scope(resource, permission) {
-            Some(ApiError::forbidden(
+            Err(ApiError::forbidden(
                 codes::SCOPE,
                 format!("The access token has no scope that allows {endpoint}."),
             ))
         } else {
-            None
-        };
-        match refusal {
-            None => Ok(()),
-            Some(err) => {
-                state
-                    .audit
-                    .record_or_log(AuditEvent::AccessDenied {
-                        actor: self.actor(),
-                        endpoint: endpoint.to_string(),
-                        reason: err.audit_reason(),
-                    })
-                    .await;
-                Err(err)
-            }
+            Ok(())
         }
     }
 }
 
-fn bearer(req: &HttpRequest) -> Option<String> {
-    let value = req
-        .headers()
-        .get(actix_web::http::header::AUTHORIZATION)?
-        .to_str()
-        .ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim().to_string())
+/// Why authentication failed, with the client the token named when it named one.
+#[derive(Debug)]
+pub struct AuthFailure {
+    pub client_id: Option<String>,
+    pub error: ApiError,
 }
 
-fn authenticate(
-    state: &AppState,
-    req: &HttpRequest,
-) -> Result<Principal, (Option<String>, ApiError)> {
-    let token = bearer(req).ok_or_else(|| {
-        (
+/// Authenticates a bearer token presented over a connection whose client certificate (if any)
+/// names `peer`, at `now` (unix seconds).
+pub fn authenticate(
+    tokens: &TokenService,
+    token: Option<String>,
+    peer: Option<&PeerIdentity>,
+    now: i64,
+) -> Result<Principal, AuthFailure> {
+    let fail = |client_id: Option<String>, error| AuthFailure { client_id, error };
+    let token = token.ok_or_else(|| {
+        fail(
             None,
             ApiError::unauthorized(codes::NO_TOKEN, "A bearer access token is required."),
         )
     })?;
-    let claims = state
-        .tokens
-        .verify_access_token(&token, state.clock.now().unix_timestamp())
-        .map_err(|reason| {
-            (
-                None,
-                ApiError::unauthorized(
-                    codes::BAD_TOKEN,
-                    format!("The access token is not valid: {reason}."),
-                ),
-            )
-        })?;
+    let claims = tokens.verify_access_token(&token, now).map_err(|reason| {
+        fail(
+            None,
+            ApiError::unauthorized(
+                codes::BAD_TOKEN,
+                format!("The access token is not valid: {reason}."),
+            ),
+        )
+    })?;
     let client_id = Some(claims.client_id.clone());
-    let client = state.tokens.clients.get(&claims.client_id).ok_or_else(|| {
-        (
+    let client = tokens.clients.get(&claims.client_id).ok_or_else(|| {
+        fail(
             client_id.clone(),
             ApiError::unauthorized(codes::BAD_TOKEN, "The client is no longer registered."),
         )
     })?;
     let registration = &client.registration;
     if registration.ods.as_str() != claims.ods || registration.role != claims.role {
-        return Err((
+        return Err(fail(
             client_id,
             ApiError::unauthorized(codes::BAD_TOKEN, "The client's registration has changed."),
         ));
     }
-    if let Some(peer) = req.conn_data::<PeerIdentity>()
-        && let Some(org) = &peer.organisation
+    if let Some(org) = peer.and_then(|p| p.organisation.as_ref())
         && org != registration.ods.as_str()
     {
-        return Err((
+        return Err(fail(
             client_id,
             ApiError::unauthorized(
                 codes::CERT_MISMATCH,
@@ -153,36 +129,4 @@ fn authenticate(
         scopes,
         break_glass: registration.break_glass,
     })
-}
-
-impl FromRequest for Principal {
-    type Error = ApiError;
-    type Future = Pin<Box<dyn Future<Output = Result<Principal, ApiError>>>>;
-
-    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let req = req.clone();
-        Box::pin(async move {
-            let state = req
-                .app_data::<web::Data<AppState>>()
-                .ok_or_else(|| ApiError::Unexpected(anyhow::anyhow!("application state missing")))?
-                .clone();
-            match authenticate(&state, &req) {
-                Ok(principal) => {
-                    req.extensions_mut().insert(principal.clone());
-                    Ok(principal)
-                }
-                Err((client_id, err)) => {
-                    state
-                        .audit
-                        .record_or_log(AuditEvent::AuthenticationFailed {
-                            client_id,
-                            endpoint: format!("{} {}", req.method(), req.path()),
-                            reason: err.audit_reason(),
-                        })
-                        .await;
-                    Err(err)
-                }
-            }
-        })
-    }
 }

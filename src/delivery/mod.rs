@@ -1,64 +1,104 @@
 //! Delivery (DESIGN §9): each (document, recipient) pair is an outbox row written with the
-//! document, shown as a FHIR Task, and pushed by workers with retries, a dead letter, and
-//! deadlines before release. Policy and translation run again at the moment of each push.
+//! document, shown as a FHIR Task, and sent by workers through the endpoint's transport with
+//! retries, a dead letter, and deadlines before release. The recipient's copy is made again at
+//! the moment of each attempt (`recipient::copy_for`), so a consent withdrawn in between counts.
 
+pub mod directory;
+pub mod rest;
 pub mod retry;
 pub mod task;
+pub mod transport;
 pub mod worker;
 
-use crate::audit::{AuditDraft, AuditEvent};
+use crate::app::App;
+use crate::audit::AuditEvent;
+use crate::chain::AuditDraft;
 use crate::clock::rfc3339;
 use crate::document::DocumentSummary;
-use crate::domain::CustodyEvent;
-use crate::sharing::RecipientVerdict;
-use crate::startup::AppState;
+use crate::domain::{BusinessStatus, CustodyEvent, OdsCode, Role, TaskStatus};
+use crate::error::codes;
+use crate::recipient::RecipientCopy;
 use crate::store::{NewDelivery, StoreError};
+use crate::translate::Target;
 
-/// Plans the deliveries of a newly accepted document: one per routed recipient. A recipient no
+use directory::Endpoint;
+
+/// The recipient's endpoint, typed. A stored row that no longer reads is logged and treated as
+/// no endpoint for planning; the worker reports it on the Task when it tries to send.
+pub async fn endpoint_for(app: &App, ods: &OdsCode) -> Result<Option<Endpoint>, StoreError> {
+    Ok(app
+        .store
+        .endpoint(ods.as_str())
+        .await?
+        .and_then(|r| match Endpoint::from_record(&r) {
+            Ok(e) => Some(e),
+            Err(e) => {
+                tracing::error!(ods = %r.ods, error = %e, "A stored endpoint is unreadable.");
+                None
+            }
+        }))
+}
+
+/// The profile a recipient receives unless it asks for another: its endpoint's, else the
+/// prison profile for a prison, else UK Core R4.
+pub async fn target_for(app: &App, ods: &OdsCode, role: Role) -> Result<Target, StoreError> {
+    let endpoint = endpoint_for(app, ods).await?;
+    Ok(crate::recipient::default_target(
+        endpoint.map(|e| e.profile),
+        role,
+    ))
+}
+
+/// Plans the deliveries of a newly accepted document: one per routed recipient, from the copy
+/// previewed for it at intake (its loss report is kept with the delivery). A recipient no
 /// agreement covers gets a rejected Task with its reason; one with no endpoint waits for a pull.
 pub async fn plan(
-    state: &AppState,
+    app: &App,
     document_id: &str,
     summary: &DocumentSummary,
-    verdicts: &[RecipientVerdict],
+    copies: &[RecipientCopy],
 ) -> Result<(Vec<NewDelivery>, Vec<AuditDraft>), StoreError> {
-    let now = rfc3339(state.clock.now());
+    let now = rfc3339(app.clock.now());
     let release_date = matches!(
         summary.event,
         CustodyEvent::PreRelease | CustodyEvent::Release | CustodyEvent::CourtRelease
     )
     .then(|| summary.event_date.clone());
-    let mut deliveries = Vec::with_capacity(verdicts.len());
-    let mut events = Vec::with_capacity(verdicts.len());
-    for v in verdicts {
+    let mut deliveries = Vec::with_capacity(copies.len());
+    let mut events = Vec::with_capacity(copies.len());
+    for c in copies {
         let id = uuid::Uuid::new_v4().to_string();
+        let route = &c.recipient;
         let relationships =
-            serde_json::to_string(&v.route.relationships).unwrap_or_else(|_| "[]".into());
-        let (status, business, reason, next, what) = if v.decision.agreement.is_none() {
-            let reason = v
+            serde_json::to_string(&route.relationships).unwrap_or_else(|_| "[]".into());
+        let (status, business, code, reason, next, what) = if c.decision.agreement.is_none() {
+            let reason = c
                 .decision
                 .refusal
                 .clone()
                 .unwrap_or_else(|| "no agreement".into());
             (
-                "rejected",
-                "no-agreement",
+                TaskStatus::Rejected,
+                BusinessStatus::NoAgreement,
+                Some(codes::DELIVERY_NO_AGREEMENT),
                 Some(reason),
                 None,
                 "delivery-rejected",
             )
-        } else if state.store.endpoint(v.route.ods.as_str()).await?.is_some() {
+        } else if app.store.endpoint(route.ods.as_str()).await?.is_some() {
             (
-                "requested",
-                "scheduled",
+                TaskStatus::Requested,
+                BusinessStatus::Scheduled,
+                None,
                 None,
                 Some(now.clone()),
                 "delivery-scheduled",
             )
         } else {
             (
-                "requested",
-                "awaiting-pull",
+                TaskStatus::Requested,
+                BusinessStatus::AwaitingPull,
+                Some(codes::DELIVERY_NO_ENDPOINT),
                 Some("the recipient has no push endpoint: the copy waits for its pull".to_string()),
                 None,
                 "delivery-scheduled",
@@ -71,45 +111,28 @@ pub async fn plan(
                 delivery_id: id.clone(),
                 document_id: document_id.to_string(),
                 nhs_number: summary.nhs_number.as_str().to_string(),
-                recipient: v.route.ods.to_string(),
+                recipient: route.ods.to_string(),
                 attempt: 0,
                 status_code: None,
                 reason: reason.clone(),
-                success: status != "rejected",
+                success: status != TaskStatus::Rejected,
             }
             .into_draft(),
         );
         deliveries.push(NewDelivery {
             id,
-            recipient_ods: v.route.ods.to_string(),
-            recipient_role: v.route.role.as_str().to_string(),
+            recipient_ods: route.ods.to_string(),
+            recipient_role: route.role.as_str().to_string(),
             relationships,
-            needs_gp_registration: v.route.needs_gp_registration,
-            status: status.into(),
-            business_status: business.into(),
+            needs_gp_registration: route.needs_gp_registration,
+            status,
+            business_status: business,
+            reason_code: code.map(str::to_string),
             reason,
             next_attempt_at: next,
             release_date: release_date.clone(),
+            loss_report: c.copy.is_some().then(|| c.loss_report().to_string()),
         });
     }
     Ok((deliveries, events))
-}
-
-/// The profile a recipient receives: its endpoint's, else prison for a prison, else UK Core.
-pub async fn target_for(
-    state: &AppState,
-    ods: &crate::domain::OdsCode,
-    role: crate::domain::Role,
-) -> Result<crate::translate::Target, StoreError> {
-    use crate::translate::Target;
-    if let Some(e) = state.store.endpoint(ods.as_str()).await?
-        && let Ok(t) = e.profile.parse::<Target>()
-    {
-        return Ok(t);
-    }
-    Ok(if role == crate::domain::Role::Prison {
-        Target::Prison
-    } else {
-        Target::UkCoreR4
-    })
 }

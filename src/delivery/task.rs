@@ -7,6 +7,33 @@ use crate::store::DeliveryRecord;
 
 const BUSINESS_STATUS: &str = "https://throughcare.example.org/fhir/CodeSystem/delivery-status";
 const TASK_CODE: &str = "https://throughcare.example.org/fhir/CodeSystem/task-code";
+const TASK_OUTPUT: &str = "https://throughcare.example.org/fhir/CodeSystem/task-output";
+
+/// The loss report of the delivery's copy as `Task.output`: a count, then one entry per element
+/// the recipient's profile could not carry. Nothing when no copy has been made yet.
+fn loss_outputs(report: Option<&str>) -> Vec<Value> {
+    let Some(losses) = report.and_then(|r| serde_json::from_str::<Vec<Value>>(r).ok()) else {
+        return Vec::new();
+    };
+    let mut out = vec![json!({
+        "type": {"coding": [{"system": TASK_OUTPUT, "code": "loss-count", "display": "Elements not carried in the recipient's profile"}]},
+        "valueInteger": losses.len(),
+    })];
+    for l in &losses {
+        let path = l.get("path").and_then(Value::as_str).unwrap_or("-");
+        let reason = l.get("reason").and_then(Value::as_str).unwrap_or("-");
+        let code = l
+            .get("code")
+            .and_then(Value::as_str)
+            .map(|c| format!(" ({c})"))
+            .unwrap_or_default();
+        out.push(json!({
+            "type": {"coding": [{"system": TASK_OUTPUT, "code": "loss", "display": "Not carried in the recipient's profile"}]},
+            "valueString": format!("{path}: {reason}{code}"),
+        }));
+    }
+    out
+}
 
 pub fn render(d: &DeliveryRecord, public_url: &str) -> Value {
     let mut task = json!({
@@ -14,8 +41,8 @@ pub fn render(d: &DeliveryRecord, public_url: &str) -> Value {
         "id": d.id,
         "meta": {"lastUpdated": d.updated_at},
         "identifier": [{"system": "https://throughcare.example.org/fhir/Id/delivery", "value": d.id}],
-        "status": d.status,
-        "businessStatus": {"coding": [{"system": BUSINESS_STATUS, "code": d.business_status}]},
+        "status": d.status.as_str(),
+        "businessStatus": {"coding": [{"system": BUSINESS_STATUS, "code": d.business_status.as_str()}]},
         "intent": "order",
         "code": {"coding": [{"system": TASK_CODE, "code": "deliver-document", "display": "Deliver a prison document to a community recipient"}]},
         "focus": {"reference": format!("{public_url}/fhir/Bundle/{}", d.document_id)},
@@ -28,6 +55,14 @@ pub fn render(d: &DeliveryRecord, public_url: &str) -> Value {
     });
     if let Some(reason) = &d.reason {
         task["statusReason"] = json!({"text": reason});
+        if let Some(code) = &d.reason_code {
+            task["statusReason"]["coding"] =
+                json!([{"system": crate::error::codes::SYSTEM, "code": code}]);
+        }
+    }
+    let outputs = loss_outputs(d.loss_report.as_deref());
+    if !outputs.is_empty() {
+        task["output"] = Value::Array(outputs);
     }
     if let Some(release) = &d.release_date {
         task["restriction"] = json!({"period": {"end": release}});
@@ -45,4 +80,35 @@ pub fn render(d: &DeliveryRecord, public_url: &str) -> Value {
         task["note"] = Value::Array(notes);
     }
     task
+}
+
+/// Tasks visible to `principal` (as sender or recipient) that match `filter`, rendered.
+pub async fn search(
+    app: &crate::app::App,
+    principal: &crate::auth::Principal,
+    mut filter: crate::store::DeliveryFilter,
+) -> Result<Vec<Value>, crate::store::StoreError> {
+    filter.party_ods = Some(principal.ods.to_string());
+    Ok(app
+        .store
+        .deliveries(&filter)
+        .await?
+        .iter()
+        .map(|d| render(d, &app.public_url))
+        .collect())
+}
+
+/// One Task, when `principal` sent the document or is the recipient.
+pub async fn read(
+    app: &crate::app::App,
+    principal: &crate::auth::Principal,
+    id: &str,
+) -> Result<Option<Value>, crate::store::StoreError> {
+    let ods = principal.ods.as_str();
+    Ok(app
+        .store
+        .delivery(id)
+        .await?
+        .filter(|d| d.sender_ods == ods || d.recipient_ods == ods)
+        .map(|d| render(&d, &app.public_url)))
 }

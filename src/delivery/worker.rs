@@ -1,46 +1,27 @@
-//! Delivery workers: claim due deliveries, apply policy at the moment of sending, push the
-//! recipient's copy with a stable idempotency key, and record the outcome (retry, complete,
-//! fail, dead letter). Also flags deliveries at risk of missing the release date.
+//! Delivery workers: claim due deliveries, make the recipient's copy at the moment of sending
+//! (`recipient::copy_for`: policy now, translation, validation against the endpoint's profile),
+//! hand it to the endpoint's transport, and record the typed outcome (retry, complete, fail,
+//! dead letter) with the copy's loss report. Also flags deliveries at risk of missing the
+//! release date.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::web;
-use anyhow::Context;
-use serde_json::Value;
-
-use super::retry::{AttemptError, Backoff, parse_retry_after, unit_random};
-use crate::audit::{Actor, AuditEvent};
+use super::directory::Endpoint;
+use super::retry::{Backoff, unit_random};
+use super::transport::{DeliveryOutcome, PreparedCopy};
+use crate::app::App;
+use crate::audit::AuditEvent;
 use crate::clock::rfc3339;
-use crate::config::DeliverySettings;
-use crate::domain::{OdsCode, Role};
-use crate::policy::{Party, Purpose, RecipientContext, Relationship};
-use crate::startup::AppState;
-use crate::store::{DeliveryRecord, DeliveryUpdate, EndpointRecord};
-
-/// Builds the HTTP client for pushes: timeouts always, the gateway's certificate for mutual TLS
-/// and extra CAs when configured.
-pub fn push_client(settings: &DeliverySettings) -> anyhow::Result<reqwest::Client> {
-    let mut builder = reqwest::Client::builder()
-        .timeout(Duration::from_secs(settings.timeout_secs))
-        .connect_timeout(Duration::from_secs(settings.timeout_secs.min(10)))
-        .redirect(reqwest::redirect::Policy::none());
-    if let Some(ca) = &settings.ca {
-        let pem = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
-        for cert in reqwest::Certificate::from_pem_bundle(&pem)? {
-            builder = builder.add_root_certificate(cert);
-        }
-    }
-    if let (Some(cert), Some(key)) = (&settings.client_cert, &settings.client_key) {
-        let mut identity =
-            std::fs::read(cert).with_context(|| format!("reading {}", cert.display()))?;
-        identity.extend(std::fs::read(key).with_context(|| format!("reading {}", key.display()))?);
-        builder = builder.identity(reqwest::Identity::from_pem(&identity)?);
-    }
-    builder.build().context("building the push client")
-}
+use crate::domain::{BusinessStatus, Moment, OdsCode, Role, TaskStatus};
+use crate::error::codes;
+use crate::policy::{Purpose, Relationship};
+use crate::recipient::{CopyRequest, Subject, copy_for, gateway_actor};
+use crate::routing::Route;
+use crate::store::{DeliveryRecord, DeliveryUpdate, StoreError};
 
 /// Runs until the task is aborted.
-pub async fn run(state: web::Data<AppState>) {
+pub async fn run(state: Arc<App>) {
     let settings = state.settings.delivery.clone();
     let poll = Duration::from_millis(settings.poll_interval_ms.max(10));
     loop {
@@ -55,7 +36,7 @@ pub async fn run(state: web::Data<AppState>) {
 }
 
 /// One round: flag deadlines, then claim and push what is due.
-pub async fn tick(state: &AppState) -> anyhow::Result<usize> {
+pub async fn tick(state: &App) -> Result<usize, StoreError> {
     flag_at_risk(state).await?;
     let settings = &state.settings.delivery;
     let now = state.clock.now();
@@ -74,7 +55,7 @@ pub async fn tick(state: &AppState) -> anyhow::Result<usize> {
     Ok(n)
 }
 
-async fn flag_at_risk(state: &AppState) -> anyhow::Result<()> {
+async fn flag_at_risk(state: &App) -> Result<(), StoreError> {
     let now = state.clock.now();
     let margin = time::Duration::hours(state.settings.delivery.at_risk_margin_hours);
     // At risk when the release date is closer than the margin: release_date < now + margin.
@@ -121,234 +102,234 @@ fn change(
     }
 }
 
-/// What an attempt produced, before it is recorded.
-enum Outcome {
-    Delivered(u16),
+/// What an attempt came to, before it is recorded.
+#[derive(Debug)]
+enum Attempt {
+    /// How it ended: as the transport said, or a failure before any transport was involved
+    /// (a store error is retried; a copy that cannot be made is permanent).
+    Ended(DeliveryOutcome),
+    /// The recipient has no push endpoint (any more): the copy waits for its pull.
     NoEndpoint,
+    /// Policy now withholds everything from the recipient.
     NothingToShare(String),
-    Failed(AttemptError),
 }
 
-async fn deliver(state: &AppState, d: DeliveryRecord) {
+impl Attempt {
+    fn label(&self) -> &'static str {
+        match self {
+            Attempt::Ended(o) => o.label(),
+            Attempt::NoEndpoint => "no-endpoint",
+            Attempt::NothingToShare(_) => "nothing-to-share",
+        }
+    }
+}
+
+/// A store error while attempting: it may pass, so the delivery is retried.
+fn transient(what: &str, e: impl std::fmt::Display) -> Attempt {
+    Attempt::Ended(DeliveryOutcome::RetryAfter {
+        reason: format!("{what}: {e}"),
+        status_code: None,
+        after: None,
+    })
+}
+
+fn permanent(code: &'static str, reason: String) -> Attempt {
+    Attempt::Ended(DeliveryOutcome::Permanent {
+        code,
+        reason,
+        status_code: None,
+    })
+}
+
+async fn deliver(state: &App, d: DeliveryRecord) {
     let started = std::time::Instant::now();
-    let outcome = match attempt(state, &d).await {
-        Ok(o) => o,
-        Err(e) => Outcome::Failed(AttemptError::Permanent(format!("{e:#}"))),
-    };
-    let label = match &outcome {
-        Outcome::Delivered(_) => "delivered".to_string(),
-        Outcome::NoEndpoint => "no-endpoint".to_string(),
-        Outcome::NothingToShare(_) => "nothing-to-share".to_string(),
-        Outcome::Failed(e) if e.is_retryable() => "retryable-error".to_string(),
-        Outcome::Failed(_) => "permanent-error".to_string(),
-    };
+    let (attempt, loss_report) = attempt(state, &d).await;
     state
         .metrics
-        .count_attempt(&label, started.elapsed().as_secs_f64());
-    if let Err(e) = record(state, &d, outcome).await {
+        .count_attempt(attempt.label(), started.elapsed().as_secs_f64());
+    if let Err(e) = record(state, &d, attempt, loss_report).await {
         // The lease expires and another round retries: nothing is lost.
         tracing::error!(delivery = %d.id, error = %e, "Could not record a delivery attempt.");
     }
 }
 
-async fn attempt(state: &AppState, d: &DeliveryRecord) -> anyhow::Result<Outcome> {
-    let Some(endpoint) = state.store.endpoint(&d.recipient_ods).await? else {
-        return Ok(Outcome::NoEndpoint);
-    };
-    let Some(stored) = state.store.document(&d.document_id).await? else {
-        anyhow::bail!("the document is missing");
-    };
-    let document: Value = serde_json::from_slice(&stored.body)?;
-    // Policy now: consent or agreements may have changed since intake.
-    let relationships: std::collections::BTreeSet<Relationship> =
-        serde_json::from_str(&d.relationships).unwrap_or_default();
-    let recipient = RecipientContext {
-        ods: OdsCode::parse(&d.recipient_ods).map_err(|e| anyhow::anyhow!(e))?,
-        role: d
-            .recipient_role
-            .parse::<Role>()
-            .map_err(|e| anyhow::anyhow!(e))?,
-        relationships,
-    };
-    let sender = Party {
-        ods: OdsCode::parse(&d.sender_ods).map_err(|e| anyhow::anyhow!(e))?,
-        role: Role::Prison,
-    };
-    let consents = state
-        .sharing
-        .consents(state.store.as_ref(), &d.nhs_number)
-        .await?;
-    let decision = state.sharing.decide(
-        &document,
-        &sender,
-        &recipient,
-        Purpose::Treat,
-        &consents,
-        false,
-        false,
-        state.clock.now(),
-    );
-    let gateway = Actor {
-        client_id: "throughcare".into(),
-        ods: String::new(),
-    };
-    let disclosure = crate::sharing::decided_event(
-        gateway,
-        &d.nhs_number,
-        &recipient.ods,
-        recipient.role,
-        Purpose::Treat,
-        &decision,
-        "delivery",
-        Some(&d.document_id),
-    );
-    if decision.agreement.is_none() || decision.shared().next().is_none() {
-        state
-            .store
-            .append_audit(vec![disclosure.into_draft()])
-            .await?;
-        let why = decision
-            .refusal
-            .clone()
-            .unwrap_or_else(|| "policy withholds everything".into());
-        return Ok(Outcome::NothingToShare(why));
-    }
-    let (copy, _) = crate::policy::apply(&document, &decision);
-    // Translate the recipient's copy to the profile its endpoint speaks.
-    let target = endpoint
-        .profile
-        .parse::<crate::translate::Target>()
-        .map_err(|_| anyhow::anyhow!("endpoint profile {:?} is unknown", endpoint.profile))?;
-    let body = match state.translator.translate_owned(
-        crate::translate::Source::Prison,
-        target,
-        copy,
-    ) {
-        Ok(t) => {
-            // The recipient's copy must conform to the profiles its endpoint speaks: a copy
-            // that does not is a mapping defect, and retrying will not mend it.
-            let errors: Vec<_> = state
-                .validator
-                .validate(&t.output, None, target.profile_set())
-                .into_iter()
-                .filter(|i| i.severity == crate::fhir::outcome::Severity::Error)
-                .collect();
-            if let Some(first) = errors.first() {
-                return Ok(Outcome::Failed(AttemptError::Permanent(format!(
-                    "the {target} copy does not conform to its profiles, so it was not sent ({} error(s); first at {}: {})",
-                    errors.len(),
-                    first.expression.as_deref().unwrap_or("-"),
-                    first.diagnostics
-                ))));
-            }
-            t.output.to_string()
-        }
-        Err(e) => {
-            return Ok(Outcome::Failed(AttemptError::Permanent(format!(
-                "translation failed: {e}"
-            ))));
-        }
-    };
-    state
-        .store
-        .append_audit(vec![disclosure.into_draft()])
-        .await?;
-    Ok(match push(state, &endpoint, d, body).await {
-        Ok(code) => Outcome::Delivered(code),
-        Err(e) => Outcome::Failed(e),
+/// The recipient as the delivery row recorded it at intake.
+fn recipient_of(d: &DeliveryRecord) -> Result<Route, String> {
+    Ok(Route {
+        ods: OdsCode::parse(&d.recipient_ods)?,
+        role: d.recipient_role.parse::<Role>()?,
+        relationships: serde_json::from_str::<std::collections::BTreeSet<Relationship>>(
+            &d.relationships,
+        )
+        .map_err(|e| e.to_string())?,
+        needs_gp_registration: d.needs_gp_registration,
     })
 }
 
-fn check_url(state: &AppState, url: &str) -> Result<reqwest::Url, AttemptError> {
-    let parsed = reqwest::Url::parse(url)
-        .map_err(|e| AttemptError::Permanent(format!("bad endpoint URL: {e}")))?;
-    let loopback = matches!(parsed.host_str(), Some("localhost" | "127.0.0.1" | "[::1]"));
-    match parsed.scheme() {
-        "https" => Ok(parsed),
-        "http" if loopback && state.settings.delivery.allow_loopback_http => Ok(parsed),
-        _ => Err(AttemptError::Permanent("endpoints must use https".into())),
-    }
-}
-
-async fn push(
-    state: &AppState,
-    endpoint: &EndpointRecord,
-    d: &DeliveryRecord,
-    body: String,
-) -> Result<u16, AttemptError> {
-    let url = check_url(state, &endpoint.url)?;
-    let mut request = state
-        .push_client
-        .post(url)
-        .header("Content-Type", "application/fhir+json")
-        .header("Idempotency-Key", d.id.as_str())
-        .header("X-Request-ID", uuid::Uuid::new_v4().to_string())
-        .header("X-Correlation-ID", d.document_id.as_str())
-        .body(body);
-    let auth: Value = serde_json::from_str(&endpoint.auth).unwrap_or(Value::Null);
-    if let Some(token) = auth.get("bearer_token").and_then(Value::as_str) {
-        request = request.bearer_auth(token);
-    } else if let Some(token_url) = auth.get("token_url").and_then(Value::as_str) {
-        let client_id = auth
-            .get("client_id")
-            .and_then(Value::as_str)
-            .unwrap_or("throughcare");
-        let token = fetch_token(state, token_url, client_id).await?;
-        request = request.bearer_auth(token);
-    }
-    match request.send().await {
-        Ok(response) => {
-            let code = response.status().as_u16();
-            if response.status().is_success() {
-                Ok(code)
-            } else {
-                let retry_after = response
-                    .headers()
-                    .get("Retry-After")
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| parse_retry_after(v, state.clock.now()));
-                Err(AttemptError::Status { code, retry_after })
-            }
+/// Makes the recipient's copy now and hands it to the endpoint's transport. Returns what came
+/// of it and the copy's loss report (JSON), when a copy was made.
+async fn attempt(state: &App, d: &DeliveryRecord) -> (Attempt, Option<String>) {
+    let record = match state.store.endpoint(&d.recipient_ods).await {
+        Ok(Some(r)) => r,
+        Ok(None) => return (Attempt::NoEndpoint, None),
+        Err(e) => return (transient("reading the endpoint", e), None),
+    };
+    let endpoint = match Endpoint::from_record(&record) {
+        Ok(e) => e,
+        Err(e) => return (permanent(codes::DELIVERY_ENDPOINT, e), None),
+    };
+    let stored = match state.store.document(&d.document_id).await {
+        Ok(Some(s)) => s,
+        Ok(None) => {
+            return (
+                permanent(codes::DELIVERY_DOCUMENT, "the document is missing".into()),
+                None,
+            );
         }
-        Err(e) if e.is_timeout() => Err(AttemptError::Timeout),
-        Err(e) if e.is_connect() || e.is_request() => Err(AttemptError::Connect(e.to_string())),
-        Err(e) => Err(AttemptError::Connect(e.to_string())),
+        Err(e) => return (transient("reading the document", e), None),
+    };
+    // Policy now: consent or agreements may have changed since intake.
+    let subject = match Subject::stored(state, &stored).await {
+        Ok(s) => s,
+        Err(e) if e.is_transient() => return (transient("reading consents", e), None),
+        Err(e) => return (permanent(codes::DELIVERY_DOCUMENT, e.to_string()), None),
+    };
+    let recipient = match recipient_of(d) {
+        Ok(r) => r,
+        Err(e) => return (permanent(codes::DELIVERY_DOCUMENT, e), None),
+    };
+    let made = copy_for(
+        state,
+        &subject,
+        &recipient,
+        &CopyRequest {
+            purpose: Purpose::Treat,
+            moment: Moment::Delivery,
+            target: endpoint.profile,
+            break_glass_allowed: false,
+            actor: gateway_actor(),
+        },
+    );
+    let loss_report = made.copy.is_some().then(|| made.loss_report().to_string());
+    // The decision is recorded before anything leaves.
+    if let Err(e) = state.store.append_audit(vec![made.audit.clone()]).await {
+        return (transient("recording the decision", e), loss_report);
     }
+    if !made.shares_anything() {
+        let why = made
+            .decision
+            .refusal
+            .clone()
+            .unwrap_or_else(|| "policy withholds everything".into());
+        return (Attempt::NothingToShare(why), None);
+    }
+    if let Some(e) = &made.translation_error {
+        return (
+            permanent(
+                codes::DELIVERY_TRANSLATION,
+                format!("translation failed: {e}"),
+            ),
+            loss_report,
+        );
+    }
+    // The recipient's copy must conform to the profiles its endpoint speaks: a copy that does
+    // not is a mapping defect, and retrying will not mend it.
+    let errors: Vec<_> = made.target_errors().collect();
+    if let Some(first) = errors.first() {
+        return (
+            permanent(
+                codes::DELIVERY_NONCONFORMANT,
+                format!(
+                    "the {} copy does not conform to its profiles, so it was not sent ({} error(s); first at {}: {})",
+                    made.target,
+                    errors.len(),
+                    first.expression.as_deref().unwrap_or("-"),
+                    first.diagnostics
+                ),
+            ),
+            loss_report,
+        );
+    }
+    let Some(copy) = &made.copy else {
+        return (
+            permanent(codes::DELIVERY_TRANSLATION, "no copy was made".into()),
+            loss_report,
+        );
+    };
+    let prepared = PreparedCopy {
+        delivery_id: &d.id,
+        document_id: &d.document_id,
+        target: made.target,
+        body: copy.to_string().into_bytes(),
+    };
+    let outcome = state
+        .transports
+        .for_kind(endpoint.kind)
+        .send(state, &endpoint, &prepared)
+        .await;
+    (Attempt::Ended(outcome), loss_report)
 }
 
-async fn record(state: &AppState, d: &DeliveryRecord, outcome: Outcome) -> anyhow::Result<()> {
+async fn record(
+    state: &App,
+    d: &DeliveryRecord,
+    attempt: Attempt,
+    loss_report: Option<String>,
+) -> Result<(), StoreError> {
     let settings = &state.settings.delivery;
     let now = state.clock.now();
     let stamp = rfc3339(now);
-    let update = |status: &str,
-                  business: &str,
+    let update = |status: TaskStatus,
+                  business: BusinessStatus,
+                  code: Option<&'static str>,
                   reason: Option<String>,
                   next: Option<String>,
-                  code: Option<i64>| {
-        DeliveryUpdate {
-            status: status.into(),
-            business_status: business.into(),
-            reason,
-            next_attempt_at: next,
-            last_status_code: code,
-            updated_at: stamp.clone(),
-        }
+                  status_code: Option<u16>| DeliveryUpdate {
+        status,
+        business_status: business,
+        reason_code: code.map(str::to_string),
+        reason,
+        next_attempt_at: next,
+        last_status_code: status_code.map(i64::from),
+        loss_report: loss_report.clone(),
+        updated_at: stamp.clone(),
     };
-    let (u, events) = match outcome {
-        Outcome::Delivered(code) => (
-            update("completed", "delivered", None, None, Some(i64::from(code))),
+    let (u, events) = match attempt {
+        Attempt::Ended(DeliveryOutcome::Delivered { status_code }) => (
+            update(
+                TaskStatus::Completed,
+                BusinessStatus::Delivered,
+                None,
+                None,
+                None,
+                status_code,
+            ),
             vec![change(
                 d,
                 "delivery-completed",
-                Some(i64::from(code)),
+                status_code.map(i64::from),
                 None,
                 true,
             )],
         ),
-        Outcome::NoEndpoint => (
+        Attempt::Ended(DeliveryOutcome::AwaitingAcknowledgement { reference }) => (
             update(
-                "requested",
-                "awaiting-pull",
+                TaskStatus::InProgress,
+                BusinessStatus::AwaitingAcknowledgement,
+                None,
+                Some(format!(
+                    "sent as {reference}; waiting for the acknowledgement"
+                )),
+                None,
+                None,
+            ),
+            vec![change(d, "delivery-sent", None, Some(reference), true)],
+        ),
+        Attempt::NoEndpoint => (
+            update(
+                TaskStatus::Requested,
+                BusinessStatus::AwaitingPull,
+                Some(codes::DELIVERY_NO_ENDPOINT),
                 Some("the recipient has no push endpoint: the copy waits for its pull".into()),
                 None,
                 None,
@@ -361,40 +342,64 @@ async fn record(state: &AppState, d: &DeliveryRecord, outcome: Outcome) -> anyho
                 false,
             )],
         ),
-        Outcome::NothingToShare(why) => (
-            update("failed", "nothing-to-share", Some(why.clone()), None, None),
+        Attempt::NothingToShare(why) => (
+            update(
+                TaskStatus::Failed,
+                BusinessStatus::NothingToShare,
+                Some(codes::DELIVERY_NOTHING_TO_SHARE),
+                Some(why.clone()),
+                None,
+                None,
+            ),
             vec![change(d, "delivery-failed", None, Some(why), false)],
         ),
-        Outcome::Failed(err) => {
-            let code = err.status_code().map(i64::from);
-            let reason = err.describe();
+        Attempt::Ended(DeliveryOutcome::Permanent {
+            code,
+            reason,
+            status_code,
+        }) => {
+            let sc = status_code.map(i64::from);
+            (
+                update(
+                    TaskStatus::Failed,
+                    BusinessStatus::PermanentError,
+                    Some(code),
+                    Some(reason.clone()),
+                    None,
+                    status_code,
+                ),
+                vec![
+                    change(d, "delivery-attempted", sc, Some(reason.clone()), false),
+                    change(d, "delivery-failed", sc, Some(reason), false),
+                ],
+            )
+        }
+        Attempt::Ended(DeliveryOutcome::RetryAfter {
+            reason,
+            status_code,
+            after,
+        }) => {
+            let sc = status_code.map(i64::from);
             let created = time::OffsetDateTime::parse(
                 &d.created_at,
                 &time::format_description::well_known::Rfc3339,
             )
             .unwrap_or(now);
             let too_old = now - created > time::Duration::hours(settings.max_age_hours);
-            if !err.is_retryable() {
-                (
-                    update(
-                        "failed",
-                        "permanent-error",
-                        Some(reason.clone()),
-                        None,
-                        code,
-                    ),
-                    vec![
-                        change(d, "delivery-attempted", code, Some(reason.clone()), false),
-                        change(d, "delivery-failed", code, Some(reason), false),
-                    ],
-                )
-            } else if d.attempts >= settings.max_attempts || too_old {
+            if d.attempts >= settings.max_attempts || too_old {
                 let why = format!("{reason}; gave up after {} attempts", d.attempts);
                 (
-                    update("failed", "dead-letter", Some(why.clone()), None, code),
+                    update(
+                        TaskStatus::Failed,
+                        BusinessStatus::DeadLetter,
+                        Some(codes::DELIVERY_DEAD_LETTER),
+                        Some(why.clone()),
+                        None,
+                        status_code,
+                    ),
                     vec![
-                        change(d, "delivery-attempted", code, Some(reason), false),
-                        change(d, "dead-letter", code, Some(why), false),
+                        change(d, "delivery-attempted", sc, Some(reason), false),
+                        change(d, "dead-letter", sc, Some(why), false),
                     ],
                 )
             } else {
@@ -402,95 +407,22 @@ async fn record(state: &AppState, d: &DeliveryRecord, outcome: Outcome) -> anyho
                     base: Duration::from_millis(settings.backoff_base_ms),
                     cap: Duration::from_secs(settings.backoff_cap_secs),
                 };
-                let retry_after = match &err {
-                    AttemptError::Status { retry_after, .. } => *retry_after,
-                    _ => None,
-                };
-                let wait = backoff.delay(d.attempts, retry_after, unit_random());
+                let wait = backoff.delay(d.attempts, after, unit_random());
                 let next = now + time::Duration::try_from(wait).unwrap_or(time::Duration::ZERO);
                 (
                     update(
-                        "requested",
-                        "retrying",
+                        TaskStatus::Requested,
+                        BusinessStatus::Retrying,
+                        Some(codes::DELIVERY_RETRYING),
                         Some(reason.clone()),
                         Some(rfc3339(next)),
-                        code,
+                        status_code,
                     ),
-                    vec![change(d, "delivery-attempted", code, Some(reason), false)],
+                    vec![change(d, "delivery-attempted", sc, Some(reason), false)],
                 )
             }
         }
     };
     let drafts = events.into_iter().map(AuditEvent::into_draft).collect();
-    state.store.finish_delivery(&d.id, u, drafts).await?;
-    Ok(())
-}
-
-/// Gets an access token from a recipient's token URL (SMART Backend Services, the gateway as the
-/// client: a client assertion signed with the gateway's own key), cached until shortly before it
-/// expires.
-async fn fetch_token(
-    state: &AppState,
-    token_url: &str,
-    client_id: &str,
-) -> Result<String, AttemptError> {
-    let key = format!("{client_id} {token_url}");
-    let now = state.clock.now().unix_timestamp();
-    if let Ok(cache) = state.recipient_tokens.lock()
-        && let Some((token, expires)) = cache.get(&key)
-        && *expires > now + 30
-    {
-        return Ok(token.clone());
-    }
-    let url = check_url(state, token_url)?;
-    let claims = serde_json::json!({
-        "iss": client_id, "sub": client_id, "aud": token_url,
-        "iat": now, "exp": now + 240, "jti": uuid::Uuid::new_v4().to_string(),
-    });
-    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES384);
-    header.kid = Some(state.tokens.gateway_key.kid.clone());
-    let assertion = jsonwebtoken::encode(&header, &claims, &state.tokens.gateway_key.encoding)
-        .map_err(|e| AttemptError::Permanent(format!("signing the token request: {e}")))?;
-    let response = state
-        .push_client
-        .post(url)
-        .form(&[
-            ("grant_type", "client_credentials"),
-            ("client_assertion_type", crate::auth::token::ASSERTION_TYPE),
-            ("client_assertion", assertion.as_str()),
-        ])
-        .send()
-        .await
-        .map_err(|e| {
-            if e.is_timeout() {
-                AttemptError::Timeout
-            } else {
-                AttemptError::Connect(e.to_string())
-            }
-        })?;
-    let status = response.status().as_u16();
-    if !response.status().is_success() {
-        // A refused token request is treated like the push it guards.
-        return Err(AttemptError::Status {
-            code: status,
-            retry_after: None,
-        });
-    }
-    let body: Value = response
-        .json()
-        .await
-        .map_err(|e| AttemptError::Connect(e.to_string()))?;
-    let token = body
-        .get("access_token")
-        .and_then(Value::as_str)
-        .ok_or_else(|| AttemptError::Permanent("the token response has no access_token".into()))?
-        .to_string();
-    let expires_in = body
-        .get("expires_in")
-        .and_then(Value::as_i64)
-        .unwrap_or(300);
-    if let Ok(mut cache) = state.recipient_tokens.lock() {
-        cache.insert(key, (token.clone(), now + expires_in));
-    }
-    Ok(token)
+    state.store.finish_delivery(&d.id, u, drafts).await
 }

@@ -1,12 +1,11 @@
 //! The CapabilityStatement, derived from the route table so it lists exactly what exists.
 
-use actix_web::http::Method;
 use serde_json::{Value, json};
 
 use super::FHIR_VERSION;
 
 /// Builds the CapabilityStatement for the FHIR routes in `routes` (method, path).
-pub fn build(public_url: &str, routes: &[(Method, &'static str)]) -> Value {
+pub fn build(public_url: &str, routes: &[(&str, &str)]) -> Value {
     let mut resources: Vec<(String, Vec<&'static str>, Vec<Value>)> = Vec::new();
     let mut system_ops = Vec::new();
     for (method, path) in routes {
@@ -17,7 +16,7 @@ pub fn build(public_url: &str, routes: &[(Method, &'static str)]) -> Value {
             continue;
         }
         let segments: Vec<&str> = rest.split('/').collect();
-        let (resource, interaction, op) = match (method.as_str(), segments.as_slice()) {
+        let (resource, interaction, op) = match (*method, segments.as_slice()) {
             ("POST", [op]) if op.starts_with('$') => (None, None, Some(*op)),
             ("POST", [ty]) => (Some(*ty), Some("create"), None),
             ("GET", [ty]) => (Some(*ty), Some("search-type"), None),

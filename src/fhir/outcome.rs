@@ -72,7 +72,7 @@ impl Issue {
             issue.insert(
                 "details".into(),
                 json!({"coding": [{
-                    "system": "https://throughcare.example.org/fhir/CodeSystem/gateway-issue",
+                    "system": crate::error::codes::SYSTEM,
                     "code": code
                 }]}),
             );

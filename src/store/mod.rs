@@ -12,7 +12,8 @@ pub fn sqlite_file_name() -> &'static str {
 
 use async_trait::async_trait;
 
-use crate::audit::{AuditDraft, AuditEntry};
+use crate::chain::{AuditDraft, AuditEntry};
+use crate::domain::{BusinessStatus, TaskStatus};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -22,12 +23,6 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("i/o error: {0}")]
     Io(#[from] std::io::Error),
-}
-
-impl From<StoreError> for crate::error::ApiError {
-    fn from(err: StoreError) -> Self {
-        crate::error::ApiError::Unexpected(anyhow::Error::new(err))
-    }
 }
 
 /// A document about to be accepted.
@@ -74,11 +69,15 @@ pub struct NewDelivery {
     /// JSON array of relationships.
     pub relationships: String,
     pub needs_gp_registration: bool,
-    pub status: String,
-    pub business_status: String,
+    pub status: TaskStatus,
+    pub business_status: BusinessStatus,
+    /// The stable code (`GW-DELIVERY-*`) of why it is where it is.
+    pub reason_code: Option<String>,
     pub reason: Option<String>,
     pub next_attempt_at: Option<String>,
     pub release_date: Option<String>,
+    /// The loss report of the copy previewed at intake (JSON array).
+    pub loss_report: Option<String>,
 }
 
 /// A delivery as stored.
@@ -92,8 +91,10 @@ pub struct DeliveryRecord {
     pub recipient_role: String,
     pub relationships: String,
     pub needs_gp_registration: bool,
-    pub status: String,
-    pub business_status: String,
+    pub status: TaskStatus,
+    pub business_status: BusinessStatus,
+    /// The stable code (`GW-DELIVERY-*`) of why it is where it is.
+    pub reason_code: Option<String>,
     pub reason: Option<String>,
     pub attempts: i64,
     pub next_attempt_at: Option<String>,
@@ -101,6 +102,8 @@ pub struct DeliveryRecord {
     pub release_date: Option<String>,
     pub at_risk: bool,
     pub last_status_code: Option<i64>,
+    /// The loss report of the copy last made for this delivery (JSON array).
+    pub loss_report: Option<String>,
     pub created_at: String,
     pub updated_at: String,
 }
@@ -108,11 +111,15 @@ pub struct DeliveryRecord {
 /// The outcome of one attempt, written when it ends.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeliveryUpdate {
-    pub status: String,
-    pub business_status: String,
+    pub status: TaskStatus,
+    pub business_status: BusinessStatus,
+    /// The stable code (`GW-DELIVERY-*`) of why it is where it is.
+    pub reason_code: Option<String>,
     pub reason: Option<String>,
     pub next_attempt_at: Option<String>,
     pub last_status_code: Option<i64>,
+    /// The loss report of the copy made for this attempt; `None` keeps the one stored.
+    pub loss_report: Option<String>,
     pub updated_at: String,
 }
 
@@ -123,8 +130,8 @@ pub struct DeliveryFilter {
     pub recipient_ods: Option<String>,
     /// Deliveries visible to this organisation: as sender or as recipient.
     pub party_ods: Option<String>,
-    pub status: Option<String>,
-    pub business_status: Option<String>,
+    pub status: Option<TaskStatus>,
+    pub business_status: Option<BusinessStatus>,
     pub at_risk: Option<bool>,
     pub updated_since: Option<String>,
     pub limit: i64,
@@ -134,6 +141,8 @@ pub struct DeliveryFilter {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EndpointRecord {
     pub ods: String,
+    /// How the endpoint receives (`fhir-rest`).
+    pub kind: String,
     pub url: String,
     pub profile: String,
     /// JSON: how the gateway authenticates to the endpoint.

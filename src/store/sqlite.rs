@@ -16,7 +16,7 @@ use super::{
     DeliveryFilter, DeliveryRecord, DeliveryUpdate, EndpointRecord, NewDelivery, NewDocument,
     Store, StoreError, StoredDocument, VersionOutcome,
 };
-use crate::audit::{AuditDraft, AuditEntry};
+use crate::chain::{AuditDraft, AuditEntry};
 use crate::clock::{SharedClock, rfc3339};
 
 /// The database file inside the data directory.
@@ -150,8 +150,9 @@ fn delivery_from_row(row: &SqliteRow) -> Result<DeliveryRecord, sqlx::Error> {
         recipient_role: row.try_get("recipient_role")?,
         relationships: row.try_get("relationships")?,
         needs_gp_registration: row.try_get("needs_gp_registration")?,
-        status: row.try_get("status")?,
-        business_status: row.try_get("business_status")?,
+        status: parsed(row, "status")?,
+        business_status: parsed(row, "business_status")?,
+        reason_code: row.try_get("reason_code")?,
         reason: row.try_get("reason")?,
         attempts: row.try_get("attempts")?,
         next_attempt_at: row.try_get("next_attempt_at")?,
@@ -159,14 +160,28 @@ fn delivery_from_row(row: &SqliteRow) -> Result<DeliveryRecord, sqlx::Error> {
         release_date: row.try_get("release_date")?,
         at_risk: row.try_get("at_risk")?,
         last_status_code: row.try_get("last_status_code")?,
+        loss_report: row.try_get("loss_report")?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
+    })
+}
+
+/// A column holding one of the gateway's string enums.
+fn parsed<T: std::str::FromStr<Err = String>>(
+    row: &SqliteRow,
+    column: &str,
+) -> Result<T, sqlx::Error> {
+    let text: String = row.try_get(column)?;
+    text.parse::<T>().map_err(|e| sqlx::Error::ColumnDecode {
+        index: column.to_string(),
+        source: e.into(),
     })
 }
 
 fn endpoint_from_row(row: &SqliteRow) -> Result<EndpointRecord, sqlx::Error> {
     Ok(EndpointRecord {
         ods: row.try_get("ods")?,
+        kind: row.try_get("kind")?,
         url: row.try_get("url")?,
         profile: row.try_get("profile")?,
         auth: row.try_get("auth")?,
@@ -239,8 +254,8 @@ impl Store for SqliteStore {
             sqlx::query(
                 "INSERT INTO deliveries (id, document_id, nhs_number, sender_ods, recipient_ods, \
                  recipient_role, relationships, needs_gp_registration, status, business_status, \
-                 reason, next_attempt_at, release_date, created_at, updated_at) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                 reason_code, reason, next_attempt_at, release_date, loss_report, created_at, \
+                 updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             )
             .bind(&d.id)
             .bind(&doc.id)
@@ -250,11 +265,13 @@ impl Store for SqliteStore {
             .bind(&d.recipient_role)
             .bind(&d.relationships)
             .bind(d.needs_gp_registration)
-            .bind(&d.status)
-            .bind(&d.business_status)
+            .bind(d.status.as_str())
+            .bind(d.business_status.as_str())
+            .bind(&d.reason_code)
             .bind(&d.reason)
             .bind(&d.next_attempt_at)
             .bind(&d.release_date)
+            .bind(&d.loss_report)
             .bind(&doc.received_at)
             .bind(&doc.received_at)
             .execute(&mut *tx)
@@ -563,15 +580,17 @@ impl Store for SqliteStore {
     ) -> Result<(), StoreError> {
         let mut tx = self.writer.begin().await?;
         sqlx::query(
-            "UPDATE deliveries SET status = ?, business_status = ?, reason = ?, \
-             next_attempt_at = ?, last_status_code = ?, updated_at = ?, claimed_until = NULL \
-             WHERE id = ?",
+            "UPDATE deliveries SET status = ?, business_status = ?, reason_code = ?, reason = ?, \
+             next_attempt_at = ?, last_status_code = ?, loss_report = COALESCE(?, loss_report), \
+             updated_at = ?, claimed_until = NULL WHERE id = ?",
         )
-        .bind(&u.status)
-        .bind(&u.business_status)
+        .bind(u.status.as_str())
+        .bind(u.business_status.as_str())
+        .bind(&u.reason_code)
         .bind(&u.reason)
         .bind(&u.next_attempt_at)
         .bind(u.last_status_code)
+        .bind(&u.loss_report)
         .bind(&u.updated_at)
         .bind(id)
         .execute(&mut *tx)
@@ -602,10 +621,10 @@ impl Store for SqliteStore {
             qb.push(" OR sender_ods = ").push_bind(v.clone()).push(")");
         }
         if let Some(v) = &f.status {
-            qb.push(" AND status = ").push_bind(v.clone());
+            qb.push(" AND status = ").push_bind(v.as_str());
         }
         if let Some(v) = &f.business_status {
-            qb.push(" AND business_status = ").push_bind(v.clone());
+            qb.push(" AND business_status = ").push_bind(v.as_str());
         }
         if let Some(v) = f.at_risk {
             qb.push(" AND at_risk = ").push_bind(v);
@@ -631,7 +650,7 @@ impl Store for SqliteStore {
         let mut tx = self.writer.begin().await?;
         let changed = sqlx::query(
             "UPDATE deliveries SET status = 'requested', business_status = 'scheduled', \
-             attempts = 0, next_attempt_at = ?, claimed_until = NULL, updated_at = ?, reason = NULL \
+             attempts = 0, next_attempt_at = ?, claimed_until = NULL, updated_at = ?, reason = NULL, reason_code = NULL \
              WHERE id = ? AND status = 'failed'",
         )
         .bind(now)
@@ -699,12 +718,13 @@ impl Store for SqliteStore {
     ) -> Result<(), StoreError> {
         let mut tx = self.writer.begin().await?;
         sqlx::query(
-            "INSERT INTO endpoints (ods, url, profile, auth, updated_at, updated_by) \
-             VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (ods) DO UPDATE SET url = excluded.url, \
-             profile = excluded.profile, auth = excluded.auth, updated_at = excluded.updated_at, \
+            "INSERT INTO endpoints (ods, kind, url, profile, auth, updated_at, updated_by) \
+             VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (ods) DO UPDATE SET kind = excluded.kind, \
+             url = excluded.url, profile = excluded.profile, auth = excluded.auth, updated_at = excluded.updated_at, \
              updated_by = excluded.updated_by",
         )
         .bind(&e.ods)
+        .bind(&e.kind)
         .bind(&e.url)
         .bind(&e.profile)
         .bind(&e.auth)
@@ -714,7 +734,8 @@ impl Store for SqliteStore {
         .await?;
         // Copies waiting for a pull can now be pushed.
         sqlx::query(
-            "UPDATE deliveries SET business_status = 'scheduled', next_attempt_at = ?, updated_at = ? \
+            "UPDATE deliveries SET business_status = 'scheduled', next_attempt_at = ?, updated_at = ?, \
+             reason = NULL, reason_code = NULL \
              WHERE recipient_ods = ? AND status = 'requested' AND business_status = 'awaiting-pull'",
         )
         .bind(&e.updated_at)

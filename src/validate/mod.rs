@@ -491,5 +491,29 @@ fn dedupe(issues: &mut Vec<Issue>) {
     });
 }
 
+/// Prison documents (and resources claiming a prison profile) default to the prison profiles;
+/// everything else to UK Core.
+pub fn choose_set(resource: &Value) -> ProfileSet {
+    let claims_prison = |r: &Value| {
+        r.pointer("/meta/profile")
+            .and_then(Value::as_array)
+            .is_some_and(|p| {
+                p.iter()
+                    .filter_map(Value::as_str)
+                    .any(|u| u.starts_with(PRISON_SD_BASE))
+            })
+    };
+    let is_document = resource.get("type").and_then(Value::as_str) == Some("document")
+        && resource
+            .pointer("/entry/0/resource/resourceType")
+            .and_then(Value::as_str)
+            == Some("Composition");
+    if claims_prison(resource) || is_document {
+        ProfileSet::Prison
+    } else {
+        ProfileSet::UkCore
+    }
+}
+
 #[cfg(test)]
 mod tests;

@@ -1,0 +1,292 @@
+//! Administration use cases: data-sharing agreements (versioned, never edited in place), the
+//! endpoint directory, and the deliveries operators watch and replay. Every change is audited.
+
+use serde_json::{Value, json};
+
+use crate::app::App;
+use crate::audit::AuditEvent;
+use crate::auth::Principal;
+use crate::delivery::directory::{Endpoint, EndpointAuth, EndpointKind};
+use crate::domain::{OdsCode, TaskStatus};
+use crate::error::{ApiError, codes};
+use crate::fhir::outcome::Issue;
+use crate::policy::{Agreement, AgreementStatus};
+use crate::sharing::AgreementError;
+use crate::store::DeliveryFilter;
+use crate::translate::Target;
+
+impl From<AgreementError> for ApiError {
+    fn from(e: AgreementError) -> Self {
+        match e {
+            AgreementError::Invalid(m) => ApiError::Unprocessable(vec![
+                Issue::error("invalid", m).with_code(codes::AGREEMENT_INVALID),
+            ]),
+            AgreementError::VersionConflict { .. } => ApiError::Conflict(
+                Issue::error("conflict", e.to_string())
+                    .with_code(codes::AGREEMENT_VERSION_CONFLICT),
+            ),
+            AgreementError::NotFound(_) => ApiError::not_found(e.to_string()),
+            AgreementError::Store(s) => s.into(),
+        }
+    }
+}
+
+/// The latest version of every agreement.
+pub fn agreements(app: &App) -> Vec<Value> {
+    app.sharing
+        .agreements()
+        .iter()
+        .map(|a| serde_json::to_value(a).unwrap_or(Value::Null))
+        .collect()
+}
+
+/// One agreement with its whole version history.
+pub async fn agreement(app: &App, id: &str) -> Result<Value, ApiError> {
+    let versions = app.store.agreement_versions(Some(id)).await?;
+    if versions.is_empty() {
+        return Err(ApiError::not_found(format!("Agreement {id} is not known.")));
+    }
+    let history: Vec<Value> = versions
+        .iter()
+        .map(|r| {
+            json!({"version": r.version, "status": r.status, "recordedAt": r.recorded_at,
+                   "recordedBy": r.recorded_by,
+                   "agreement": serde_json::from_str::<Value>(&r.body).unwrap_or(Value::Null)})
+        })
+        .collect();
+    let current = history.last().cloned().unwrap_or(Value::Null);
+    Ok(json!({"id": id, "current": current, "versions": history}))
+}
+
+/// What storing an agreement version did.
+pub struct AgreementChange {
+    pub before: Option<u32>,
+    pub after: u32,
+    /// A new version was stored (not a repeat of the stored one).
+    pub stored: bool,
+}
+
+/// Stores a new version of agreement `id` from its JSON form.
+pub async fn put_agreement(
+    app: &App,
+    principal: &Principal,
+    id: &str,
+    body: Value,
+) -> Result<AgreementChange, ApiError> {
+    let agreement: Agreement = serde_json::from_value(body).map_err(|e| {
+        ApiError::Unprocessable(vec![
+            Issue::error(
+                "invalid",
+                format!("The agreement does not fit the schema: {e}."),
+            )
+            .with_code(codes::AGREEMENT_INVALID),
+        ])
+    })?;
+    if agreement.id != id {
+        return Err(ApiError::bad_request(
+            codes::AGREEMENT_INVALID,
+            "The body's id differs from the URL's.",
+        ));
+    }
+    let (before, after, stored) = app
+        .sharing
+        .store_version(
+            app.store.as_ref(),
+            &agreement,
+            &principal.actor(),
+            &app.now_stamp(),
+        )
+        .await?;
+    Ok(AgreementChange {
+        before,
+        after,
+        stored,
+    })
+}
+
+/// Retires agreement `id` (a new version with status retired). Retiring a retired agreement
+/// changes nothing.
+pub async fn retire_agreement(
+    app: &App,
+    principal: &Principal,
+    id: &str,
+) -> Result<AgreementChange, ApiError> {
+    let current = app
+        .sharing
+        .agreements()
+        .iter()
+        .find(|a| a.id == id)
+        .cloned()
+        .ok_or_else(|| ApiError::not_found(format!("Agreement {id} is not known.")))?;
+    if current.status == AgreementStatus::Retired {
+        return Ok(AgreementChange {
+            before: Some(current.version),
+            after: current.version,
+            stored: false,
+        });
+    }
+    let mut retired = current;
+    retired.version += 1;
+    retired.status = AgreementStatus::Retired;
+    let (before, after, stored) = app
+        .sharing
+        .store_version(
+            app.store.as_ref(),
+            &retired,
+            &principal.actor(),
+            &app.now_stamp(),
+        )
+        .await?;
+    Ok(AgreementChange {
+        before,
+        after,
+        stored,
+    })
+}
+
+/// The endpoint directory, with secrets redacted.
+pub async fn endpoints(app: &App) -> Result<Vec<Value>, ApiError> {
+    let mut out = Vec::new();
+    for r in app.store.endpoints().await? {
+        let auth = match Endpoint::from_record(&r) {
+            Ok(e) => e.auth.redacted(),
+            Err(e) => json!({"unreadable": e}),
+        };
+        out.push(
+            json!({"ods": r.ods, "kind": r.kind, "url": r.url, "profile": r.profile,
+                        "auth": auth, "updatedAt": r.updated_at, "updatedBy": r.updated_by}),
+        );
+    }
+    Ok(out)
+}
+
+/// An endpoint as an operator writes it.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointBody {
+    #[serde(default)]
+    pub kind: Option<String>,
+    pub url: String,
+    /// `uk-core-r4`, `gp-connect-stu3` or `prison`.
+    pub profile: String,
+    #[serde(default)]
+    pub auth: Option<Value>,
+}
+
+fn endpoint_invalid(message: impl Into<String>, expression: &str) -> ApiError {
+    ApiError::unprocessable(codes::ENDPOINT_INVALID, message, expression)
+}
+
+/// Registers or changes a recipient's endpoint; copies waiting for a pull become due.
+pub async fn put_endpoint(
+    app: &App,
+    principal: &Principal,
+    ods: &str,
+    body: Value,
+) -> Result<OdsCode, ApiError> {
+    let ods = OdsCode::parse(ods).map_err(|e| ApiError::bad_request(codes::BAD_ID, e))?;
+    let parsed: EndpointBody = serde_json::from_value(body).map_err(|e| {
+        ApiError::Unprocessable(vec![
+            Issue::error(
+                "invalid",
+                format!("The endpoint does not fit the schema: {e}."),
+            )
+            .with_code(codes::ENDPOINT_INVALID),
+        ])
+    })?;
+    let kind = match parsed.kind.as_deref() {
+        None => EndpointKind::FhirRest,
+        Some(k) => k.parse().map_err(|e: String| endpoint_invalid(e, "kind"))?,
+    };
+    let url = reqwest::Url::parse(&parsed.url)
+        .map_err(|e| endpoint_invalid(format!("url: {e}"), "url"))?;
+    if url.scheme() != "https" && url.scheme() != "http" {
+        return Err(endpoint_invalid("url must be https", "url"));
+    }
+    let profile = parsed.profile.parse::<Target>().map_err(|_| {
+        endpoint_invalid(
+            "profile must be uk-core-r4, gp-connect-stu3 or prison",
+            "profile",
+        )
+    })?;
+    let auth = EndpointAuth::parse(parsed.auth.as_ref().unwrap_or(&Value::Null))
+        .map_err(|e| endpoint_invalid(e, "auth"))?;
+    let endpoint = Endpoint {
+        ods: ods.to_string(),
+        kind,
+        url: parsed.url.clone(),
+        profile,
+        auth,
+        updated_at: app.now_stamp(),
+        updated_by: principal.client_id.clone(),
+    };
+    let event = AuditEvent::EndpointChanged {
+        actor: principal.actor(),
+        ods: ods.to_string(),
+        url: parsed.url,
+        profile: profile.as_str().to_string(),
+    };
+    app.store
+        .put_endpoint(endpoint.to_record(), vec![event.into_draft()])
+        .await?;
+    app.delivery_wakeup.notify_one();
+    Ok(ods)
+}
+
+/// Deliveries for operators (all organisations), newest first.
+pub async fn deliveries(app: &App, filter: &DeliveryFilter) -> Result<Vec<Value>, ApiError> {
+    Ok(app
+        .store
+        .deliveries(filter)
+        .await?
+        .iter()
+        .map(|d| {
+            json!({"id": d.id, "document": d.document_id, "recipient": d.recipient_ods,
+                   "status": d.status.as_str(), "businessStatus": d.business_status.as_str(),
+                   "reasonCode": d.reason_code, "reason": d.reason,
+                   "attempts": d.attempts, "nextAttemptAt": d.next_attempt_at, "atRisk": d.at_risk,
+                   "releaseDate": d.release_date, "lastStatusCode": d.last_status_code,
+                   "updatedAt": d.updated_at})
+        })
+        .collect())
+}
+
+/// Replays a failed or dead-lettered delivery.
+pub async fn retry_delivery(app: &App, principal: &Principal, id: &str) -> Result<(), ApiError> {
+    let d = app
+        .store
+        .delivery(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("Delivery {id} is not known.")))?;
+    let event = AuditEvent::DeliveryChanged {
+        actor: Some(principal.actor()),
+        what: "delivery-requeued",
+        delivery_id: d.id.clone(),
+        document_id: d.document_id.clone(),
+        nhs_number: d.nhs_number.clone(),
+        recipient: d.recipient_ods.clone(),
+        attempt: d.attempts,
+        status_code: None,
+        reason: Some("replayed by an operator".into()),
+        success: true,
+    };
+    let requeued = d.status == TaskStatus::Failed
+        && app
+            .store
+            .requeue_delivery(id, &app.now_stamp(), vec![event.into_draft()])
+            .await?;
+    if !requeued {
+        return Err(ApiError::Conflict(
+            Issue::error(
+                "conflict",
+                format!(
+                    "Delivery {id} is {} ({}): only failed deliveries are replayed.",
+                    d.status, d.business_status
+                ),
+            )
+            .with_code(codes::NOT_REPLAYABLE),
+        ));
+    }
+    app.delivery_wakeup.notify_one();
+    Ok(())
+}

@@ -1,0 +1,6 @@
+//! `/admin`: data-sharing agreements, the endpoint directory and the deliveries operators watch
+//! and replay (for the roles `icb` and `admin`, as the route table declares).
+
+pub mod agreements;
+pub mod deliveries;
+pub mod endpoints;

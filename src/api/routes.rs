@@ -1,0 +1,340 @@
+//! The route table: the single source for the router, the access rule of each route, the
+//! CapabilityStatement and the test that holds `openapi.yaml` to the router.
+//!
+//! Each protected route declares once who may use it (roles), on which resource and with which
+//! permission; the [`Principal`](crate::auth::Principal) extractor checks that declaration for
+//! the route it is extracted for, so handlers never retype it.
+
+use std::collections::HashMap;
+
+use actix_web::http::Method;
+use actix_web::{HttpRequest, HttpResponse, Route, web};
+
+use super::{admin, audit, bundle, consent, health, metadata, oauth, patient, sharing, task};
+use super::{translate, validate};
+use crate::auth::Permission;
+use crate::domain::Role;
+use crate::error::{ApiError, codes};
+use crate::fhir::outcome::Issue;
+
+/// Who may use a route.
+#[derive(Debug, Clone, Copy)]
+pub enum Access {
+    /// No token needed (metadata, the token endpoint, well-known documents, health).
+    Public,
+    /// Any valid token (code translation, DESIGN §10).
+    Authenticated,
+    /// A valid token whose role is one of `roles` and whose scopes grant `permission` on
+    /// `resource`.
+    Protected {
+        roles: &'static [Role],
+        resource: &'static str,
+        permission: Permission,
+    },
+}
+
+/// One row of the route table.
+pub struct RouteDef {
+    pub method: Method,
+    pub path: &'static str,
+    pub access: Access,
+    pub route: fn() -> Route,
+}
+
+const CARE: &[Role] = &[Role::Prison, Role::Gp, Role::Icb, Role::Service];
+const TOOLS: &[Role] = &[
+    Role::Prison,
+    Role::Gp,
+    Role::Icb,
+    Role::Service,
+    Role::Admin,
+];
+const PRISON: &[Role] = &[Role::Prison];
+const OPERATORS: &[Role] = &[Role::Icb, Role::Admin];
+const DECIDERS: &[Role] = &[Role::Prison, Role::Icb, Role::Admin, Role::Auditor];
+const AUDITORS: &[Role] = &[Role::Auditor];
+
+const fn protected(
+    roles: &'static [Role],
+    resource: &'static str,
+    permission: Permission,
+) -> Access {
+    Access::Protected {
+        roles,
+        resource,
+        permission,
+    }
+}
+
+fn def(method: Method, path: &'static str, access: Access, route: fn() -> Route) -> RouteDef {
+    RouteDef {
+        method,
+        path,
+        access,
+        route,
+    }
+}
+
+/// Every route the gateway serves. More specific paths come before parameterised ones.
+pub fn route_table() -> Vec<RouteDef> {
+    use Permission::{Create, Delete, Read, Search, Update};
+    vec![
+        def(Method::GET, "/fhir/metadata", Access::Public, || {
+            web::get().to(metadata::capability_statement)
+        }),
+        def(
+            Method::POST,
+            "/fhir/Bundle",
+            protected(PRISON, "Bundle", Create),
+            || web::post().to(bundle::submit_document),
+        ),
+        def(
+            Method::POST,
+            "/fhir/Bundle/$translate",
+            protected(TOOLS, "Bundle", Read),
+            || web::post().to(translate::translate_bundle),
+        ),
+        def(
+            Method::POST,
+            "/fhir/ConceptMap/$translate",
+            Access::Authenticated,
+            || web::post().to(translate::translate_code),
+        ),
+        def(
+            Method::GET,
+            "/fhir/Bundle/{id}",
+            protected(CARE, "Bundle", Read),
+            || web::get().to(bundle::read_document),
+        ),
+        def(
+            Method::POST,
+            "/fhir/Consent",
+            protected(PRISON, "Consent", Create),
+            || web::post().to(consent::create_consent),
+        ),
+        def(
+            Method::GET,
+            "/fhir/Consent",
+            protected(PRISON, "Consent", Search),
+            || web::get().to(consent::search_consents),
+        ),
+        def(
+            Method::GET,
+            "/fhir/Consent/{id}",
+            protected(PRISON, "Consent", Read),
+            || web::get().to(consent::read_consent),
+        ),
+        def(
+            Method::PUT,
+            "/fhir/Consent/{id}",
+            protected(PRISON, "Consent", Update),
+            || web::put().to(consent::update_consent),
+        ),
+        def(
+            Method::POST,
+            "/fhir/$sharing-decision",
+            protected(DECIDERS, "Bundle", Read),
+            || web::post().to(sharing::sharing_decision),
+        ),
+        def(
+            Method::POST,
+            "/fhir/$validate",
+            protected(TOOLS, "Bundle", Read),
+            || web::post().to(validate::validate_resource),
+        ),
+        def(
+            Method::GET,
+            "/fhir/Patient",
+            protected(CARE, "Patient", Search),
+            || web::get().to(patient::search_patients),
+        ),
+        def(
+            Method::POST,
+            "/fhir/Patient/$gpc.getstructuredrecord",
+            protected(CARE, "Patient", Read),
+            || web::post().to(patient::gpc_structured_record),
+        ),
+        def(
+            Method::GET,
+            "/fhir/Patient/{id}",
+            protected(CARE, "Patient", Read),
+            || web::get().to(patient::read_patient),
+        ),
+        def(
+            Method::GET,
+            "/fhir/Patient/{id}/$everything",
+            protected(CARE, "Patient", Read),
+            || web::get().to(patient::everything),
+        ),
+        def(
+            Method::GET,
+            "/fhir/Task",
+            protected(CARE, "Task", Search),
+            || web::get().to(task::search_tasks),
+        ),
+        def(
+            Method::GET,
+            "/fhir/Task/{id}",
+            protected(CARE, "Task", Read),
+            || web::get().to(task::read_task),
+        ),
+        def(
+            Method::GET,
+            "/admin/endpoints",
+            protected(OPERATORS, "Endpoint", Read),
+            || web::get().to(admin::endpoints::list_endpoints),
+        ),
+        def(
+            Method::PUT,
+            "/admin/endpoints/{ods}",
+            protected(OPERATORS, "Endpoint", Update),
+            || web::put().to(admin::endpoints::put_endpoint),
+        ),
+        def(
+            Method::GET,
+            "/admin/deliveries",
+            protected(OPERATORS, "Task", Search),
+            || web::get().to(admin::deliveries::list_deliveries),
+        ),
+        def(
+            Method::POST,
+            "/admin/deliveries/{id}/retry",
+            protected(OPERATORS, "Task", Update),
+            || web::post().to(admin::deliveries::retry_delivery),
+        ),
+        def(
+            Method::GET,
+            "/fhir/AuditEvent",
+            protected(AUDITORS, "AuditEvent", Search),
+            || web::get().to(audit::search_audit_events),
+        ),
+        def(
+            Method::GET,
+            "/admin/agreements",
+            protected(OPERATORS, "Agreement", Read),
+            || web::get().to(admin::agreements::list_agreements),
+        ),
+        def(
+            Method::GET,
+            "/admin/agreements/{id}",
+            protected(OPERATORS, "Agreement", Read),
+            || web::get().to(admin::agreements::read_agreement),
+        ),
+        def(
+            Method::PUT,
+            "/admin/agreements/{id}",
+            protected(OPERATORS, "Agreement", Update),
+            || web::put().to(admin::agreements::put_agreement),
+        ),
+        def(
+            Method::DELETE,
+            "/admin/agreements/{id}",
+            protected(OPERATORS, "Agreement", Delete),
+            || web::delete().to(admin::agreements::retire_agreement),
+        ),
+        def(Method::POST, "/oauth2/token", Access::Public, || {
+            web::post().to(oauth::issue_token)
+        }),
+        def(
+            Method::GET,
+            "/.well-known/smart-configuration",
+            Access::Public,
+            || web::get().to(oauth::smart_configuration),
+        ),
+        def(
+            Method::GET,
+            "/.well-known/jwks.json",
+            Access::Public,
+            || web::get().to(oauth::jwks),
+        ),
+        def(Method::GET, "/metrics", Access::Public, || {
+            web::get().to(health::metrics)
+        }),
+        def(Method::GET, "/healthz", Access::Public, || {
+            web::get().to(health::healthz)
+        }),
+        def(Method::GET, "/readyz", Access::Public, || {
+            web::get().to(health::readyz)
+        }),
+    ]
+}
+
+/// (method, path) of every route, for the CapabilityStatement and the OpenAPI test.
+pub fn routes() -> Vec<(Method, &'static str)> {
+    route_table()
+        .into_iter()
+        .map(|r| (r.method, r.path))
+        .collect()
+}
+
+/// The access rule of every route, by method and path pattern, for the `Principal` extractor.
+#[derive(Debug, Default)]
+pub struct AccessTable(HashMap<(Method, &'static str), Access>);
+
+impl AccessTable {
+    pub fn from_table() -> AccessTable {
+        AccessTable(
+            route_table()
+                .into_iter()
+                .map(|r| ((r.method, r.path), r.access))
+                .collect(),
+        )
+    }
+
+    pub fn get(&self, method: &Method, pattern: &str) -> Option<Access> {
+        self.0
+            .iter()
+            .find(|((m, p), _)| m == method && *p == pattern)
+            .map(|(_, a)| *a)
+    }
+}
+
+/// Mounts the route table. Paths are grouped so that a known path with another method answers
+/// 405 (with `Allow`), not 404.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    let mut paths: Vec<&'static str> = Vec::new();
+    let table = route_table();
+    for r in &table {
+        if !paths.contains(&r.path) {
+            paths.push(r.path);
+        }
+    }
+    for path in paths {
+        let allow: Vec<&str> = table
+            .iter()
+            .filter(|r| r.path == path)
+            .map(|r| r.method.as_str())
+            .collect();
+        let allow = allow.join(", ");
+        let mut resource = web::resource(path).default_service(web::to(move || {
+            let allow = allow.clone();
+            async move { method_not_allowed(allow) }
+        }));
+        for r in table.iter().filter(|r| r.path == path) {
+            resource = resource.route((r.route)());
+        }
+        cfg.service(resource);
+    }
+}
+
+fn method_not_allowed(allow: String) -> HttpResponse {
+    use actix_web::ResponseError;
+    let mut response = ApiError::MethodNotAllowed.error_response();
+    if let Ok(value) = actix_web::http::header::HeaderValue::from_str(&allow) {
+        response
+            .headers_mut()
+            .insert(actix_web::http::header::ALLOW, value);
+    }
+    response
+}
+
+/// The default service: no route for this method and path.
+pub async fn unknown_route(req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    Err(ApiError::NotFound(
+        Issue::error(
+            "not-supported",
+            format!("No route for {} {}.", req.method(), req.path()),
+        )
+        .with_code(codes::UNKNOWN_ROUTE),
+    ))
+}

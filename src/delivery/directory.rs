@@ -1,0 +1,181 @@
+//! The endpoint directory, typed: how each recipient receives (kind, URL, the profile it speaks,
+//! how the gateway authenticates to it). Stored as [`EndpointRecord`] rows; read through
+//! [`Endpoint::from_record`], so that nothing past this point handles the stored strings.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::store::EndpointRecord;
+use crate::translate::Target;
+
+/// How an endpoint receives copies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum EndpointKind {
+    /// The copy is POSTed as a FHIR Bundle (services, ICBs, other gateways).
+    #[serde(rename = "fhir-rest")]
+    FhirRest,
+}
+
+impl EndpointKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndpointKind::FhirRest => "fhir-rest",
+        }
+    }
+}
+
+impl std::str::FromStr for EndpointKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "fhir-rest" => Ok(EndpointKind::FhirRest),
+            other => Err(format!("endpoint kind {other:?} is not fhir-rest")),
+        }
+    }
+}
+
+/// How the gateway authenticates to an endpoint (beyond mutual TLS with its own certificate).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(untagged)]
+pub enum EndpointAuth {
+    /// A static bearer token.
+    Bearer { bearer_token: String },
+    /// A token fetched from the recipient's token URL with a gateway-signed assertion (SMART
+    /// Backend Services, the gateway as the client).
+    TokenUrl {
+        token_url: String,
+        #[serde(default = "default_client_id")]
+        client_id: String,
+    },
+    /// Mutual TLS alone.
+    #[default]
+    None,
+}
+
+fn default_client_id() -> String {
+    "throughcare".into()
+}
+
+impl EndpointAuth {
+    /// Reads the stored JSON (`{}` for none). Unknown shapes are refused.
+    pub fn parse(value: &Value) -> Result<EndpointAuth, String> {
+        match value {
+            Value::Null => Ok(EndpointAuth::None),
+            Value::Object(o) if o.is_empty() => Ok(EndpointAuth::None),
+            Value::Object(o) => {
+                let known = ["bearer_token", "token_url", "client_id"];
+                if let Some(k) = o.keys().find(|k| !known.contains(&k.as_str())) {
+                    return Err(format!(
+                        "auth.{k} is not known (bearer_token, token_url, client_id)"
+                    ));
+                }
+                if o.contains_key("bearer_token") && o.contains_key("token_url") {
+                    return Err("auth has both bearer_token and token_url".into());
+                }
+                serde_json::from_value::<EndpointAuth>(value.clone())
+                    .map_err(|e| format!("auth: {e}"))
+                    .and_then(|a| match a {
+                        EndpointAuth::None => Err("auth needs bearer_token or token_url".into()),
+                        a => Ok(a),
+                    })
+            }
+            _ => Err("auth must be an object".into()),
+        }
+    }
+
+    /// The stored JSON form.
+    pub fn to_json(&self) -> Value {
+        match self {
+            EndpointAuth::None => json!({}),
+            other => serde_json::to_value(other).unwrap_or_else(|_| json!({})),
+        }
+    }
+
+    /// The form shown to operators: secrets replaced by "(set)".
+    pub fn redacted(&self) -> Value {
+        match self {
+            EndpointAuth::Bearer { .. } => json!({"bearer_token": "(set)"}),
+            other => other.to_json(),
+        }
+    }
+}
+
+/// A recipient's endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    pub ods: String,
+    pub kind: EndpointKind,
+    pub url: String,
+    pub profile: Target,
+    pub auth: EndpointAuth,
+    pub updated_at: String,
+    pub updated_by: String,
+}
+
+impl Endpoint {
+    /// Reads a stored row. A row that no longer reads (edited by hand, or from a newer version)
+    /// is an error for the delivery, never a guess.
+    pub fn from_record(r: &EndpointRecord) -> Result<Endpoint, String> {
+        let auth: Value = serde_json::from_str(&r.auth).map_err(|e| format!("auth: {e}"))?;
+        Ok(Endpoint {
+            ods: r.ods.clone(),
+            kind: r.kind.parse()?,
+            url: r.url.clone(),
+            profile: r
+                .profile
+                .parse::<Target>()
+                .map_err(|_| format!("endpoint profile {:?} is unknown", r.profile))?,
+            auth: EndpointAuth::parse(&auth)?,
+            updated_at: r.updated_at.clone(),
+            updated_by: r.updated_by.clone(),
+        })
+    }
+
+    pub fn to_record(&self) -> EndpointRecord {
+        EndpointRecord {
+            ods: self.ods.clone(),
+            kind: self.kind.as_str().into(),
+            url: self.url.clone(),
+            profile: self.profile.as_str().into(),
+            auth: self.auth.to_json().to_string(),
+            updated_at: self.updated_at.clone(),
+            updated_by: self.updated_by.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auth_reads_each_mode_and_refuses_unknown_shapes() {
+        assert_eq!(EndpointAuth::parse(&json!({})).unwrap(), EndpointAuth::None);
+        assert_eq!(
+            EndpointAuth::parse(&json!({"bearer_token": "t"})).unwrap(),
+            EndpointAuth::Bearer {
+                bearer_token: "t".into()
+            }
+        );
+        assert_eq!(
+            EndpointAuth::parse(&json!({"token_url": "https://x/token"})).unwrap(),
+            EndpointAuth::TokenUrl {
+                token_url: "https://x/token".into(),
+                client_id: "throughcare".into()
+            }
+        );
+        assert!(EndpointAuth::parse(&json!({"password": "p"})).is_err());
+        assert!(EndpointAuth::parse(&json!({"bearer_token": "t", "token_url": "u"})).is_err());
+        assert!(EndpointAuth::parse(&json!("token")).is_err());
+        let bearer = EndpointAuth::Bearer {
+            bearer_token: "secret".into(),
+        };
+        assert_eq!(bearer.redacted(), json!({"bearer_token": "(set)"}));
+        assert_eq!(
+            EndpointAuth::parse(&bearer.to_json()).unwrap(),
+            bearer,
+            "the stored form reads back"
+        );
+    }
+}

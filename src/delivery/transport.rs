@@ -1,0 +1,93 @@
+//! Delivery transports: how a prepared copy reaches a recipient. The worker makes the copy
+//! (`recipient::copy_for`), picks the transport by the endpoint's [`EndpointKind`], and maps the
+//! typed [`DeliveryOutcome`] it gets back onto the Task, the retry schedule and the audit log.
+//! A transport knows nothing of policy, Tasks or retries.
+//!
+//! Adding a transport (MESH for GP practices) is one new file implementing [`Transport`], a
+//! variant of [`EndpointKind`] and a field of [`Transports`].
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use super::directory::{Endpoint, EndpointKind};
+use crate::app::App;
+use crate::translate::Target;
+
+/// A recipient's copy, ready to send.
+#[derive(Debug)]
+pub struct PreparedCopy<'a> {
+    /// The delivery's id: the stable idempotency key of every attempt.
+    pub delivery_id: &'a str,
+    /// The document's id: the correlation id.
+    pub document_id: &'a str,
+    /// The profile the copy is in.
+    pub target: Target,
+    /// The serialised copy: exactly these bytes leave the gateway.
+    pub body: Vec<u8>,
+}
+
+/// How one send ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeliveryOutcome {
+    /// The recipient has the copy.
+    Delivered { status_code: Option<u16> },
+    /// Worth another attempt, not before `after` when the recipient said so.
+    RetryAfter {
+        reason: String,
+        status_code: Option<u16>,
+        after: Option<Duration>,
+    },
+    /// No retry will mend it.
+    Permanent {
+        code: &'static str,
+        reason: String,
+        status_code: Option<u16>,
+    },
+    /// Sent; the recipient's acknowledgement will complete (or fail) the delivery.
+    AwaitingAcknowledgement { reference: String },
+}
+
+impl DeliveryOutcome {
+    /// The label counted in the `throughcare_delivery_attempts_total` metric.
+    pub fn label(&self) -> &'static str {
+        match self {
+            DeliveryOutcome::Delivered { .. } => "delivered",
+            DeliveryOutcome::RetryAfter { .. } => "retryable-error",
+            DeliveryOutcome::Permanent { .. } => "permanent-error",
+            DeliveryOutcome::AwaitingAcknowledgement { .. } => "awaiting-acknowledgement",
+        }
+    }
+}
+
+/// Sends prepared copies to one kind of endpoint.
+#[async_trait]
+pub trait Transport: Send + Sync {
+    fn kind(&self) -> EndpointKind;
+
+    async fn send(
+        &self,
+        app: &App,
+        endpoint: &Endpoint,
+        copy: &PreparedCopy<'_>,
+    ) -> DeliveryOutcome;
+}
+
+/// The transports this gateway runs, one per endpoint kind.
+pub struct Transports {
+    pub fhir_rest: super::rest::FhirRest,
+}
+
+impl Transports {
+    pub fn from_settings(settings: &crate::config::Settings) -> anyhow::Result<Transports> {
+        Ok(Transports {
+            fhir_rest: super::rest::FhirRest::new(&settings.delivery)?,
+        })
+    }
+
+    pub fn for_kind(&self, kind: EndpointKind) -> &dyn Transport {
+        match kind {
+            EndpointKind::FhirRest => &self.fhir_rest,
+        }
+    }
+}

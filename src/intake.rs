@@ -1,0 +1,301 @@
+//! Intake (DESIGN §4): a prison EHR's document, from bytes to a durable acceptance.
+//!
+//! parse → validate → identify → route → `copy_for` per recipient → plan deliveries → commit
+//! (the document, its deliveries and their audit entries in one transaction; the response only
+//! after it) → receipt. The receipt tells the sender at once, per recipient, what will be shared,
+//! withheld and lost in translation.
+
+use serde_json::Value;
+
+use crate::app::App;
+use crate::audit::AuditEvent;
+use crate::auth::Principal;
+use crate::clock::rfc3339;
+use crate::document::{self, DocumentSummary, ShapeError};
+use crate::domain::Moment;
+use crate::error::{ApiError, codes};
+use crate::fhir::outcome::{Issue, Severity};
+use crate::policy::{Party, Purpose};
+use crate::recipient::{CopyRequest, RecipientCopy, Subject, copy_for};
+use crate::store::{Acceptance, NewDocument};
+
+/// What the sender hears back.
+#[derive(Debug)]
+pub enum Receipt {
+    /// 201: newly accepted.
+    Created { id: String, issues: Vec<Issue> },
+    /// 200: the same document again; nothing new stored.
+    Repeat { id: String, issues: Vec<Issue> },
+}
+
+/// A refused document, with the patient when the document got far enough to name one (for the
+/// audit entry the edge records).
+#[derive(Debug)]
+pub struct Rejected {
+    pub error: ApiError,
+    pub nhs_number: Option<String>,
+}
+
+impl From<ApiError> for Rejected {
+    fn from(error: ApiError) -> Self {
+        Rejected {
+            error,
+            nhs_number: None,
+        }
+    }
+}
+
+/// SHA-256 of the document's compact JSON (whitespace-insensitive, order-preserving).
+pub fn content_hash(value: &Value) -> String {
+    let compact = serde_json::to_vec(value).unwrap_or_default();
+    hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &compact).as_ref())
+}
+
+/// Accepts a document from a prison EHR (the body's media type was checked at the edge).
+pub async fn submit(app: &App, principal: &Principal, body: &[u8]) -> Result<Receipt, Rejected> {
+    let tree = parse(app, body)?;
+    let summary = identify(&tree, principal)?;
+    let nhs_number = summary.nhs_number.as_str().to_string();
+    let named = |error: ApiError| Rejected {
+        error,
+        nhs_number: Some(nhs_number.clone()),
+    };
+    let warnings = validate(app, &tree).map_err(named)?;
+    let sender = Party {
+        ods: principal.ods.clone(),
+        role: principal.role,
+    };
+    let id = uuid::Uuid::new_v4().to_string();
+    let subject = Subject::incoming(app, tree, summary, sender, Some(id.clone()))
+        .await
+        .map_err(|e| named(e.into()))?;
+    let copies = preview(app, principal, &subject)
+        .await
+        .map_err(|e| named(e.into()))?;
+    commit(app, principal, body, &subject, copies, warnings)
+        .await
+        .map_err(named)
+}
+
+/// Parse: JSON within the limits, a Bundle.
+fn parse(app: &App, body: &[u8]) -> Result<Value, ApiError> {
+    let tree = crate::fhir::json::parse_body(body, app.settings.limits.max_json_depth)?;
+    let entries = tree
+        .get("entry")
+        .and_then(Value::as_array)
+        .map_or(0, Vec::len);
+    let max_entries = app.settings.limits.max_bundle_entries;
+    if entries > max_entries {
+        return Err(ApiError::PayloadTooLarge(
+            Issue::error(
+                "too-costly",
+                format!("The Bundle has {entries} entries; at most {max_entries} are accepted."),
+            )
+            .with_code(codes::TOO_LARGE),
+        ));
+    }
+    if tree.get("resourceType").and_then(Value::as_str) != Some("Bundle") {
+        return Err(ApiError::Unprocessable(vec![
+            Issue::error("structure", "The body must be a FHIR Bundle.")
+                .at("Bundle.resourceType")
+                .with_code(codes::SHAPE),
+        ]));
+    }
+    // The typed model catches wrong datatypes and codes outside required value sets.
+    if let Err(e) = fhir_io::check_r4_bundle_value(&tree) {
+        return Err(ApiError::Unprocessable(vec![
+            Issue::error(
+                "structure",
+                format!("The Bundle does not fit FHIR R4: {}.", e.message),
+            )
+            .at(e.expression)
+            .with_code(codes::TYPED_MODEL),
+        ]));
+    }
+    Ok(tree)
+}
+
+/// Identify: the document shape of §5a, the patient, and the author being the caller.
+fn identify(tree: &Value, principal: &Principal) -> Result<DocumentSummary, ApiError> {
+    match document::check(tree, &principal.ods) {
+        Ok(s) => Ok(s),
+        Err(ShapeError::Invalid(issues)) => Err(ApiError::Unprocessable(issues)),
+        Err(ShapeError::AuthorMismatch { author }) => Err(ApiError::forbidden(
+            codes::AUTHOR_MISMATCH,
+            format!(
+                "The document's author organisation ({author}) is not the caller's ({}).",
+                principal.ods
+            ),
+        )),
+    }
+}
+
+/// Validate against the prison profiles (DESIGN §5a): errors refuse the document, warnings
+/// travel in the 201.
+fn validate(app: &App, tree: &Value) -> Result<Vec<Issue>, ApiError> {
+    let (errors, warnings): (Vec<Issue>, Vec<Issue>) = app
+        .validator
+        .validate(tree, None, crate::validate::ProfileSet::Prison)
+        .into_iter()
+        .partition(|i| matches!(i.severity, Severity::Error | Severity::Fatal));
+    if errors.is_empty() {
+        Ok(warnings)
+    } else {
+        Err(ApiError::Unprocessable(errors))
+    }
+}
+
+/// Each routed recipient's copy, as it would be made now, in the profile it receives.
+async fn preview(
+    app: &App,
+    principal: &Principal,
+    subject: &Subject,
+) -> Result<Vec<RecipientCopy>, crate::store::StoreError> {
+    let mut copies = Vec::with_capacity(subject.routes.len());
+    for route in &subject.routes {
+        let target = crate::delivery::target_for(app, &route.ods, route.role).await?;
+        copies.push(copy_for(
+            app,
+            subject,
+            route,
+            &CopyRequest {
+                purpose: Purpose::Treat,
+                moment: Moment::IntakePreview,
+                target,
+                break_glass_allowed: false,
+                actor: principal.actor(),
+            },
+        ));
+    }
+    Ok(copies)
+}
+
+/// Commit the document, its deliveries and the audit entries in one transaction, then answer.
+async fn commit(
+    app: &App,
+    principal: &Principal,
+    body: &[u8],
+    subject: &Subject,
+    copies: Vec<RecipientCopy>,
+    warnings: Vec<Issue>,
+) -> Result<Receipt, ApiError> {
+    let summary = &subject.summary;
+    let id = subject.document_id.clone().unwrap_or_default();
+    let hash = content_hash(&subject.document);
+    let bundle_identifier = format!("{}|{}", summary.identifier_system, summary.identifier_value);
+    let doc = NewDocument {
+        id: id.clone(),
+        sender_client: principal.client_id.clone(),
+        sender_ods: principal.ods.to_string(),
+        identifier_system: summary.identifier_system.clone(),
+        identifier_value: summary.identifier_value.clone(),
+        content_hash: hash.clone(),
+        nhs_number: summary.nhs_number.as_str().to_string(),
+        event_code: summary.event.code().to_string(),
+        event_date: Some(summary.event_date.clone()),
+        received_at: rfc3339(app.clock.now()),
+        body: body.to_vec(),
+    };
+    let received = AuditEvent::DocumentReceived {
+        actor: principal.actor(),
+        document_id: id.clone(),
+        nhs_number: summary.nhs_number.as_str().to_string(),
+        bundle_identifier: bundle_identifier.clone(),
+        event: summary.event.code().to_string(),
+        content_hash: hash,
+    };
+    let (deliveries, delivery_events) = crate::delivery::plan(app, &id, summary, &copies).await?;
+    let mut audit = vec![received.into_draft()];
+    audit.extend(copies.iter().map(|c| c.audit.clone()));
+    audit.extend(delivery_events);
+    match app.store.accept_document(doc, deliveries.clone(), audit).await? {
+        Acceptance::Created { id } => {
+            tracing::info!(document_id = %id, event = summary.event.code(), "Document accepted.");
+            app.delivery_wakeup.notify_one();
+            let mut issues = vec![Issue::information(format!(
+                "Accepted {} document as Bundle/{id}.",
+                summary.event.code()
+            ))];
+            issues.extend(warnings);
+            issues.extend(translation_issues(&copies));
+            issues.extend(crate::sharing::verdict_issues(&copies));
+            for d in &deliveries {
+                issues.push(Issue::information(format!(
+                    "Delivery to {} is Task/{} ({}, {}).",
+                    d.recipient_ods, d.id, d.status, d.business_status
+                )));
+            }
+            Ok(Receipt::Created { id, issues })
+        }
+        Acceptance::Repeat { id } => {
+            app.audit
+                .record(AuditEvent::DocumentRepeated {
+                    actor: principal.actor(),
+                    document_id: id.clone(),
+                    nhs_number: summary.nhs_number.as_str().to_string(),
+                    bundle_identifier,
+                })
+                .await?;
+            let issues = vec![Issue::information(format!(
+                "This document was already accepted as Bundle/{id}; nothing new was stored."
+            ))];
+            Ok(Receipt::Repeat { id, issues })
+        }
+        Acceptance::Conflict { id } => Err(ApiError::Conflict(
+            Issue::error(
+                "duplicate",
+                format!(
+                    "Bundle.identifier {bundle_identifier} was already used by this sender for different \
+                     content (Bundle/{id}); give a changed document a new identifier."
+                ),
+            )
+            .at("Bundle.identifier")
+            .with_code(codes::IDEMPOTENCY_CONFLICT),
+        )),
+    }
+}
+
+/// What each recipient's copy loses in translation, and whether it conforms to its profile, as
+/// warnings for the sender.
+fn translation_issues(copies: &[RecipientCopy]) -> Vec<Issue> {
+    let mut issues = Vec::new();
+    for c in copies {
+        let whom = format!("{} ({})", c.recipient.ods, c.target.as_str());
+        for l in &c.losses {
+            let code = l
+                .code
+                .as_deref()
+                .map(|c| format!(" ({c})"))
+                .unwrap_or_default();
+            issues.push(
+                Issue::new(
+                    Severity::Warning,
+                    "incomplete",
+                    format!("Not carried in the copy for {whom}: {}{code}.", l.reason),
+                )
+                .at(l.path.clone()),
+            );
+        }
+        if let Some(e) = &c.translation_error {
+            issues.push(Issue::new(
+                Severity::Warning,
+                "incomplete",
+                format!("The copy for {whom} cannot be translated: {e}."),
+            ));
+        }
+        let errors: Vec<&Issue> = c.target_errors().collect();
+        if let Some(first) = errors.first() {
+            issues.push(Issue::new(
+                Severity::Warning,
+                "invariant",
+                format!(
+                    "The copy for {whom} does not conform to its profiles yet ({} error(s); first at {}: {}).",
+                    errors.len(),
+                    first.expression.as_deref().unwrap_or("-"),
+                    first.diagnostics
+                ),
+            ));
+        }
+    }
+    issues
+}

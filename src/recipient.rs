@@ -1,0 +1,291 @@
+//! The recipient-copy stage (DESIGN §4, "for each recipient"): the one place where a recipient's
+//! copy of a document is made.
+//!
+//! [`copy_for`] takes a [`Subject`] (the document, parsed once, with its routes and the patient's
+//! consents, loaded once for every recipient), a recipient (ODS code, typed role and
+//! relationships, a [`Route`]) and a [`CopyRequest`] (purpose, [`Moment`], the profile the
+//! recipient speaks) and returns a [`RecipientCopy`]: the policy decision, the element removals,
+//! the copy translated to the recipient's profile, its loss report, its issues against the target
+//! profile and the audit draft recording the decision. Intake (preview), `$sharing-decision`,
+//! every read and every delivery call it; nothing else applies policy or translates a document
+//! for a recipient.
+//!
+//! The function is pure over its inputs (no store access), so a cache of copies keyed by
+//! document, recipient, profile and the versions of consent and agreements has one place to
+//! live.
+
+use serde_json::{Value, json};
+
+use crate::app::App;
+use crate::audit::{Actor, AuditEvent};
+use crate::chain::AuditDraft;
+use crate::document::DocumentSummary;
+use crate::domain::{Moment, OdsCode, Role};
+use crate::fhir::outcome::{Issue, Severity};
+use crate::policy::{
+    ConsentDirective, Decision, DecisionRequest, Party, Purpose, RecipientContext, Removal, decide,
+    labels,
+};
+use crate::routing::{Directory, Route};
+use crate::store::{StoreError, StoredDocument};
+use crate::translate::{Loss, Source, Target, TranslateError};
+
+/// A document being shared, with what every recipient's copy needs: parsed once, routed once,
+/// the patient's consents read once.
+pub struct Subject {
+    pub document: Value,
+    pub summary: DocumentSummary,
+    /// The stored document's id (`None` for a document not stored: a preview of one given).
+    pub document_id: Option<String>,
+    pub sender: Party,
+    /// The recipients the document routes to.
+    pub routes: Vec<Route>,
+    pub consents: Vec<ConsentDirective>,
+}
+
+/// Why a stored document could not be prepared for sharing. Never the caller's fault: the
+/// document was checked at intake.
+#[derive(Debug, thiserror::Error)]
+pub enum SubjectError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the stored document {id} is unreadable: {why}")]
+    Unreadable { id: String, why: String },
+}
+
+impl SubjectError {
+    /// A store error may pass; an unreadable stored document will not.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, SubjectError::Store(_))
+    }
+}
+
+impl Subject {
+    /// A document about to be accepted (or given for a decision), already checked.
+    pub async fn incoming(
+        app: &App,
+        document: Value,
+        summary: DocumentSummary,
+        sender: Party,
+        document_id: Option<String>,
+    ) -> Result<Subject, StoreError> {
+        let routes = crate::routing::route(
+            &document,
+            summary.patient_entry,
+            summary.event,
+            &sender.ods,
+            app,
+        );
+        let consents = app
+            .sharing
+            .consents(app.store.as_ref(), summary.nhs_number.as_str())
+            .await?;
+        Ok(Subject {
+            document,
+            summary,
+            document_id,
+            sender,
+            routes,
+            consents,
+        })
+    }
+
+    /// A stored document, read back for a read, a decision or a delivery.
+    pub async fn stored(app: &App, stored: &StoredDocument) -> Result<Subject, SubjectError> {
+        let unreadable = |why: String| SubjectError::Unreadable {
+            id: stored.id.clone(),
+            why,
+        };
+        let document: Value =
+            serde_json::from_slice(&stored.body).map_err(|e| unreadable(e.to_string()))?;
+        let sender_ods = OdsCode::parse(&stored.sender_ods).map_err(unreadable)?;
+        let summary = crate::document::check(&document, &sender_ods)
+            .map_err(|_| unreadable("it no longer has the document shape".into()))?;
+        let sender = Party {
+            ods: sender_ods,
+            role: Role::Prison,
+        };
+        Ok(Subject::incoming(app, document, summary, sender, Some(stored.id.clone())).await?)
+    }
+
+    /// The recipient `ods` as this document sees it: its route (role and relationships) when
+    /// the document routes to it, else `role` (or its registered role) with no relationship to
+    /// the patient.
+    pub fn recipient(&self, app: &App, ods: &OdsCode, role: Option<Role>) -> Route {
+        if let Some(route) = self.routes.iter().find(|r| &r.ods == ods) {
+            let mut route = route.clone();
+            if let Some(role) = role {
+                route.role = role;
+            }
+            return route;
+        }
+        Route {
+            ods: ods.clone(),
+            role: role.or_else(|| app.role_of(ods)).unwrap_or(Role::Service),
+            relationships: Default::default(),
+            needs_gp_registration: false,
+        }
+    }
+}
+
+/// What a copy is for.
+#[derive(Debug, Clone)]
+pub struct CopyRequest {
+    pub purpose: Purpose,
+    pub moment: Moment,
+    /// The profile the recipient speaks.
+    pub target: Target,
+    /// The recipient's registration allows break-glass (pulls only).
+    pub break_glass_allowed: bool,
+    /// Who caused the copy to be made (the caller, or the gateway for a delivery).
+    pub actor: Actor,
+}
+
+/// One recipient's copy of a document, and everything said about it.
+#[derive(Debug)]
+pub struct RecipientCopy {
+    pub recipient: Route,
+    pub target: Target,
+    pub moment: Moment,
+    pub decision: Decision,
+    pub removals: Vec<Removal>,
+    /// The copy in the recipient's profile; `None` when nothing may be shared, or when it could
+    /// not be translated (`translation_error` says why).
+    pub copy: Option<Value>,
+    /// What the translation could not carry.
+    pub losses: Vec<Loss>,
+    /// The translation failed: a mapping defect, not the recipient's or the sender's doing.
+    pub translation_error: Option<TranslateError>,
+    /// Issues of the copy against the target profile (made at intake, decisions and
+    /// deliveries; reads skip it).
+    pub target_issues: Vec<Issue>,
+    /// The decision, for the audit log (committed by the caller with what it does next).
+    pub audit: AuditDraft,
+}
+
+impl RecipientCopy {
+    /// The recipient may receive something.
+    pub fn shares_anything(&self) -> bool {
+        self.decision.agreement.is_some() && self.decision.shared().next().is_some()
+    }
+
+    /// Target-profile errors (the copy does not conform).
+    pub fn target_errors(&self) -> impl Iterator<Item = &Issue> {
+        self.target_issues
+            .iter()
+            .filter(|i| matches!(i.severity, Severity::Error | Severity::Fatal))
+    }
+
+    /// The loss report as JSON (kept with a delivery and shown on its Task).
+    pub fn loss_report(&self) -> Value {
+        json!(self.losses)
+    }
+}
+
+/// The profile a recipient receives when it has not asked for one: its endpoint's, else the
+/// prison profile for a prison, else UK Core R4.
+pub fn default_target(endpoint_profile: Option<Target>, role: Role) -> Target {
+    endpoint_profile.unwrap_or(if role == Role::Prison {
+        Target::Prison
+    } else {
+        Target::UkCoreR4
+    })
+}
+
+/// Makes `recipient`'s copy of `subject` (see the module docs).
+pub fn copy_for(
+    app: &App,
+    subject: &Subject,
+    recipient: &Route,
+    request: &CopyRequest,
+) -> RecipientCopy {
+    let context = RecipientContext {
+        ods: recipient.ods.clone(),
+        role: recipient.role,
+        relationships: recipient.relationships.clone(),
+    };
+    let views = labels::views(&subject.document, &app.sharing.classifier);
+    let agreements = app.sharing.agreements();
+    let decision = decide(
+        &DecisionRequest {
+            sender: &subject.sender,
+            recipient: &context,
+            purpose: request.purpose,
+            at: app.clock.now(),
+            agreements: &agreements,
+            consents: &subject.consents,
+            break_glass_allowed: request.break_glass_allowed,
+            is_pull: request.moment.is_pull(),
+        },
+        &views,
+    );
+    let audit = AuditEvent::SharingDecided {
+        actor: request.actor.clone(),
+        nhs_number: subject.summary.nhs_number.as_str().to_string(),
+        recipient: recipient.ods.to_string(),
+        recipient_role: recipient.role.as_str().to_string(),
+        moment: request.moment,
+        document_id: subject.document_id.clone(),
+        emergency: decision.emergency,
+        explanation: crate::sharing::explanation(&decision, &recipient.ods, request.purpose),
+    }
+    .into_draft();
+    let (filtered, removals) = crate::policy::apply(&subject.document, &decision);
+    let mut out = RecipientCopy {
+        recipient: recipient.clone(),
+        target: request.target,
+        moment: request.moment,
+        decision,
+        removals,
+        copy: None,
+        losses: Vec::new(),
+        translation_error: None,
+        target_issues: Vec::new(),
+        audit,
+    };
+    if !out.shares_anything() {
+        return out;
+    }
+    let mut filtered = filtered;
+    if out.decision.emergency {
+        mark_emergency(&mut filtered);
+    }
+    match app
+        .translator
+        .translate_owned(Source::Prison, request.target, filtered)
+    {
+        Ok(t) => {
+            if request.moment != Moment::Read {
+                out.target_issues =
+                    app.validator
+                        .validate(&t.output, None, request.target.profile_set());
+            }
+            out.losses = t.losses;
+            out.copy = Some(t.output);
+        }
+        Err(e) => out.translation_error = Some(e),
+    }
+    out
+}
+
+/// Marks a break-glass copy with the ETREAT purpose in `meta.security`.
+fn mark_emergency(copy: &mut Value) {
+    let Some(obj) = copy.as_object_mut() else {
+        return;
+    };
+    let meta = obj.entry("meta").or_insert_with(|| json!({}));
+    if let Some(m) = meta.as_object_mut() {
+        let security = m.entry("security").or_insert_with(|| json!([]));
+        if let Some(list) = security.as_array_mut() {
+            list.push(json!({"system": crate::policy::ACT_REASON, "code": "ETREAT", "display": "Emergency Treatment"}));
+        }
+    }
+}
+
+/// The gateway itself, as the actor of deliveries.
+pub fn gateway_actor() -> Actor {
+    Actor {
+        client_id: "throughcare".into(),
+        ods: String::new(),
+    }
+}
