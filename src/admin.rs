@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 use crate::app::App;
 use crate::audit::AuditEvent;
 use crate::auth::Principal;
-use crate::delivery::directory::{Endpoint, EndpointAuth, EndpointKind};
+use crate::transport::endpoint::{Endpoint, EndpointAuth, EndpointKind};
 use crate::domain::{OdsCode, TaskStatus};
 use crate::error::{ApiError, codes};
 use crate::fhir::outcome::Issue;

@@ -9,7 +9,7 @@ use crate::audit::Audit;
 use crate::auth::token::TokenService;
 use crate::clock::SharedClock;
 use crate::config::Settings;
-use crate::delivery::transport::Transports;
+use crate::transport::Transports;
 use crate::domain::{OdsCode, Role};
 use crate::metrics::Metrics;
 use crate::sharing::Sharing;

@@ -127,8 +127,7 @@ pub async fn run() -> anyhow::Result<()> {
         settings.clone(),
         BuildOptions {
             disable_signals: true,
-            clock: None,
-            validator: None,
+            ..BuildOptions::default()
         },
     )
     .await?;

@@ -32,7 +32,7 @@ pub enum ShapeError {
 fn issue(code: &'static str, message: impl Into<String>, expression: impl Into<String>) -> Issue {
     Issue::error(code, message)
         .at(expression)
-        .with_code(crate::error::codes::SHAPE)
+        .with_code(crate::codes::SHAPE)
 }
 
 /// Finds the entry a reference points at: by `fullUrl`, or by `Type/id`.

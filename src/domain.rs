@@ -322,6 +322,13 @@ string_enum!(BusinessStatus, "delivery business status", {
     PermanentError => "permanent-error",
 });
 
+/// Who did it, as established by authentication (never by the request body).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Actor {
+    pub client_id: String,
+    pub ods: String,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

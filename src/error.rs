@@ -1,6 +1,8 @@
-//! `ApiError`: every way a request can fail, with its HTTP status as a number, and the stable
-//! `GW-*` codes. No web-framework types here: the edge (`api::error`) turns an `ApiError` into
-//! a response with an OperationOutcome. Conversions from the stages' errors live here too.
+//! `ApiError`: every way a use case can refuse or fail a request, with its HTTP status as a
+//! number. No web-framework types here: the edge (`api::error`) turns an `ApiError` into a
+//! response with an OperationOutcome. The conversions from the stages' and services' errors
+//! (store, translation, body reading, a stored document) live here too, so that the stages
+//! below never know about HTTP statuses.
 
 use crate::fhir::outcome::Issue;
 
@@ -31,196 +33,8 @@ pub enum ApiError {
     Unexpected(#[from] anyhow::Error),
 }
 
-/// Stable codes carried in `OperationOutcome.issue.details` and in a delivery Task's
-/// `statusReason`: one per distinct failure, listed with its meaning in [`codes::ALL`] and in
-/// `openapi.yaml` (a test holds the two together).
-pub mod codes {
-    /// The code system of the gateway's codes.
-    pub const SYSTEM: &str = "https://throughcare.example.org/fhir/CodeSystem/gateway-issue";
-
-    pub const INVALID_JSON: &str = "GW-INTAKE-01";
-    pub const MEDIA_TYPE: &str = "GW-INTAKE-02";
-    pub const TOO_LARGE: &str = "GW-INTAKE-03";
-    pub const TOO_DEEP: &str = "GW-INTAKE-04";
-    pub const SHAPE: &str = "GW-INTAKE-05";
-    pub const TYPED_MODEL: &str = "GW-INTAKE-06";
-    pub const AUTHOR_MISMATCH: &str = "GW-INTAKE-07";
-    pub const IDEMPOTENCY_CONFLICT: &str = "GW-INTAKE-08";
-    pub const NO_TOKEN: &str = "GW-AUTH-01";
-    pub const BAD_TOKEN: &str = "GW-AUTH-02";
-    pub const CERT_MISMATCH: &str = "GW-AUTH-03";
-    pub const ROLE: &str = "GW-AUTH-04";
-    pub const SCOPE: &str = "GW-AUTH-05";
-    pub const BREAK_GLASS: &str = "GW-AUTH-06";
-    pub const PARAMETER: &str = "GW-REQ-01";
-    pub const BAD_ID: &str = "GW-REQ-02";
-    pub const OPERATION_PARAMETERS: &str = "GW-REQ-03";
-    pub const PURPOSE: &str = "GW-REQ-04";
-    pub const READ_PROFILE: &str = "GW-REQ-05";
-    pub const CONSENT_INVALID: &str = "GW-CONSENT-01";
-    pub const CONSENT_ID_MISMATCH: &str = "GW-CONSENT-02";
-    pub const AGREEMENT_INVALID: &str = "GW-ADMIN-01";
-    pub const AGREEMENT_VERSION_CONFLICT: &str = "GW-ADMIN-02";
-    pub const ENDPOINT_INVALID: &str = "GW-ADMIN-03";
-    pub const NOT_REPLAYABLE: &str = "GW-ADMIN-04";
-    pub const TRANSLATE_SHAPE: &str = "GW-TRANSLATE-01";
-    pub const TRANSLATE_UNSUPPORTED: &str = "GW-TRANSLATE-02";
-    pub const OTHER_PATIENT: &str = "GW-PULL-01";
-    pub const DELIVERY_NO_ENDPOINT: &str = "GW-DELIVERY-01";
-    pub const DELIVERY_NO_AGREEMENT: &str = "GW-DELIVERY-02";
-    pub const DELIVERY_NOTHING_TO_SHARE: &str = "GW-DELIVERY-03";
-    pub const DELIVERY_RETRYING: &str = "GW-DELIVERY-04";
-    pub const DELIVERY_DEAD_LETTER: &str = "GW-DELIVERY-05";
-    pub const DELIVERY_REFUSED: &str = "GW-DELIVERY-06";
-    pub const DELIVERY_ENDPOINT: &str = "GW-DELIVERY-07";
-    pub const DELIVERY_NONCONFORMANT: &str = "GW-DELIVERY-08";
-    pub const DELIVERY_TRANSLATION: &str = "GW-DELIVERY-09";
-    pub const DELIVERY_DOCUMENT: &str = "GW-DELIVERY-10";
-    pub const NOT_FOUND: &str = "GW-NOT-FOUND";
-    pub const UNKNOWN_ROUTE: &str = "GW-NO-ROUTE";
-    pub const UNEXPECTED: &str = "GW-INTERNAL";
-
-    /// Every code with its meaning.
-    pub const ALL: &[(&str, &str)] = &[
-        (
-            INVALID_JSON,
-            "The body is not valid JSON, or could not be read.",
-        ),
-        (MEDIA_TYPE, "The Content-Type is not FHIR JSON."),
-        (
-            TOO_LARGE,
-            "The body or the Bundle is larger than the configured limit.",
-        ),
-        (
-            TOO_DEEP,
-            "The JSON is nested deeper than the configured limit.",
-        ),
-        (
-            SHAPE,
-            "The body is not the resource or document shape the route takes (DESIGN §5a).",
-        ),
-        (
-            TYPED_MODEL,
-            "The resource does not fit the FHIR R4 model (datatype, required code).",
-        ),
-        (
-            AUTHOR_MISMATCH,
-            "The document's author organisation is not the caller's.",
-        ),
-        (
-            IDEMPOTENCY_CONFLICT,
-            "Bundle.identifier was already used by this sender for different content.",
-        ),
-        (NO_TOKEN, "No bearer access token."),
-        (
-            BAD_TOKEN,
-            "The access token is not valid, or the client's registration changed.",
-        ),
-        (
-            CERT_MISMATCH,
-            "The client certificate's organisation does not match the access token.",
-        ),
-        (ROLE, "The caller's role may not use this route."),
-        (SCOPE, "The access token has no scope for this route."),
-        (
-            BREAK_GLASS,
-            "Emergency access (ETREAT) is not allowed for this client's registration.",
-        ),
-        (
-            PARAMETER,
-            "A query parameter or header is unknown or has a value outside its schema.",
-        ),
-        (BAD_ID, "The id in the path is not a valid FHIR id."),
-        (
-            OPERATION_PARAMETERS,
-            "An operation's Parameters are missing or invalid.",
-        ),
-        (
-            PURPOSE,
-            "X-Purpose-Of-Use is not TREAT or ETREAT, or not allowed here.",
-        ),
-        (
-            READ_PROFILE,
-            "The profile asked for (_profile) is not one this client can read.",
-        ),
-        (
-            CONSENT_INVALID,
-            "The Consent is not one the gateway can record or evaluate.",
-        ),
-        (
-            CONSENT_ID_MISMATCH,
-            "The Consent's id or patient differs from the one it replaces.",
-        ),
-        (
-            AGREEMENT_INVALID,
-            "The data-sharing agreement does not fit its schema or rules.",
-        ),
-        (
-            AGREEMENT_VERSION_CONFLICT,
-            "That agreement version exists with different content.",
-        ),
-        (
-            ENDPOINT_INVALID,
-            "The endpoint does not fit its schema (kind, url, profile, auth).",
-        ),
-        (NOT_REPLAYABLE, "Only failed deliveries can be replayed."),
-        (
-            TRANSLATE_SHAPE,
-            "The document does not have the shape its source profile needs for translation.",
-        ),
-        (
-            TRANSLATE_UNSUPPORTED,
-            "No mapping exists for that source and target.",
-        ),
-        (
-            OTHER_PATIENT,
-            "The document is about another patient than the one named.",
-        ),
-        (
-            DELIVERY_NO_ENDPOINT,
-            "The recipient has no push endpoint: the copy waits for its pull.",
-        ),
-        (
-            DELIVERY_NO_AGREEMENT,
-            "No data-sharing agreement covers the recipient.",
-        ),
-        (
-            DELIVERY_NOTHING_TO_SHARE,
-            "Policy withholds everything from the recipient now.",
-        ),
-        (
-            DELIVERY_RETRYING,
-            "An attempt failed in a way worth retrying; the next is scheduled.",
-        ),
-        (
-            DELIVERY_DEAD_LETTER,
-            "Retries are exhausted: an operator can replay the delivery.",
-        ),
-        (
-            DELIVERY_REFUSED,
-            "The recipient refused the copy (a 4xx other than 408 and 429).",
-        ),
-        (
-            DELIVERY_ENDPOINT,
-            "The endpoint cannot be used (URL, scheme, auth, stored row).",
-        ),
-        (
-            DELIVERY_NONCONFORMANT,
-            "The recipient's copy does not conform to its endpoint's profiles.",
-        ),
-        (
-            DELIVERY_TRANSLATION,
-            "The recipient's copy could not be translated.",
-        ),
-        (
-            DELIVERY_DOCUMENT,
-            "The stored document or delivery row can no longer be read.",
-        ),
-        (NOT_FOUND, "Not known, or not visible to this client."),
-        (UNKNOWN_ROUTE, "No route for this method and path."),
-        (UNEXPECTED, "The gateway could not complete the request."),
-    ];
-}
+/// The gateway's stable failure codes.
+pub use crate::codes;
 
 impl ApiError {
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> ApiError {
@@ -324,6 +138,22 @@ impl From<crate::translate::TranslateError> for ApiError {
                 Issue::error("not-supported", other.to_string())
                     .with_code(codes::TRANSLATE_UNSUPPORTED),
             ]),
+        }
+    }
+}
+
+impl From<crate::fhir::json::BodyError> for ApiError {
+    fn from(e: crate::fhir::json::BodyError) -> Self {
+        use crate::fhir::json::BodyError;
+        match e {
+            BodyError::TooDeep(depth) => ApiError::bad_request(
+                codes::TOO_DEEP,
+                format!("The JSON is nested more than {depth} levels deep."),
+            ),
+            BodyError::Invalid(why) => ApiError::bad_request(
+                codes::INVALID_JSON,
+                format!("The body is not valid JSON: {why}."),
+            ),
         }
     }
 }

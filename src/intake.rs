@@ -218,7 +218,7 @@ async fn commit(
             ))];
             issues.extend(warnings);
             issues.extend(translation_issues(&copies));
-            issues.extend(crate::sharing::verdict_issues(&copies));
+            issues.extend(verdict_issues(&copies));
             for d in &deliveries {
                 issues.push(Issue::information(format!(
                     "Delivery to {} is Task/{} ({}, {}).",
@@ -295,6 +295,69 @@ fn translation_issues(copies: &[RecipientCopy]) -> Vec<Issue> {
                     first.diagnostics
                 ),
             ));
+        }
+    }
+    issues
+}
+
+/// Summarises verdicts as OperationOutcome issues for the sender.
+fn verdict_issues(
+    verdicts: &[crate::recipient::RecipientCopy],
+) -> Vec<crate::fhir::outcome::Issue> {
+    let mut issues = Vec::new();
+    if verdicts.is_empty() {
+        issues.push(Issue::new(
+            Severity::Warning,
+            "informational",
+            "No recipient was found for this document.",
+        ));
+    }
+    for v in verdicts {
+        let rels: Vec<String> = v
+            .recipient
+            .relationships
+            .iter()
+            .map(|r| format!("{r:?}"))
+            .collect();
+        match &v.decision.agreement {
+            None => issues.push(Issue::new(
+                Severity::Warning,
+                "forbidden",
+                format!(
+                    "Recipient {} ({}): nothing will be shared: {}.",
+                    v.recipient.ods,
+                    rels.join(", "),
+                    v.decision.refusal.as_deref().unwrap_or("no agreement")
+                ),
+            )),
+            Some((id, version)) => {
+                let shared = v.decision.shared().count();
+                let withheld = v.decision.withheld().count();
+                let gp = if v.recipient.needs_gp_registration {
+                    "; flagged for GP registration"
+                } else {
+                    ""
+                };
+                issues.push(Issue::information(format!(
+                    "Recipient {} ({}) under agreement {id} v{version}: {shared} resources shared, {withheld} withheld, {} elements removed{gp}.",
+                    v.recipient.ods,
+                    rels.join(", "),
+                    v.removals.len()
+                )));
+                for w in v.decision.withheld() {
+                    issues.push(
+                        Issue::new(
+                            Severity::Warning,
+                            "suppressed",
+                            format!(
+                                "Withheld from {}: {} (rule {}): {}.",
+                                v.recipient.ods, w.reference, w.rule, w.basis
+                            ),
+                        )
+                        .at(format!("Bundle.entry[{}].resource", w.entry)),
+                    );
+                }
+            }
         }
     }
     issues

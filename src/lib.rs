@@ -13,6 +13,7 @@ pub mod chain;
 pub mod cli;
 pub mod client;
 pub mod clock;
+pub mod codes;
 pub mod config;
 pub mod consents;
 pub mod decisions;
@@ -34,6 +35,7 @@ pub mod startup;
 pub mod store;
 pub mod tls;
 pub mod translate;
+pub mod transport;
 pub mod validate;
 
 #[cfg(test)]

@@ -65,6 +65,18 @@ pub struct BuildOptions {
     pub clock: Option<SharedClock>,
     /// Use this validator instead of loading one (tests share one across many gateways).
     pub validator: Option<Arc<crate::validate::Validator>>,
+    /// Wraps the opened store (tests inject failures this way).
+    pub store_wrapper: Option<StoreWrapper>,
+}
+
+/// A function that wraps the store the gateway opens, for example with one that fails on cue.
+#[derive(Clone)]
+pub struct StoreWrapper(pub Arc<dyn Fn(Arc<dyn Store>) -> Arc<dyn Store> + Send + Sync>);
+
+impl std::fmt::Debug for StoreWrapper {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StoreWrapper")
+    }
 }
 
 impl Application {
@@ -93,6 +105,10 @@ impl Application {
                     )
                 })?,
         );
+        let store = match &options.store_wrapper {
+            Some(wrap) => (wrap.0)(store),
+            None => store,
+        };
         let audit = Audit::new(store.clone());
         let gateway_key = GatewayKey::load_or_generate(
             settings.auth.signing_key.as_deref(),
@@ -160,7 +176,7 @@ impl Application {
             capability,
             sharing,
             delivery_wakeup: Arc::new(tokio::sync::Notify::new()),
-            transports: crate::delivery::transport::Transports::from_settings(&settings)?,
+            transports: crate::transport::Transports::from_settings(&settings)?,
             validator,
             metrics: crate::metrics::Metrics::new(),
             translator,

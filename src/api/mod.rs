@@ -110,7 +110,10 @@ pub async fn read_json(
 ) -> Result<Value, ApiError> {
     let body = read_body(req, payload, limit).await?;
     check_media_type(req)?;
-    crate::fhir::json::parse_body(&body, app.settings.limits.max_json_depth)
+    Ok(crate::fhir::json::parse_body(
+        &body,
+        app.settings.limits.max_json_depth,
+    )?)
 }
 
 /// The query string as pairs; an unreadable one is a 400.

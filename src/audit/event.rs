@@ -4,12 +4,7 @@ use serde_json::{Value, json};
 
 use super::{AuditDraft, Outcome};
 
-/// Who did it, as established by authentication (never by the request body).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Actor {
-    pub client_id: String,
-    pub ods: String,
-}
+pub use crate::domain::Actor;
 
 /// Everything the gateway audits.
 #[derive(Debug, Clone)]

@@ -3,11 +3,7 @@
 //! retries, a dead letter, and deadlines before release. The recipient's copy is made again at
 //! the moment of each attempt (`recipient::copy_for`), so a consent withdrawn in between counts.
 
-pub mod directory;
-pub mod rest;
-pub mod retry;
 pub mod task;
-pub mod transport;
 pub mod worker;
 
 use crate::app::App;
@@ -21,7 +17,7 @@ use crate::recipient::RecipientCopy;
 use crate::store::{NewDelivery, StoreError};
 use crate::translate::Target;
 
-use directory::Endpoint;
+use crate::transport::endpoint::Endpoint;
 
 /// The recipient's endpoint, typed. A stored row that no longer reads is logged and treated as
 /// no endpoint for planning; the worker reports it on the Task when it tries to send.

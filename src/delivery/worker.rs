@@ -7,9 +7,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::directory::Endpoint;
-use super::retry::{Backoff, unit_random};
-use super::transport::{DeliveryOutcome, PreparedCopy};
+use crate::transport::endpoint::Endpoint;
+use crate::transport::retry::{Backoff, unit_random};
+use crate::transport::{DeliveryOutcome, PreparedCopy, SendContext};
 use crate::app::App;
 use crate::audit::AuditEvent;
 use crate::clock::rfc3339;
@@ -265,7 +265,14 @@ async fn attempt(state: &App, d: &DeliveryRecord) -> (Attempt, Option<String>) {
     let outcome = state
         .transports
         .for_kind(endpoint.kind)
-        .send(state, &endpoint, &prepared)
+        .send(
+            &SendContext {
+                clock: &state.clock,
+                gateway_key: &state.tokens.gateway_key,
+            },
+            &endpoint,
+            &prepared,
+        )
         .await;
     (Attempt::Ended(outcome), loss_report)
 }

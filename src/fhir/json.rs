@@ -85,22 +85,21 @@ pub fn nesting_exceeds(bytes: &[u8], limit: usize) -> bool {
     false
 }
 
+/// Why a body could not be read as JSON.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BodyError {
+    /// Nested deeper than the limit (the limit given).
+    TooDeep(usize),
+    Invalid(String),
+}
+
 /// Reads JSON bytes into the lossless tree, refusing nesting deeper than `max_depth` before
 /// parsing. The one reading of a request body for every route that takes one.
-pub fn parse_body(body: &[u8], max_depth: usize) -> Result<Value, crate::error::ApiError> {
-    use crate::error::{ApiError, codes};
+pub fn parse_body(body: &[u8], max_depth: usize) -> Result<Value, BodyError> {
     if nesting_exceeds(body, max_depth) {
-        return Err(ApiError::bad_request(
-            codes::TOO_DEEP,
-            format!("The JSON is nested more than {max_depth} levels deep."),
-        ));
+        return Err(BodyError::TooDeep(max_depth));
     }
-    serde_json::from_slice(body).map_err(|e| {
-        ApiError::bad_request(
-            codes::INVALID_JSON,
-            format!("The body is not valid JSON: {e}."),
-        )
-    })
+    serde_json::from_slice(body).map_err(|e| BodyError::Invalid(e.to_string()))
 }
 
 #[cfg(test)]

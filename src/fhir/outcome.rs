@@ -72,7 +72,7 @@ impl Issue {
             issue.insert(
                 "details".into(),
                 json!({"coding": [{
-                    "system": crate::error::codes::SYSTEM,
+                    "system": crate::codes::SYSTEM,
                     "code": code
                 }]}),
             );

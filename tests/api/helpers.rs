@@ -167,12 +167,35 @@ fn shared_validator(settings: &Settings) -> std::sync::Arc<throughcare::validate
 }
 
 async fn start(settings: Settings, dir: tempfile::TempDir, clock: Option<SharedClock>) -> TestApp {
+    start_wrapped(settings, dir, clock, None).await
+}
+
+/// Starts a gateway with adjusted settings whose store is wrapped by `wrapper` (to inject
+/// store failures).
+pub async fn spawn_app_wrapping_store(
+    adjust: impl FnOnce(&mut Settings),
+    wrapper: throughcare::startup::StoreWrapper,
+) -> TestApp {
+    LazyLock::force(&TRACING);
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = test_settings(&dir.path().join("data"));
+    adjust(&mut settings);
+    start_wrapped(settings, dir, None, Some(wrapper)).await
+}
+
+async fn start_wrapped(
+    settings: Settings,
+    dir: tempfile::TempDir,
+    clock: Option<SharedClock>,
+    store_wrapper: Option<throughcare::startup::StoreWrapper>,
+) -> TestApp {
     let app = Application::build_with(
         settings.clone(),
         BuildOptions {
             disable_signals: true,
             clock,
             validator: Some(shared_validator(&settings)),
+            store_wrapper,
         },
     )
     .await

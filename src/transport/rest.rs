@@ -11,12 +11,11 @@ use anyhow::Context;
 use async_trait::async_trait;
 use serde_json::Value;
 
-use super::directory::{Endpoint, EndpointAuth, EndpointKind};
+use super::endpoint::{Endpoint, EndpointAuth, EndpointKind};
 use super::retry::{AttemptError, parse_retry_after};
-use super::transport::{DeliveryOutcome, PreparedCopy, Transport};
-use crate::app::App;
+use super::{DeliveryOutcome, PreparedCopy, SendContext, Transport};
+use crate::codes;
 use crate::config::DeliverySettings;
-use crate::error::codes;
 
 /// The FHIR REST push.
 pub struct FhirRest {
@@ -70,7 +69,7 @@ impl FhirRest {
 
     async fn push(
         &self,
-        app: &App,
+        ctx: &SendContext<'_>,
         endpoint: &Endpoint,
         copy: &PreparedCopy<'_>,
     ) -> Result<u16, AttemptError> {
@@ -90,7 +89,7 @@ impl FhirRest {
                 token_url,
                 client_id,
             } => {
-                let token = self.fetch_token(app, token_url, client_id).await?;
+                let token = self.fetch_token(ctx, token_url, client_id).await?;
                 request = request.bearer_auth(token);
             }
         }
@@ -103,7 +102,7 @@ impl FhirRest {
             .headers()
             .get("Retry-After")
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| parse_retry_after(v, app.clock.now()));
+            .and_then(|v| parse_retry_after(v, ctx.clock.now()));
         Err(AttemptError::Status { code, retry_after })
     }
 
@@ -111,12 +110,12 @@ impl FhirRest {
     /// as the client), cached until shortly before it expires.
     async fn fetch_token(
         &self,
-        app: &App,
+        ctx: &SendContext<'_>,
         token_url: &str,
         client_id: &str,
     ) -> Result<String, AttemptError> {
         let key = format!("{client_id} {token_url}");
-        let now = app.clock.now().unix_timestamp();
+        let now = ctx.clock.now().unix_timestamp();
         if let Ok(cache) = self.tokens.lock()
             && let Some((token, expires)) = cache.get(&key)
             && *expires > now + 30
@@ -128,7 +127,7 @@ impl FhirRest {
             "iss": client_id, "sub": client_id, "aud": token_url,
             "iat": now, "exp": now + 240, "jti": uuid::Uuid::new_v4().to_string(),
         });
-        let key_pair = &app.tokens.gateway_key;
+        let key_pair = ctx.gateway_key;
         let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES384);
         header.kid = Some(key_pair.kid.clone());
         let assertion = jsonwebtoken::encode(&header, &claims, &key_pair.encoding)
@@ -189,11 +188,11 @@ impl Transport for FhirRest {
 
     async fn send(
         &self,
-        app: &App,
+        ctx: &SendContext<'_>,
         endpoint: &Endpoint,
         copy: &PreparedCopy<'_>,
     ) -> DeliveryOutcome {
-        match self.push(app, endpoint, copy).await {
+        match self.push(ctx, endpoint, copy).await {
             Ok(code) => DeliveryOutcome::Delivered {
                 status_code: Some(code),
             },

@@ -1,18 +1,35 @@
-//! Delivery transports: how a prepared copy reaches a recipient. The worker makes the copy
-//! (`recipient::copy_for`), picks the transport by the endpoint's [`EndpointKind`], and maps the
-//! typed [`DeliveryOutcome`] it gets back onto the Task, the retry schedule and the audit log.
-//! A transport knows nothing of policy, Tasks or retries.
+//! Delivery transports: how a prepared copy reaches a recipient. The delivery worker makes the
+//! copy (`recipient::copy_for`), picks the transport by the endpoint's [`EndpointKind`], and maps
+//! the typed [`DeliveryOutcome`] it gets back onto the Task, the retry schedule and the audit
+//! log. A transport knows nothing of policy, Tasks or backoff: it sends bytes and says how that
+//! ended.
+//!
+//! - [`endpoint`]: the endpoint directory, typed (kind, URL, profile, auth);
+//! - [`rest`]: `fhir-rest`, a POST of the copy with an idempotency key;
+//! - [`retry`]: which failures are worth another attempt, and when.
 //!
 //! Adding a transport (MESH for GP practices) is one new file implementing [`Transport`], a
 //! variant of [`EndpointKind`] and a field of [`Transports`].
+
+pub mod endpoint;
+pub mod rest;
+pub mod retry;
 
 use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::directory::{Endpoint, EndpointKind};
-use crate::app::App;
+use crate::auth::keys::GatewayKey;
+use crate::clock::SharedClock;
 use crate::translate::Target;
+use endpoint::{Endpoint, EndpointKind};
+
+/// What a transport may use of the gateway while sending: its clock and its signing key (for
+/// the assertions it presents to recipients' token endpoints).
+pub struct SendContext<'a> {
+    pub clock: &'a SharedClock,
+    pub gateway_key: &'a GatewayKey,
+}
 
 /// A recipient's copy, ready to send.
 #[derive(Debug)]
@@ -67,7 +84,7 @@ pub trait Transport: Send + Sync {
 
     async fn send(
         &self,
-        app: &App,
+        ctx: &SendContext<'_>,
         endpoint: &Endpoint,
         copy: &PreparedCopy<'_>,
     ) -> DeliveryOutcome;
@@ -75,13 +92,13 @@ pub trait Transport: Send + Sync {
 
 /// The transports this gateway runs, one per endpoint kind.
 pub struct Transports {
-    pub fhir_rest: super::rest::FhirRest,
+    pub fhir_rest: rest::FhirRest,
 }
 
 impl Transports {
     pub fn from_settings(settings: &crate::config::Settings) -> anyhow::Result<Transports> {
         Ok(Transports {
-            fhir_rest: super::rest::FhirRest::new(&settings.delivery)?,
+            fhir_rest: rest::FhirRest::new(&settings.delivery)?,
         })
     }
 
