@@ -71,7 +71,10 @@ pub struct BuildOptions {
 
 /// A function that wraps the store the gateway opens, for example with one that fails on cue.
 #[derive(Clone)]
-pub struct StoreWrapper(pub Arc<dyn Fn(Arc<dyn Store>) -> Arc<dyn Store> + Send + Sync>);
+pub struct StoreWrapper(pub Arc<WrapStore>);
+
+/// The function inside a [`StoreWrapper`].
+pub type WrapStore = dyn Fn(Arc<dyn Store>) -> Arc<dyn Store> + Send + Sync;
 
 impl std::fmt::Debug for StoreWrapper {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

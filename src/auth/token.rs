@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::keys::{ClientKey, GatewayKey};
 use super::scope::Scope;
 use crate::config::{AuthSettings, ClientRegistration};
-use crate::domain::{OdsCode, Role};
+use crate::domain::Role;
 use crate::store::{Store, StoreError};
 
 pub const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
@@ -435,7 +435,3 @@ fn describe_jwt_error(e: &jsonwebtoken::errors::Error) -> String {
     }
 }
 
-/// Whether the role-scoped parts of a claim set name a real organisation.
-pub fn claims_ods(claims: &AccessClaims) -> Option<OdsCode> {
-    OdsCode::parse(&claims.ods).ok()
-}

@@ -165,30 +165,6 @@ impl ConceptTranslateRequest {
         Ok(req)
     }
 
-    /// Reads the query-string form (`GET` or `POST` with a form body): `(name, value)` pairs.
-    pub fn from_pairs<'a, I>(pairs: I) -> ConceptTranslateRequest
-    where
-        I: IntoIterator<Item = (&'a str, &'a str)>,
-    {
-        let mut req = ConceptTranslateRequest::default();
-        for (name, value) in pairs {
-            let v = Some(value.to_owned());
-            match name {
-                "url" | "conceptMapUrl" => req.url = v,
-                "conceptMapVersion" => req.concept_map_version = v,
-                "code" | "sourceCode" => req.code = v,
-                "system" => req.system = v,
-                "version" => req.version = v,
-                "source" | "sourceScope" => req.source = v,
-                "target" | "targetScope" => req.target = v,
-                "targetsystem" | "targetSystem" => req.target_system = v,
-                "reverse" => req.reverse = value == "true",
-                _ => {}
-            }
-        }
-        req
-    }
-
     fn inputs(&self) -> Vec<(Option<&str>, &str)> {
         let mut out: Vec<(Option<&str>, &str)> = Vec::new();
         if let Some(code) = &self.code {

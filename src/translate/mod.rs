@@ -346,13 +346,6 @@ impl Translator {
         out
     }
 
-    /// Canonical URLs of the loaded ConceptMaps, sorted.
-    pub fn concept_maps(&self) -> Vec<String> {
-        let mut v: Vec<String> = self.maps.keys().cloned().collect();
-        v.sort();
-        v
-    }
-
     /// FHIR `$translate` over the loaded ConceptMaps.
     pub fn concept_translate(&self, req: &ConceptTranslateRequest) -> ConceptTranslateResult {
         conceptmap::translate(&self.maps, req)

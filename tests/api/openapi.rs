@@ -67,3 +67,29 @@ fn every_spec_operation_has_an_id_and_responses() {
         }
     }
 }
+
+/// Every failure code the gateway can return is documented in `openapi.yaml` with the same
+/// meaning, and the document lists no code the gateway does not have.
+#[test]
+fn openapi_lists_every_gateway_code_with_its_meaning() {
+    let spec = spec();
+    let documented = spec["x-gateway-codes"]
+        .as_object()
+        .expect("x-gateway-codes is a map");
+    let codes = throughcare::codes::ALL;
+    for (code, meaning) in codes {
+        assert_eq!(
+            documented.get(*code).and_then(|v| v.as_str()),
+            Some(*meaning),
+            "{code} is missing from openapi.yaml or documented with another meaning"
+        );
+    }
+    for code in documented.keys() {
+        assert!(
+            codes.iter().any(|(c, _)| c == code),
+            "openapi.yaml documents {code}, which the gateway does not have"
+        );
+    }
+    let distinct: BTreeSet<&str> = codes.iter().map(|(c, _)| *c).collect();
+    assert_eq!(distinct.len(), codes.len(), "every code is distinct");
+}
