@@ -9,12 +9,12 @@ use crate::audit::Audit;
 use crate::auth::token::TokenService;
 use crate::clock::SharedClock;
 use crate::config::Settings;
-use crate::transport::Transports;
 use crate::domain::{OdsCode, Role};
 use crate::metrics::Metrics;
 use crate::sharing::Sharing;
 use crate::store::Store;
 use crate::translate::Translator;
+use crate::transport::Transports;
 use crate::validate::Validator;
 
 /// The gateway's context, shared by every use case.

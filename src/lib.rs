@@ -1,6 +1,19 @@
 //! Throughcare: a FHIR gateway that moves health records between prison healthcare and
 //! community NHS services, under data-sharing agreements and the patient's consent, with a
 //! tamper-evident audit log.
+//!
+//! The house has layers, each importing only from those below it (`tests/architecture.rs`):
+//!
+//! - **edge**: [`api`] (handlers, the route table with each route's access rule, the
+//!   `Principal` extractor, errors as OperationOutcomes), [`startup`], [`cli`], [`demo`]. Only
+//!   the edge knows actix.
+//! - **use cases** over the [`app::App`] context: [`intake`], [`recipient`] (`copy_for`, the one
+//!   place a recipient's copy is made), [`pull`], [`decisions`], [`consents`], [`preview`],
+//!   [`admin`], [`delivery`], [`sharing`] (agreements and consents in force), [`error`].
+//! - **services**: [`store`], [`audit`], [`auth`], [`transport`], [`metrics`], [`tls`],
+//!   [`certs`], [`client`].
+//! - **pure stages**: [`policy`], [`translate`], [`validate`], [`routing`], [`document`].
+//! - **values**: [`domain`], [`codes`], [`chain`], [`fhir`], [`config`], [`clock`].
 #![forbid(unsafe_code)]
 
 pub mod admin;

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use crate::app::App;
 use crate::audit::AuditEvent;
 use crate::auth::Principal;
-use crate::domain::{Moment, NhsNumber, systems};
+use crate::domain::{Moment, NhsNumber, Role, systems};
 use crate::error::{ApiError, codes};
 use crate::policy::Purpose;
 use crate::recipient::{CopyRequest, RecipientCopy, Subject, copy_for};
@@ -59,6 +59,45 @@ fn check_purpose(principal: &Principal, purpose: Purpose) -> Result<(), ApiError
         ));
     }
     Ok(())
+}
+
+/// The profile a reader gets its copy in: the `_profile` it asked for (a prison alone may read
+/// the prison profile), else `fhirVersion=3.0` in its Accept header (GP Connect), else its
+/// registration, else the default for its role.
+pub fn reader_target(
+    app: &App,
+    principal: &Principal,
+    profile: Option<&str>,
+    accept: Option<&str>,
+) -> Result<Target, ApiError> {
+    if let Some(p) = profile {
+        return match p {
+            "uk-core-r4" | "https://fhir.hl7.org.uk/StructureDefinition/UKCore-Bundle" => {
+                Ok(Target::UkCoreR4)
+            }
+            "gp-connect-stu3"
+            | "https://fhir.nhs.uk/STU3/StructureDefinition/GPConnect-StructuredRecord-Bundle-1" => {
+                Ok(Target::GpConnectStu3)
+            }
+            "prison" if principal.role == Role::Prison => Ok(Target::Prison),
+            other => Err(ApiError::bad_request(
+                codes::READ_PROFILE,
+                format!(
+                    "_profile {other:?} is not a profile this client can read (uk-core-r4, gp-connect-stu3)"
+                ),
+            )),
+        };
+    }
+    if accept.is_some_and(|a| a.contains("fhirVersion=3.0")) {
+        return Ok(Target::GpConnectStu3);
+    }
+    let registered = app
+        .tokens
+        .clients
+        .get(&principal.client_id)
+        .and_then(|c| c.registration.profile.as_deref())
+        .and_then(|p| p.parse::<Target>().ok());
+    Ok(crate::recipient::default_target(registered, principal.role))
 }
 
 /// What a read of `Bundle/{id}` returns.

@@ -6,7 +6,6 @@ use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
 
 use crate::app::App;
 use crate::auth::Principal;
-use crate::domain::Role;
 use crate::error::{ApiError, codes};
 use crate::fhir::FHIR_JSON;
 use crate::fhir::outcome::operation_outcome;
@@ -107,8 +106,8 @@ pub fn media_type(target: Target) -> &'static str {
     }
 }
 
-/// The profile a reader wants its copy in: `_profile`, else Accept's fhirVersion, else its
-/// registration, else UK Core R4 (a prison reads the prison profile).
+/// The profile a reader wants its copy in (`_profile`, else Accept's fhirVersion, else its
+/// registration): the query and header are read here, the rule is the pull use case's.
 pub fn reader_target(
     req: &HttpRequest,
     principal: &Principal,
@@ -116,37 +115,13 @@ pub fn reader_target(
 ) -> Result<Target, ApiError> {
     let query: Vec<(String, String)> =
         serde_urlencoded::from_str(req.query_string()).unwrap_or_default();
-    if let Some((_, p)) = query.iter().find(|(k, _)| k == "_profile") {
-        return match p.as_str() {
-            "uk-core-r4" | "https://fhir.hl7.org.uk/StructureDefinition/UKCore-Bundle" => {
-                Ok(Target::UkCoreR4)
-            }
-            "gp-connect-stu3"
-            | "https://fhir.nhs.uk/STU3/StructureDefinition/GPConnect-StructuredRecord-Bundle-1" => {
-                Ok(Target::GpConnectStu3)
-            }
-            "prison" if principal.role == Role::Prison => Ok(Target::Prison),
-            other => Err(ApiError::bad_request(
-                codes::READ_PROFILE,
-                format!(
-                    "_profile {other:?} is not a profile this client can read (uk-core-r4, gp-connect-stu3)"
-                ),
-            )),
-        };
-    }
+    let profile = query
+        .iter()
+        .find(|(k, _)| k == "_profile")
+        .map(|(_, v)| v.as_str());
     let accept = req
         .headers()
         .get(actix_web::http::header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
-    if accept.contains("fhirVersion=3.0") {
-        return Ok(Target::GpConnectStu3);
-    }
-    let registered = app
-        .tokens
-        .clients
-        .get(&principal.client_id)
-        .and_then(|c| c.registration.profile.as_deref())
-        .and_then(|p| p.parse::<Target>().ok());
-    Ok(crate::recipient::default_target(registered, principal.role))
+        .and_then(|v| v.to_str().ok());
+    crate::pull::reader_target(app, principal, profile, accept)
 }

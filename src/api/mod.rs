@@ -1,6 +1,6 @@
 //! The HTTP edge: thin handlers, one file per resource. A handler reads its input, calls one use
 //! case, and maps the result; it never touches the store. Who may call a route is declared once
-//! in the route table ([`routes`]) and checked by the [`Principal`](crate::auth::Principal)
+//! in the route table ([`routes`]) and checked by the [`Principal`]
 //! extractor ([`principal`]); refusals after authentication are audited by one middleware
 //! ([`audit_rejections`]); failures become OperationOutcomes in [`error`].
 

@@ -744,3 +744,384 @@ async fn a_copy_that_does_not_conform_to_the_endpoint_profile_is_not_sent() {
         "the non-conforming copy never left"
     );
 }
+
+/// Faults a [`FlakyStore`] injects, shared with the test that arms them.
+#[derive(Default)]
+struct Faults {
+    /// The next `document()` read fails.
+    fail_next_document_read: std::sync::atomic::AtomicBool,
+    /// How many reads have failed.
+    failed_reads: std::sync::atomic::AtomicUsize,
+    /// While set, no delivery is claimed (set by the failure, so the Task can be read in the
+    /// state the failure left it in; cleared by the test).
+    hold_claims: std::sync::atomic::AtomicBool,
+}
+
+/// The gateway's store, failing on cue: every method is the real store's, except that
+/// `document()` fails once when armed, and claims are held while `hold_claims` is set.
+struct FlakyStore {
+    inner: Arc<dyn throughcare::store::Store>,
+    faults: Arc<Faults>,
+}
+
+mod flaky {
+    use async_trait::async_trait;
+    use std::sync::atomic::Ordering::SeqCst;
+    use throughcare::audit::AuditEntry;
+    use throughcare::chain::AuditDraft;
+    use throughcare::store::*;
+
+    #[async_trait]
+    impl Store for super::FlakyStore {
+        async fn accept_document(
+            &self,
+            doc: NewDocument,
+            deliveries: Vec<NewDelivery>,
+            audit: Vec<AuditDraft>,
+        ) -> Result<Acceptance, StoreError> {
+            self.inner.accept_document(doc, deliveries, audit).await
+        }
+
+        async fn claim_due(
+            &self,
+            now: &str,
+            lease_until: &str,
+            limit: i64,
+        ) -> Result<Vec<DeliveryRecord>, StoreError> {
+            if self.faults.hold_claims.load(SeqCst) {
+                return Ok(Vec::new());
+            }
+            self.inner.claim_due(now, lease_until, limit).await
+        }
+
+        async fn finish_delivery(
+            &self,
+            id: &str,
+            update: DeliveryUpdate,
+            audit: Vec<AuditDraft>,
+        ) -> Result<(), StoreError> {
+            self.inner.finish_delivery(id, update, audit).await
+        }
+
+        async fn delivery(&self, id: &str) -> Result<Option<DeliveryRecord>, StoreError> {
+            self.inner.delivery(id).await
+        }
+
+        async fn deliveries(
+            &self,
+            filter: &DeliveryFilter,
+        ) -> Result<Vec<DeliveryRecord>, StoreError> {
+            self.inner.deliveries(filter).await
+        }
+
+        async fn requeue_delivery(
+            &self,
+            id: &str,
+            now: &str,
+            audit: Vec<AuditDraft>,
+        ) -> Result<bool, StoreError> {
+            self.inner.requeue_delivery(id, now, audit).await
+        }
+
+        async fn mark_at_risk(
+            &self,
+            cutoff: &str,
+            now: &str,
+        ) -> Result<Vec<DeliveryRecord>, StoreError> {
+            self.inner.mark_at_risk(cutoff, now).await
+        }
+
+        async fn delivery_counts(&self) -> Result<(Vec<(String, String, i64)>, i64), StoreError> {
+            self.inner.delivery_counts().await
+        }
+
+        async fn release_claims(&self) -> Result<u64, StoreError> {
+            self.inner.release_claims().await
+        }
+
+        async fn put_endpoint(
+            &self,
+            endpoint: EndpointRecord,
+            audit: Vec<AuditDraft>,
+        ) -> Result<(), StoreError> {
+            self.inner.put_endpoint(endpoint, audit).await
+        }
+
+        async fn endpoint(&self, ods: &str) -> Result<Option<EndpointRecord>, StoreError> {
+            self.inner.endpoint(ods).await
+        }
+
+        async fn endpoints(&self) -> Result<Vec<EndpointRecord>, StoreError> {
+            self.inner.endpoints().await
+        }
+
+        async fn document(&self, id: &str) -> Result<Option<StoredDocument>, StoreError> {
+            if self.faults.fail_next_document_read.swap(false, SeqCst) {
+                self.faults.hold_claims.store(true, SeqCst);
+                self.faults.failed_reads.fetch_add(1, SeqCst);
+                return Err(StoreError::Io(std::io::Error::other(
+                    "injected document read failure",
+                )));
+            }
+            self.inner.document(id).await
+        }
+
+        async fn documents_for(&self, nhs_number: &str) -> Result<Vec<StoredDocument>, StoreError> {
+            self.inner.documents_for(nhs_number).await
+        }
+
+        async fn append_audit(&self, drafts: Vec<AuditDraft>) -> Result<(), StoreError> {
+            self.inner.append_audit(drafts).await
+        }
+
+        async fn audit_page(&self, after: i64, limit: i64) -> Result<Vec<AuditEntry>, StoreError> {
+            self.inner.audit_page(after, limit).await
+        }
+
+        async fn audit_search(&self, filter: &AuditFilter) -> Result<Vec<AuditEntry>, StoreError> {
+            self.inner.audit_search(filter).await
+        }
+
+        async fn remember_assertion(
+            &self,
+            client_id: &str,
+            jti: &str,
+            expires_at: i64,
+            now: i64,
+        ) -> Result<bool, StoreError> {
+            self.inner
+                .remember_assertion(client_id, jti, expires_at, now)
+                .await
+        }
+
+        async fn put_agreement(
+            &self,
+            record: AgreementRecord,
+            audit: Vec<AuditDraft>,
+        ) -> Result<VersionOutcome, StoreError> {
+            self.inner.put_agreement(record, audit).await
+        }
+
+        async fn agreement_versions(
+            &self,
+            id: Option<&str>,
+        ) -> Result<Vec<AgreementRecord>, StoreError> {
+            self.inner.agreement_versions(id).await
+        }
+
+        async fn put_consent(
+            &self,
+            consent: ConsentWrite<'_>,
+            render: &(dyn Fn(i64) -> String + Send + Sync),
+            audit: &(dyn Fn(i64) -> Vec<AuditDraft> + Send + Sync),
+        ) -> Result<i64, StoreError> {
+            self.inner.put_consent(consent, render, audit).await
+        }
+
+        async fn consent(&self, id: &str) -> Result<Option<ConsentRecord>, StoreError> {
+            self.inner.consent(id).await
+        }
+
+        async fn consents_for(&self, nhs_number: &str) -> Result<Vec<ConsentRecord>, StoreError> {
+            self.inner.consents_for(nhs_number).await
+        }
+
+        async fn audit_head(&self) -> Result<Option<(i64, String)>, StoreError> {
+            self.inner.audit_head().await
+        }
+
+        async fn add_checkpoint(&self, checkpoint: Checkpoint) -> Result<(), StoreError> {
+            self.inner.add_checkpoint(checkpoint).await
+        }
+
+        async fn checkpoints(&self) -> Result<Vec<Checkpoint>, StoreError> {
+            self.inner.checkpoints().await
+        }
+
+        async fn ping(&self) -> Result<(), StoreError> {
+            self.inner.ping().await
+        }
+
+        async fn close(&self) {
+            self.inner.close().await
+        }
+    }
+}
+
+/// Waits until the recipient's Task for `document` satisfies `done`, failing at once if it
+/// ends (`completed`, `failed`, `rejected`) in another way, or after 20 s.
+async fn wait_until(
+    app: &TestApp,
+    document: &str,
+    owner: &str,
+    what: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let all = tasks(app, "prison", document).await;
+        if let Some(t) = all
+            .iter()
+            .find(|t| t["owner"]["identifier"]["value"] == owner)
+        {
+            if done(t) {
+                return t.clone();
+            }
+            assert!(
+                !["completed", "failed", "rejected"].contains(&t["status"].as_str().unwrap_or("")),
+                "the Task for {owner} ended before it was {what}: {t}"
+            );
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the Task for {owner} was never {what}: {all:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A store error while a delivery is attempted (here, reading the document) may pass: the
+/// delivery is retried (requested, retrying, GW-DELIVERY-04, the error in the audit log), not
+/// failed, and the next attempt delivers exactly one copy.
+#[tokio::test]
+async fn a_store_error_while_attempting_is_retried_not_failed() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let (url, gp) = recipient(vec![]).await;
+    let faults = Arc::new(Faults::default());
+    let wrapper = {
+        let faults = faults.clone();
+        throughcare::startup::StoreWrapper(Arc::new(move |inner| {
+            Arc::new(FlakyStore {
+                inner,
+                faults: faults.clone(),
+            }) as Arc<dyn throughcare::store::Store>
+        }))
+    };
+    let mut app = spawn_app_wrapping_store(fast, wrapper).await;
+    register(&app, "A99001", &url).await;
+    // Intake reads no stored document, so the first read after arming is the delivery
+    // worker's, for the GP (the only recipient with an endpoint). Arming before submitting
+    // leaves no window for the worker to read the document first.
+    faults.fail_next_document_read.store(true, SeqCst);
+    let document = submit_release(&app).await;
+
+    let retrying = wait_until(&app, &document, "A99001", "retrying", |t| {
+        t["businessStatus"]["coding"][0]["code"] == "retrying"
+    })
+    .await;
+    assert_eq!(faults.failed_reads.load(SeqCst), 1);
+    assert_eq!(retrying["status"], "requested", "{retrying}");
+    assert_eq!(
+        retrying["statusReason"]["coding"][0]["code"], "GW-DELIVERY-04",
+        "{retrying}"
+    );
+    assert!(
+        retrying["statusReason"]["text"]
+            .as_str()
+            .is_some_and(|r| r.contains("injected document read failure")),
+        "{retrying}"
+    );
+    assert!(gp.received.lock().unwrap().is_empty(), "nothing was sent");
+
+    // The store recovers: the next attempt delivers.
+    faults.hold_claims.store(false, SeqCst);
+    let task = wait_for(&app, &document, "A99001", "completed").await;
+    assert_eq!(task["businessStatus"]["coding"][0]["code"], "delivered");
+    assert_eq!(gp.received.lock().unwrap().len(), 1, "one copy arrived");
+    assert_eq!(faults.failed_reads.load(SeqCst), 1);
+
+    app.stop().await;
+    let entries = app.audit_entries().await;
+    let attempted: Vec<_> = entries
+        .iter()
+        .filter(|e| e.action == "delivery-attempted")
+        .collect();
+    assert!(
+        attempted
+            .iter()
+            .any(|e| e.detail.contains("injected document read failure")),
+        "{attempted:?}"
+    );
+    let count = |a: &str| entries.iter().filter(|e| e.action == a).count();
+    assert_eq!(count("delivery-completed"), 1);
+    assert_eq!(count("delivery-failed"), 0);
+}
+
+/// The delivered Task carries the loss report of the copy that was sent: a `loss-count` output
+/// equal to the number of `loss` outputs, each of which the intake receipt also warned the
+/// sender about for that recipient (same element, same reason).
+#[tokio::test]
+async fn the_task_shows_the_loss_report_of_the_copy_it_delivered() {
+    let (url, gp) = recipient(vec![]).await;
+    let app = spawn_app_with(fast).await;
+    register_as(&app, "A99001", &url, "gp-connect-stu3").await;
+    let token = app.token_for("prison").await;
+    let (release, _) = unique_release();
+    let (status, headers, receipt) =
+        status_and_json(app.post_bundle(&token, FHIR_JSON, release).await).await;
+    assert_eq!(status, 201, "{receipt}");
+    let document = location_of(&headers)
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let done = wait_for(&app, &document, "A99001", "completed").await;
+    assert_eq!(gp.received.lock().unwrap().len(), 1);
+
+    // Read the Task itself.
+    let response = app
+        .get_as(
+            "prison",
+            &token,
+            &format!("/fhir/Task/{}", done["id"].as_str().unwrap()),
+            &[],
+        )
+        .await;
+    assert_eq!(response.status().as_u16(), 200);
+    let task: Value = response.json().await.unwrap();
+    let outputs = task["output"].as_array().cloned().unwrap_or_default();
+    let of_type = |code: &str| -> Vec<Value> {
+        outputs
+            .iter()
+            .filter(|o| o["type"]["coding"][0]["code"] == code)
+            .cloned()
+            .collect()
+    };
+    let count = of_type("loss-count");
+    let losses = of_type("loss");
+    assert_eq!(count.len(), 1, "{task}");
+    assert!(
+        !losses.is_empty(),
+        "the GP Connect copy loses something: {task}"
+    );
+    assert_eq!(
+        count[0]["valueInteger"].as_u64(),
+        Some(losses.len() as u64),
+        "{task}"
+    );
+
+    // Every loss on the Task was reported at intake for this recipient and profile.
+    let warned: Vec<(String, String)> = issues(&receipt)
+        .iter()
+        .filter(|i| i["code"] == "incomplete")
+        .filter_map(|i| {
+            let text = i["diagnostics"].as_str()?;
+            let rest =
+                text.strip_prefix("Not carried in the copy for A99001 (gp-connect-stu3): ")?;
+            let path = i["expression"][0].as_str()?;
+            Some((
+                path.to_string(),
+                rest.strip_suffix('.').unwrap_or(rest).to_string(),
+            ))
+        })
+        .collect();
+    assert_eq!(warned.len(), losses.len(), "{warned:?} {task}");
+    for loss in &losses {
+        let text = loss["valueString"].as_str().unwrap();
+        let (path, reason) = text.split_once(": ").unwrap();
+        assert!(
+            warned.iter().any(|(p, r)| p == path && r == reason),
+            "the Task's loss {text:?} was not in the receipt's warnings for A99001: {warned:?}"
+        );
+    }
+}

@@ -702,3 +702,72 @@ async fn emergency_access_overrides_missing_consent_for_an_allowed_client_and_is
     );
     assert_eq!(emergency[0].actor_client.as_deref(), Some("gp"));
 }
+
+/// The receipt tells the sender, per routed recipient and in the profile that recipient
+/// receives, what its copy loses in translation: a GP registered for GP Connect STU3 is named
+/// with that profile, and no warning names an organisation the document does not go to.
+#[tokio::test]
+async fn the_receipt_reports_translation_losses_per_recipient() {
+    let app = spawn_app_with(|s| s.delivery.enabled = false).await;
+    let icb = app.token_for("icb").await;
+    let response = app
+        .put_json(
+            "icb",
+            &icb,
+            "/admin/endpoints/A99001",
+            &json!({"url": "https://gp.example.invalid/fhir", "profile": "gp-connect-stu3"}),
+        )
+        .await;
+    assert_eq!(response.status().as_u16(), 200);
+    let token = app.token_for("prison").await;
+    let (release, _) = unique_release();
+    let (status, _, outcome) = submit(&app, &token, FHIR_JSON, release).await;
+    assert_eq!(status, 201, "{outcome}");
+
+    let issues = issues(&outcome);
+    let text = |i: &Value| i["diagnostics"].as_str().unwrap_or_default().to_string();
+    // The recipients the document routes to, as the receipt lists their Tasks.
+    let routed: Vec<String> = issues
+        .iter()
+        .filter_map(|i| {
+            let d = text(i);
+            let rest = d.strip_prefix("Delivery to ")?;
+            Some(rest.split(' ').next()?.to_string())
+        })
+        .collect();
+    assert!(routed.contains(&"A99001".to_string()), "{outcome}");
+    let losses: Vec<&Value> = issues
+        .iter()
+        .filter(|i| i["code"] == "incomplete")
+        .collect();
+    let gp: Vec<&&Value> = losses
+        .iter()
+        .filter(|i| text(i).contains("A99001 (gp-connect-stu3)"))
+        .collect();
+    assert!(
+        !gp.is_empty(),
+        "the GP Connect copy's losses are reported: {outcome}"
+    );
+    for i in &gp {
+        assert_eq!(i["severity"], "warning", "{i}");
+        assert!(
+            i["expression"][0].as_str().is_some_and(|e| !e.is_empty()),
+            "each loss names the element it is about: {i}"
+        );
+    }
+    for i in &losses {
+        let d = text(i);
+        let named = d
+            .split_once("copy for ")
+            .and_then(|(_, rest)| rest.split(' ').next())
+            .unwrap_or_else(|| panic!("a loss warning names its recipient: {d}"));
+        assert!(
+            routed.iter().any(|r| r == named),
+            "{named} is not routed ({routed:?}) but is named in: {d}"
+        );
+    }
+    assert!(
+        !diagnostics(&outcome).contains("A99001 (uk-core-r4)"),
+        "the GP is reported in the profile it receives: {outcome}"
+    );
+}
