@@ -13,6 +13,7 @@ pub const SHAPE: &str = "GW-INTAKE-05";
 pub const TYPED_MODEL: &str = "GW-INTAKE-06";
 pub const AUTHOR_MISMATCH: &str = "GW-INTAKE-07";
 pub const IDEMPOTENCY_CONFLICT: &str = "GW-INTAKE-08";
+pub const DUPLICATE_KEY: &str = "GW-INTAKE-09";
 pub const NO_TOKEN: &str = "GW-AUTH-01";
 pub const BAD_TOKEN: &str = "GW-AUTH-02";
 pub const CERT_MISMATCH: &str = "GW-AUTH-03";
@@ -33,6 +34,7 @@ pub const NOT_REPLAYABLE: &str = "GW-ADMIN-04";
 pub const TRANSLATE_SHAPE: &str = "GW-TRANSLATE-01";
 pub const TRANSLATE_UNSUPPORTED: &str = "GW-TRANSLATE-02";
 pub const OTHER_PATIENT: &str = "GW-PULL-01";
+pub const CONSENT_WITHHOLDS: &str = "GW-PULL-02";
 pub const DELIVERY_NO_ENDPOINT: &str = "GW-DELIVERY-01";
 pub const DELIVERY_NO_AGREEMENT: &str = "GW-DELIVERY-02";
 pub const DELIVERY_NOTHING_TO_SHARE: &str = "GW-DELIVERY-03";
@@ -77,6 +79,10 @@ pub const ALL: &[(&str, &str)] = &[
     (
         IDEMPOTENCY_CONFLICT,
         "Bundle.identifier was already used by this sender for different content.",
+    ),
+    (
+        DUPLICATE_KEY,
+        "A JSON object or form has the same key twice: the body would read two ways.",
     ),
     (NO_TOKEN, "No bearer access token."),
     (
@@ -142,6 +148,10 @@ pub const ALL: &[(&str, &str)] = &[
     (
         OTHER_PATIENT,
         "The document is about another patient than the one named.",
+    ),
+    (
+        CONSENT_WITHHOLDS,
+        "The patient's choices do not permit sharing their record with this organisation.",
     ),
     (
         DELIVERY_NO_ENDPOINT,

@@ -154,6 +154,12 @@ impl From<crate::fhir::json::BodyError> for ApiError {
                 codes::INVALID_JSON,
                 format!("The body is not valid JSON: {why}."),
             ),
+            BodyError::DuplicateKey(key) => ApiError::bad_request(
+                codes::DUPLICATE_KEY,
+                format!(
+                    "The JSON has the key {key:?} twice in one object; a document must read one way only."
+                ),
+            ),
         }
     }
 }

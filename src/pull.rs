@@ -16,16 +16,24 @@ use crate::recipient::{CopyRequest, RecipientCopy, Subject, copy_for};
 use crate::store::StoredDocument;
 use crate::translate::Target;
 
+/// What a reader may have of one stored document.
+enum Seen {
+    Copy(Box<RecipientCopy>),
+    /// Nothing, and the reader is not told why (the document's existence is not disclosed).
+    Nothing,
+    /// Nothing, because the patient's consent withholds the whole record from this reader.
+    ConsentWithholds,
+}
+
 /// Makes `principal`'s copy of a stored document now, for `purpose`, in `target`, and records
-/// the decision (a disclosure when anything is shared). `None` when nothing at all may be
-/// shared: the caller answers 404, so that the document's existence is not disclosed either.
+/// the decision (a disclosure when anything is shared).
 async fn copy_of(
     app: &App,
     principal: &Principal,
     stored: &StoredDocument,
     purpose: Purpose,
     target: Target,
-) -> Result<Option<RecipientCopy>, ApiError> {
+) -> Result<Seen, ApiError> {
     let subject = Subject::stored(app, stored).await?;
     let recipient = subject.recipient(app, &principal.ods, Some(principal.role));
     let copy = copy_for(
@@ -41,13 +49,25 @@ async fn copy_of(
         },
     );
     app.store.append_audit(vec![copy.audit.clone()]).await?;
+    if copy.consent_withholds_all() {
+        return Ok(Seen::ConsentWithholds);
+    }
     if !copy.shares_anything() {
-        return Ok(None);
+        return Ok(Seen::Nothing);
     }
     if let Some(e) = copy.translation_error {
         return Err(e.into());
     }
-    Ok(Some(copy))
+    Ok(Seen::Copy(Box::new(copy)))
+}
+
+/// The answer to a reader whose every document the patient's consent withholds: 403, and no
+/// more than that (even the fact of a custody document is custody information).
+fn consent_refusal() -> ApiError {
+    ApiError::forbidden(
+        codes::CONSENT_WITHHOLDS,
+        "The patient's choices do not permit sharing their record with this organisation.",
+    )
 }
 
 /// Refuses break-glass to a client whose registration does not allow it.
@@ -138,9 +158,11 @@ pub async fn read_document(
     }
     check_purpose(principal, purpose)?;
     // Anyone else reads what policy allows now (consent may have changed since intake).
-    let copy = copy_of(app, principal, &doc, purpose, target)
-        .await?
-        .ok_or_else(not_found)?;
+    let copy = match copy_of(app, principal, &doc, purpose, target).await? {
+        Seen::Copy(c) => c,
+        Seen::Nothing => return Err(not_found()),
+        Seen::ConsentWithholds => return Err(consent_refusal()),
+    };
     Ok(DocumentRead::Copy {
         body: copy.copy.map(|c| c.to_string()).unwrap_or_default(),
         withheld: copy.decision.withheld().count(),
@@ -162,9 +184,15 @@ pub async fn everything(
     let documents = app.store.documents_for(nhs.as_str()).await?;
     let mut seen = HashSet::new();
     let mut out = Vec::new();
+    let mut withheld_by_consent = false;
     for stored in &documents {
-        let Some(copy) = copy_of(app, principal, stored, purpose, target).await? else {
-            continue;
+        let copy = match copy_of(app, principal, stored, purpose, target).await? {
+            Seen::Copy(c) => c,
+            Seen::Nothing => continue,
+            Seen::ConsentWithholds => {
+                withheld_by_consent = true;
+                continue;
+            }
         };
         let Some(translated) = copy.copy else {
             continue;
@@ -193,6 +221,9 @@ pub async fn everything(
                 out.push(entry.clone());
             }
         }
+    }
+    if out.is_empty() && withheld_by_consent {
+        return Err(consent_refusal());
     }
     Ok(out)
 }
@@ -238,8 +269,9 @@ pub async fn gpc_structured_record(
     let nhs = NhsNumber::parse(nhs).map_err(|e| invalid(format!("patientNHSNumber: {e}")))?;
     let lists = gpc_requested_lists(params).map_err(invalid)?;
     let documents = app.store.documents_for(nhs.as_str()).await?;
+    let mut withheld_by_consent = false;
     for stored in &documents {
-        if let Some(copy) = copy_of(
+        match copy_of(
             app,
             principal,
             stored,
@@ -247,12 +279,20 @@ pub async fn gpc_structured_record(
             Target::GpConnectStu3,
         )
         .await?
-            && let Some(mut record) = copy.copy
         {
-            // Only the clinical areas asked for, as a GP Connect provider answers.
-            gpc_select(&mut record, &lists);
-            return Ok(record);
+            Seen::Copy(copy) => {
+                if let Some(mut record) = copy.copy {
+                    // Only the clinical areas asked for, as a GP Connect provider answers.
+                    gpc_select(&mut record, &lists);
+                    return Ok(record);
+                }
+            }
+            Seen::Nothing => {}
+            Seen::ConsentWithholds => withheld_by_consent = true,
         }
+    }
+    if withheld_by_consent {
+        return Err(consent_refusal());
     }
     Err(ApiError::not_found(
         "No record of this patient is visible to this client.",

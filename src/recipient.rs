@@ -169,6 +169,15 @@ impl RecipientCopy {
         self.decision.agreement.is_some() && self.decision.shared().next().is_some()
     }
 
+    /// An agreement covers the recipient, and the patient's consent (rule 4) is what withholds
+    /// the whole record from it: the recipient is told that the patient's choices do not permit
+    /// sharing, and nothing more.
+    pub fn consent_withholds_all(&self) -> bool {
+        self.decision.agreement.is_some()
+            && !self.shares_anything()
+            && self.decision.withheld().any(|r| r.rule == 4)
+    }
+
     /// Target-profile errors (the copy does not conform).
     pub fn target_errors(&self) -> impl Iterator<Item = &Issue> {
         self.target_issues
@@ -219,6 +228,19 @@ pub fn copy_for(
         },
         &views,
     );
+    let mut decision = decision;
+    // A copy without its Composition is no document: where the Composition itself is withheld,
+    // nothing is shared (never a shape error downstream).
+    let composition_withheld = decision
+        .resources
+        .iter()
+        .any(|r| r.entry == 0 && r.resource_type == "Composition" && !r.shared);
+    if composition_withheld {
+        for r in decision.resources.iter_mut().filter(|r| r.shared) {
+            r.shared = false;
+            r.basis = format!("withheld with the Composition it belongs to ({})", r.basis);
+        }
+    }
     let audit = AuditEvent::SharingDecided {
         actor: request.actor.clone(),
         nhs_number: subject.summary.nhs_number.as_str().to_string(),

@@ -55,13 +55,17 @@ fn record(a: &Agreement, at: &str, by: &str) -> Result<AgreementRecord, Agreemen
 impl Sharing {
     /// Loads the classification files and seeds the agreement files into the store. A file whose
     /// version is already stored with different content stops start-up: it was edited in place.
+    /// `code_pairs` are the ConceptMaps' mappings (`Translator::code_pairs`): a local code they
+    /// turn into a labelled code is labelled too.
     pub async fn load(
         settings: &PolicySettings,
         store: &dyn Store,
         now: &str,
+        code_pairs: &[(String, String, String, String)],
     ) -> anyhow::Result<Sharing> {
-        let classifier = Classifier::load_dir(&settings.labels_dir)
+        let mut classifier = Classifier::load_dir(&settings.labels_dir)
             .with_context(|| format!("loading labels from {}", settings.labels_dir.display()))?;
+        classifier.extend_with_code_pairs(code_pairs);
         let files = agreement::load_dir(&settings.agreements_dir).with_context(|| {
             format!(
                 "loading agreements from {}",

@@ -164,6 +164,7 @@ impl Application {
             &settings.policy,
             store.as_ref(),
             &crate::clock::rfc3339(clock.now()),
+            &translator.code_pairs(),
         )
         .await?;
         if sharing.agreements().is_empty() {

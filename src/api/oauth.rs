@@ -37,9 +37,7 @@ pub async fn issue_token(
                 .eq_ignore_ascii_case("application/x-www-form-urlencoded")
         });
     let parsed: Result<TokenRequest, TokenError> = if is_form {
-        serde_urlencoded::from_bytes(&body).map_err(|_| TokenError::InvalidRequest {
-            description: "the form body is unreadable".into(),
-        })
+        read_form(&body)
     } else {
         Err(TokenError::InvalidRequest {
             description: "send application/x-www-form-urlencoded".into(),
@@ -83,4 +81,24 @@ pub async fn smart_configuration(app: web::Data<App>) -> HttpResponse {
 
 pub async fn jwks(app: web::Data<App>) -> HttpResponse {
     HttpResponse::Ok().json(app.tokens.gateway_key.jwks())
+}
+
+/// Reads the token request form. A parameter given twice is refused (RFC 6749 §3.2: parameters
+/// must not be included more than once), so that no two readers see two requests.
+fn read_form(body: &[u8]) -> Result<TokenRequest, TokenError> {
+    let unreadable = || TokenError::InvalidRequest {
+        description: "the form body is unreadable".into(),
+    };
+    let pairs: Vec<(String, String)> =
+        serde_urlencoded::from_bytes(body).map_err(|_| unreadable())?;
+    let mut seen = std::collections::HashSet::new();
+    if let Some((name, _)) = pairs.iter().find(|(k, _)| !seen.insert(k.as_str())) {
+        return Err(TokenError::InvalidRequest {
+            description: format!(
+                "the parameter {} is given more than once",
+                name.chars().take(40).collect::<String>()
+            ),
+        });
+    }
+    serde_urlencoded::from_bytes(body).map_err(|_| unreadable())
 }

@@ -106,6 +106,11 @@ pub struct Agreement {
     /// Whether custody-only content may pass (prison-to-prison only).
     #[serde(default)]
     pub custody_data: bool,
+    /// Security labels beyond the sensitivity classes that this agreement lets through:
+    /// confidentiality `R` or `V`, or any other `system|code`. Without a name here, a resource
+    /// carrying such a label is withheld (deny by default).
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub permitted_security_labels: BTreeSet<String>,
     pub legal_basis: String,
     #[serde(with = "iso_date")]
     pub valid_from: Date,
@@ -214,6 +219,12 @@ impl Agreement {
 
     pub fn clause(&self) -> String {
         format!("agreement {} v{}", self.id, self.version)
+    }
+
+    /// Whether the agreement names this security code: `R` or `V` for confidentiality,
+    /// `system|code` for any other.
+    pub fn names_security_label(&self, label: &str) -> bool {
+        self.permitted_security_labels.contains(label)
     }
 }
 

@@ -9,7 +9,7 @@ use time::OffsetDateTime;
 use super::Purpose;
 use super::agreement::{Agreement, NotCovered, Relationship};
 use super::consent::{ConsentContext, ConsentDirective, find_denial, find_permit};
-use super::labels::{Label, ResourceView};
+use super::labels::{DataClass, Label, ResourceView};
 use crate::domain::{OdsCode, Role};
 
 /// An organisation taking part in an exchange.
@@ -53,15 +53,25 @@ pub struct ResourceDecision {
     pub rule: u8,
     /// The agreement clause or consent provision that decided it, in words.
     pub basis: String,
-    /// Labels the resource carries (declared or derived from codes).
+    /// Labels the resource carries (declared, derived from codes or from free-text terms).
     pub labels: Vec<String>,
+    /// The agreement (`id vN`) under which it is shared, or whose rule withheld it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agreement: Option<String>,
+    /// Free-text elements removed from it (paths relative to the resource), for a resource the
+    /// copy needs whose text names a class the recipient may not see.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub redacted: Vec<String>,
 }
 
 /// The verdict on a whole exchange.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Decision {
-    /// `id` and `version` of the agreement used, if any covered the exchange.
+    /// `id` and `version` of the first agreement that covers the exchange, if any did.
     pub agreement: Option<(String, u32)>,
+    /// Every agreement that covers the exchange (a resource is shared when any of them, with
+    /// its own consent rules, allows it).
+    pub agreements: Vec<(String, u32)>,
     /// Whether custody-only content may pass (a prison recipient under a custody agreement).
     pub custody_allowed: bool,
     /// Whether break-glass overrode the patient's dissent for at least one resource.
@@ -100,6 +110,7 @@ pub fn decide(request: &DecisionRequest<'_>, resources: &[ResourceView]) -> Deci
     let emergency_requested = request.purpose == Purpose::EmergencyTreat;
     let withhold_all = |rule: u8, reason: String| Decision {
         agreement: None,
+        agreements: Vec::new(),
         custody_allowed: false,
         emergency: false,
         refusal: Some(reason.clone()),
@@ -113,6 +124,8 @@ pub fn decide(request: &DecisionRequest<'_>, resources: &[ResourceView]) -> Deci
                 rule,
                 basis: reason.clone(),
                 labels: r.labels.iter().map(|l| l.code().to_string()).collect(),
+                agreement: None,
+                redacted: Vec::new(),
             })
             .collect(),
     };
@@ -126,23 +139,29 @@ pub fn decide(request: &DecisionRequest<'_>, resources: &[ResourceView]) -> Deci
         return withhold_all(5, why.to_string());
     }
 
-    // Rule 1: an active agreement must cover sender, recipient, purpose and time.
+    // Rule 1: an active agreement must cover sender, recipient, purpose and time. Every
+    // agreement that covers the exchange is used: an organisation can be both the registered GP
+    // and a care-plan performer.
     let mut reasons = Vec::new();
-    let agreement = request.agreements.iter().find(|a| {
-        match a.covers(
-            (&request.sender.ods, request.sender.role),
-            (&recipient.ods, recipient.role, &recipient.relationships),
-            request.purpose,
-            on,
-        ) {
-            Ok(()) => true,
-            Err(why) => {
-                reasons.push(not_covered_reason(a, &why));
-                false
+    let covering: Vec<&Agreement> = request
+        .agreements
+        .iter()
+        .filter(|a| {
+            match a.covers(
+                (&request.sender.ods, request.sender.role),
+                (&recipient.ods, recipient.role, &recipient.relationships),
+                request.purpose,
+                on,
+            ) {
+                Ok(()) => true,
+                Err(why) => {
+                    reasons.push(not_covered_reason(a, &why));
+                    false
+                }
             }
-        }
-    });
-    let Some(agreement) = agreement else {
+        })
+        .collect();
+    let Some(first) = covering.first() else {
         let detail = if reasons.is_empty() {
             "no agreements are defined".to_string()
         } else {
@@ -153,118 +172,237 @@ pub fn decide(request: &DecisionRequest<'_>, resources: &[ResourceView]) -> Deci
             format!("no active agreement covers this exchange ({detail})"),
         );
     };
-    let clause = agreement.clause();
-    let custody_allowed = agreement.custody_data && recipient.role == Role::Prison;
+    let custody_allowed = recipient.role == Role::Prison && covering.iter().any(|a| a.custody_data);
     let cx = ConsentContext {
         recipient_ods: &recipient.ods,
         recipient_role: recipient.role,
         purpose: request.purpose,
         at: request.at,
     };
-
-    let mut emergency = false;
-    let mut out = Vec::with_capacity(resources.len());
-    for r in resources {
-        let labels: Vec<String> = r.labels.iter().map(|l| l.code().to_string()).collect();
-        let verdict = |shared: bool, rule: u8, basis: String| ResourceDecision {
-            entry: r.entry,
-            reference: r.reference.clone(),
-            resource_type: r.resource_type.clone(),
-            shared,
-            rule,
-            basis,
-            labels: labels.clone(),
-        };
-        // Rule 2: custody-only content never reaches a health recipient that is not a prison.
-        if r.custody_only() && !custody_allowed {
-            out.push(verdict(
-                false,
-                2,
-                "custody-only content is never shared with a health recipient".into(),
-            ));
-            continue;
-        }
-        // Deny by default: a security code we do not understand withholds the resource.
-        if !r.unknown_labels.is_empty() {
-            out.push(verdict(
-                false,
-                3,
-                format!("unknown security label {}", r.unknown_labels.join(", ")),
-            ));
-            continue;
-        }
-        // Rule 3: classes outside the agreement are withheld.
-        if !agreement.data_classes.contains(&r.class) {
-            out.push(verdict(
-                false,
-                3,
-                format!("{clause} does not include the class '{}'", r.class.as_str()),
-            ));
-            continue;
-        }
-        if let Some(l) = r
-            .sensitive()
-            .find(|l| !agreement.sensitive_permitted.contains(l))
-        {
-            out.push(verdict(
-                false,
-                3,
-                format!("{clause} does not permit {} content", l.code()),
-            ));
-            continue;
-        }
-        // Rule 4: the patient's consent. Rule 5: ETREAT overrides dissent (not rules 1–3).
-        let denial = find_denial(request.consents, r, &cx);
-        let missing: Vec<Label> = r
-            .sensitive()
-            .filter(|l| agreement.consent_required.contains(l))
-            .filter(|l| find_permit(request.consents, *l, r, &cx).is_none())
-            .collect();
-        if denial.is_none() && missing.is_empty() {
-            let permits: Vec<String> = r
-                .sensitive()
-                .filter(|l| agreement.consent_required.contains(l))
-                .filter_map(|l| {
-                    find_permit(request.consents, l, r, &cx)
-                        .map(|p| format!("{} permitted by {p}", l.code()))
-                })
+    let mut out: Vec<ResourceDecision> = resources
+        .iter()
+        .map(|r| {
+            // Shared normally under any agreement beats shared by break-glass, which beats
+            // withheld; a withheld resource is explained by the first covering agreement.
+            let verdicts: Vec<ResourceDecision> = covering
+                .iter()
+                .map(|a| judge(a, r, request, &cx, custody_allowed))
                 .collect();
-            let basis = if permits.is_empty() {
-                format!("{clause} permits the class '{}'", r.class.as_str())
-            } else {
-                format!(
-                    "{clause} permits the class '{}'; {}",
-                    r.class.as_str(),
-                    permits.join("; ")
-                )
-            };
-            out.push(verdict(true, 0, basis));
-            continue;
-        }
-        let why = match (&denial, missing.first()) {
-            (Some(d), _) => format!("the patient's consent denies it ({d})"),
-            (None, Some(l)) => format!(
-                "{clause} shares {} content only with the patient's explicit consent, and there is none",
-                l.code()
-            ),
-            (None, None) => String::new(),
-        };
-        if emergency_requested {
-            emergency = true;
-            out.push(verdict(
-                true,
-                5,
-                format!("EMERGENCY ACCESS (ETREAT) overrides: {why}"),
-            ));
-        } else {
-            out.push(verdict(false, 4, why));
-        }
-    }
+            verdicts
+                .iter()
+                .find(|v| v.shared && v.rule == 0)
+                .or_else(|| verdicts.iter().find(|v| v.shared))
+                .unwrap_or(&verdicts[0])
+                .clone()
+        })
+        .collect();
+    imply_core(&mut out, resources);
     Decision {
-        agreement: Some((agreement.id.clone(), agreement.version)),
+        agreement: Some((first.id.clone(), first.version)),
+        agreements: covering.iter().map(|a| (a.id.clone(), a.version)).collect(),
         custody_allowed,
-        emergency,
+        emergency: out.iter().any(|r| r.shared && r.rule == 5),
         refusal: None,
         resources: out,
+    }
+}
+
+/// A record shared is shared with whose it is: when anything outside the core class reaches
+/// the recipient, the core resources (the Composition, the Patient, the organisations and
+/// practitioners) withheld only by the patient's consent (rule 4) go too. A consent that denies
+/// everything but permits one class thus gives that class with its frame, never a fragment.
+fn imply_core(out: &mut [ResourceDecision], resources: &[ResourceView]) {
+    let anything_else = out
+        .iter()
+        .zip(resources)
+        .any(|(d, r)| d.shared && r.class != DataClass::Core);
+    if !anything_else {
+        return;
+    }
+    for (d, r) in out.iter_mut().zip(resources) {
+        if !d.shared && d.rule == 4 && r.class == DataClass::Core {
+            d.shared = true;
+            d.rule = 0;
+            d.basis = format!(
+                "shared as the frame of the content the patient's consent permits (the consent alone withheld it: {})",
+                d.basis
+            );
+        }
+    }
+}
+
+/// Whether a sensitive label may reach this recipient under `agreement`: permitted by the
+/// agreement and, where it asks for consent, explicitly permitted by the patient (or, for a
+/// pull with break-glass, overridden). Used for the free text of the core class.
+fn label_allowed(
+    agreement: &Agreement,
+    label: Label,
+    r: &ResourceView,
+    request: &DecisionRequest<'_>,
+    cx: &ConsentContext<'_>,
+) -> bool {
+    agreement.sensitive_permitted.contains(&label)
+        && (!agreement.consent_required.contains(&label)
+            || find_permit(request.consents, label, r, cx).is_some()
+            || request.purpose == Purpose::EmergencyTreat)
+}
+
+/// The verdict on one resource under one covering agreement (rules 2–5).
+fn judge(
+    agreement: &Agreement,
+    r: &ResourceView,
+    request: &DecisionRequest<'_>,
+    cx: &ConsentContext<'_>,
+    custody_allowed: bool,
+) -> ResourceDecision {
+    let clause = agreement.clause();
+    let emergency_requested = request.purpose == Purpose::EmergencyTreat;
+    let verdict = |shared: bool, rule: u8, basis: String| ResourceDecision {
+        entry: r.entry,
+        reference: r.reference.clone(),
+        resource_type: r.resource_type.clone(),
+        shared,
+        rule,
+        basis,
+        labels: r.labels.iter().map(|l| l.code().to_string()).collect(),
+        agreement: Some(clause.clone()),
+        redacted: Vec::new(),
+    };
+    // Where a label came from free text, the explanation says which term.
+    let because = |l: Label| match r.term_for(l) {
+        Some(m) if !r.declared.contains(&l) => {
+            format!(" (the term '{}' in {})", m.term, m.path)
+        }
+        _ => String::new(),
+    };
+    // Rule 2: custody-only content never reaches a health recipient that is not a prison.
+    if r.custody_only() && !custody_allowed {
+        return verdict(
+            false,
+            2,
+            "custody-only content is never shared with a health recipient".into(),
+        );
+    }
+    // Deny by default: a security code the agreement does not name withholds the resource.
+    let unnamed: Vec<&String> = r
+        .unknown_labels
+        .iter()
+        .filter(|u| !agreement.names_security_label(u))
+        .collect();
+    if !unnamed.is_empty() {
+        let list: Vec<&str> = unnamed.iter().map(|u| u.as_str()).collect();
+        return verdict(
+            false,
+            3,
+            format!(
+                "unknown security label {}, which {clause} does not name",
+                list.join(", ")
+            ),
+        );
+    }
+    // Restricted confidentiality reaches only prisons, unless the agreement names the code.
+    if request.recipient.role != Role::Prison
+        && let Some(c) = r
+            .restricted
+            .iter()
+            .find(|c| !agreement.names_security_label(c))
+    {
+        return verdict(
+            false,
+            3,
+            format!("confidentiality {c} (restricted) is withheld; {clause} does not name it"),
+        );
+    }
+    // Rule 3: classes outside the agreement are withheld.
+    if !agreement.data_classes.contains(&r.class) {
+        return verdict(
+            false,
+            3,
+            format!("{clause} does not include the class '{}'", r.class.as_str()),
+        );
+    }
+    if let Some(l) = r
+        .sensitive()
+        .find(|l| !agreement.sensitive_permitted.contains(l))
+    {
+        return verdict(
+            false,
+            3,
+            format!(
+                "{clause} does not permit {} content{}",
+                l.code(),
+                because(l)
+            ),
+        );
+    }
+    // The frame every copy needs keeps its place; free text naming a class the recipient may
+    // not see is removed from it instead.
+    let redacted: Vec<String> = r
+        .term_matches
+        .iter()
+        .filter(|m| {
+            r.class == DataClass::Core && !label_allowed(agreement, m.label, r, request, cx)
+        })
+        .map(|m| m.path.clone())
+        .collect();
+    let redaction_note = if redacted.is_empty() {
+        String::new()
+    } else {
+        let terms: Vec<String> = r
+            .term_matches
+            .iter()
+            .filter(|m| redacted.contains(&m.path))
+            .map(|m| format!("{} ('{}' in {})", m.label.code(), m.term, m.path))
+            .collect();
+        format!("; free text removed: {}", terms.join(", "))
+    };
+    // Rule 4: the patient's consent. Rule 5: ETREAT overrides dissent (not rules 1–3).
+    let denial = find_denial(request.consents, r, cx);
+    let missing: Vec<Label> = r
+        .sensitive()
+        .filter(|l| agreement.consent_required.contains(l))
+        .filter(|l| find_permit(request.consents, *l, r, cx).is_none())
+        .collect();
+    if denial.is_none() && missing.is_empty() {
+        let permits: Vec<String> = r
+            .sensitive()
+            .filter(|l| agreement.consent_required.contains(l))
+            .filter_map(|l| {
+                find_permit(request.consents, l, r, cx)
+                    .map(|p| format!("{} permitted by {p}", l.code()))
+            })
+            .collect();
+        let basis = if permits.is_empty() {
+            format!("{clause} permits the class '{}'", r.class.as_str())
+        } else {
+            format!(
+                "{clause} permits the class '{}'; {}",
+                r.class.as_str(),
+                permits.join("; ")
+            )
+        };
+        let mut v = verdict(true, 0, format!("{basis}{redaction_note}"));
+        v.redacted = redacted;
+        return v;
+    }
+    let why = match (&denial, missing.first()) {
+        (Some(d), _) => format!("the patient's consent denies it ({d})"),
+        (None, Some(l)) => format!(
+            "{clause} shares {} content only with the patient's explicit consent, and there is none{}",
+            l.code(),
+            because(*l)
+        ),
+        (None, None) => String::new(),
+    };
+    if emergency_requested {
+        let mut v = verdict(
+            true,
+            5,
+            format!("EMERGENCY ACCESS (ETREAT) overrides: {why}{redaction_note}"),
+        );
+        v.redacted = redacted;
+        v
+    } else {
+        verdict(false, 4, why)
     }
 }

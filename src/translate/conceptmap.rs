@@ -323,6 +323,25 @@ impl ConceptMap {
         })
     }
 
+    /// Every mapping this ConceptMap makes, as `(source system, source code, target system,
+    /// target code)` (groups without both systems are left out).
+    pub fn pairs(&self) -> Vec<(String, String, String, String)> {
+        let mut out = Vec::new();
+        for g in &self.groups {
+            let (Some(src), Some(tgt)) = (&g.source, &g.target) else {
+                continue;
+            };
+            for (code, targets) in &g.elements {
+                for t in targets {
+                    if let Some(tc) = &t.code {
+                        out.push((src.clone(), code.clone(), tgt.clone(), tc.clone()));
+                    }
+                }
+            }
+        }
+        out
+    }
+
     /// Does any group translate codes of `system`?
     pub fn has_source_system(&self, system: &str) -> bool {
         self.by_source.contains_key(system)

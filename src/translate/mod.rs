@@ -346,6 +346,15 @@ impl Translator {
         out
     }
 
+    /// Every code mapping of the loaded ConceptMaps: `(source system, source code, target
+    /// system, target code)`. Sensitivity classification uses it so that a local code the maps
+    /// turn into a labelled code is labelled too.
+    pub fn code_pairs(&self) -> Vec<(String, String, String, String)> {
+        let mut out: Vec<_> = self.maps.values().flat_map(ConceptMap::pairs).collect();
+        out.sort();
+        out
+    }
+
     /// FHIR `$translate` over the loaded ConceptMaps.
     pub fn concept_translate(&self, req: &ConceptTranslateRequest) -> ConceptTranslateResult {
         conceptmap::translate(&self.maps, req)

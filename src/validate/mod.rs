@@ -352,6 +352,15 @@ impl Validator {
                 ),
             }
         }
+        // At intake the prison profile for the type always applies: a claimed profile adds
+        // checks, it never replaces the contract (DESIGN §5a).
+        if defaults == ProfileSet::Prison
+            && let Some(&t) = self.defaults[defaults.index()].get(rt)
+            && !trees.is_empty()
+            && !trees.contains(&t)
+        {
+            trees.push(t);
+        }
         if trees.is_empty() {
             let default = self.defaults[defaults.index()].get(rt).copied();
             match (default, defaults) {

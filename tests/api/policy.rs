@@ -275,14 +275,14 @@ async fn intake_outcome_names_each_recipient_and_each_withheld_resource_with_its
     assert!(
         has(
             "information",
-            "Recipient A99001 (RegisteredGp) under agreement prison-to-registered-gp v1: 10 resources shared, 2 withheld, 2 elements removed"
+            "Recipient A99001 (RegisteredGp) under agreement prison-to-registered-gp v1: 9 resources shared, 3 withheld, 2 elements removed"
         ),
         "{outcome}"
     );
     assert!(
         has(
             "information",
-            "Recipient X99001 (CarePlanPerformer) under agreement prison-to-drug-service v1: 9 resources shared, 3 withheld, 2 elements removed"
+            "Recipient X99001 (CarePlanPerformer) under agreement prison-to-drug-service v1: 8 resources shared, 4 withheld, 2 elements removed"
         ),
         "{outcome}"
     );
@@ -309,6 +309,10 @@ async fn intake_outcome_names_each_recipient_and_each_withheld_resource_with_its
     withheld(DRUG_SERVICE, METHADONE, 4);
     withheld(DRUG_SERVICE, HEPATITIS_C, 3);
     withheld(DRUG_SERVICE, CUSTODY_FLAG, 2);
+    // The opiate-treatment care plan is ETH by its words, though uncoded and unlabelled: no
+    // recipient without the patient's ETH consent receives it.
+    withheld(GP, CARE_PLAN, 4);
+    withheld(DRUG_SERVICE, CARE_PLAN, 4);
     assert!(
         !issues
             .iter()
@@ -320,7 +324,7 @@ async fn intake_outcome_names_each_recipient_and_each_withheld_resource_with_its
             .iter()
             .filter(|(s, d, _)| s == "warning" && d.starts_with("Withheld from"))
             .count(),
-        5,
+        7,
         "{outcome}"
     );
     // The explanation to the sender names no custody content either (only references).
@@ -375,16 +379,15 @@ async fn the_same_document_is_filtered_differently_for_the_gp_the_drug_service_a
     assert_eq!(gp.refusal, None);
     assert!(!gp.emergency);
     assert_eq!(gp.resources.len(), 12, "{gp:#?}");
-    for r in [
-        COMPOSITION,
-        PATIENT,
-        RAMIPRIL,
-        HEPATITIS_C,
-        ALLERGY,
-        CARE_PLAN,
-    ] {
+    for r in [COMPOSITION, PATIENT, RAMIPRIL, HEPATITIS_C, ALLERGY] {
         gp.assert_shared(r);
     }
+    let plan = gp.assert_withheld(CARE_PLAN, 4);
+    assert!(
+        plan.labels.contains(&"ETH".to_string())
+            && plan.basis.contains("the term 'opiate substitution'"),
+        "the decision names the term that labelled it: {plan:?}"
+    );
     assert!(
         gp.resource(HEPATITIS_C)
             .basis
@@ -408,9 +411,10 @@ async fn the_same_document_is_filtered_differently_for_the_gp_the_drug_service_a
     // The drug service: no problems class (rule 3); ETH with consent only (rule 4).
     let (drug, _) = decide(&app, "prison", &prison, DRUG_SERVICE).await;
     assert_eq!(drug.agreement.as_deref(), Some("prison-to-drug-service|1"));
-    for r in [COMPOSITION, PATIENT, RAMIPRIL, ALLERGY, CARE_PLAN] {
+    for r in [COMPOSITION, PATIENT, RAMIPRIL, ALLERGY] {
         drug.assert_shared(r);
     }
+    drug.assert_withheld(CARE_PLAN, 4);
     let hepc = drug.assert_withheld(HEPATITIS_C, 3);
     assert!(hepc.basis.contains("'problems'"), "{hepc:?}");
     drug.assert_withheld(METHADONE, 4);
@@ -422,9 +426,10 @@ async fn the_same_document_is_filtered_differently_for_the_gp_the_drug_service_a
     let icb_token = app.token_for("icb").await;
     let (icb, _) = decide(&app, "icb", &icb_token, ICB).await;
     assert_eq!(icb.agreement.as_deref(), Some("prison-to-icb|1"));
-    for r in [COMPOSITION, PATIENT, RAMIPRIL, ALLERGY, CARE_PLAN] {
+    for r in [COMPOSITION, PATIENT, RAMIPRIL, ALLERGY] {
         icb.assert_shared(r);
     }
+    icb.assert_withheld(CARE_PLAN, 3);
     icb.assert_withheld(HEPATITIS_C, 3);
     let meth = icb.assert_withheld(METHADONE, 3);
     assert!(
@@ -442,9 +447,9 @@ async fn the_same_document_is_filtered_differently_for_the_gp_the_drug_service_a
             .collect::<Vec<_>>()
     };
     assert_ne!(shared(&gp), shared(&drug));
-    assert_eq!(shared(&gp).len(), 10);
-    assert_eq!(shared(&drug).len(), 9);
-    assert_eq!(shared(&icb).len(), 9);
+    assert_eq!(shared(&gp).len(), 9);
+    assert_eq!(shared(&drug).len(), 8);
+    assert_eq!(shared(&icb).len(), 8);
 }
 
 #[tokio::test]
