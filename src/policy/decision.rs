@@ -240,7 +240,11 @@ fn label_allowed(
     r: &ResourceView,
     request: &DecisionRequest<'_>,
     cx: &ConsentContext<'_>,
+    custody_allowed: bool,
 ) -> bool {
+    if label == Label::CustodyOnly {
+        return custody_allowed;
+    }
     agreement.sensitive_permitted.contains(&label)
         && (!agreement.consent_required.contains(&label)
             || find_permit(request.consents, label, r, cx).is_some()
@@ -341,7 +345,8 @@ fn judge(
         .term_matches
         .iter()
         .filter(|m| {
-            r.class == DataClass::Core && !label_allowed(agreement, m.label, r, request, cx)
+            r.class == DataClass::Core
+                && !label_allowed(agreement, m.label, r, request, cx, custody_allowed)
         })
         .map(|m| m.path.clone())
         .collect();

@@ -340,13 +340,21 @@ impl Classifier {
         }
     }
 
-    /// The terms of each label found in `text` (each label once, with its first term).
+    /// The terms of each label found in `text` (each label once, with its first term). A word
+    /// in the shape of a NOMIS prison number (`A1234BC`) is custody information wherever it is
+    /// written.
     pub fn terms_in(&self, text: &str) -> Vec<(Label, &str)> {
         if self.terms.is_empty() {
             return Vec::new();
         }
         let haystack = normalise(text);
         let mut out: Vec<(Label, &str)> = Vec::new();
+        if haystack
+            .split(' ')
+            .any(|w| crate::domain::PrisonNumber::parse(&w.to_ascii_uppercase()).is_some())
+        {
+            out.push((Label::CustodyOnly, "a prison number"));
+        }
         for (label, term, needle) in &self.terms {
             if out.iter().any(|(l, _)| l == label) {
                 continue;
@@ -675,6 +683,16 @@ mod tests {
         let v = ResourceView::of(0, None, &patient, &c);
         assert!(v.labels.is_empty());
         assert_eq!(v.term_matches[0].path, "text.div");
+    }
+
+    #[test]
+    fn a_prison_number_in_free_text_is_custody_information() {
+        let c = classifier();
+        let note = json!({"resourceType": "Condition", "note": [{"text": "Seen with a1234bc on the wing"}]});
+        let v = ResourceView::of(0, None, &note, &c);
+        assert!(v.custody_only(), "{v:?}");
+        let fine = json!({"resourceType": "Condition", "note": [{"text": "Dose 1234 mg, code AB12345"}]});
+        assert!(!ResourceView::of(0, None, &fine, &c).custody_only());
     }
 
     #[test]

@@ -12,7 +12,7 @@ use crate::helpers::*;
 
 /// What the recipient does with the next request.
 #[derive(Clone, Debug)]
-enum Answer {
+pub(crate) enum Answer {
     Status(u16),
     StatusRetryAfter(u16, u64),
     /// Wait this long, then answer 200.
@@ -20,19 +20,19 @@ enum Answer {
 }
 
 #[derive(Clone, Debug)]
-struct Received {
+pub(crate) struct Received {
     at: Instant,
     idempotency_key: String,
     correlation_id: String,
     request_id: String,
     authorization: String,
-    body: String,
+    pub(crate) body: String,
 }
 
 #[derive(Clone, Default)]
-struct Recipient {
+pub(crate) struct Recipient {
     script: Arc<Mutex<VecDeque<Answer>>>,
-    received: Arc<Mutex<Vec<Received>>>,
+    pub(crate) received: Arc<Mutex<Vec<Received>>>,
 }
 
 async fn receive(req: HttpRequest, body: web::Bytes, r: web::Data<Recipient>) -> HttpResponse {
@@ -88,7 +88,7 @@ async fn issue_token(form: web::Form<std::collections::HashMap<String, String>>)
 }
 
 /// Starts a recipient answering `script` in order (then 200), returning its URL.
-async fn recipient(script: Vec<Answer>) -> (String, Recipient) {
+pub(crate) async fn recipient(script: Vec<Answer>) -> (String, Recipient) {
     let state = Recipient {
         script: Arc::new(Mutex::new(script.into())),
         ..Default::default()
@@ -109,7 +109,7 @@ async fn recipient(script: Vec<Answer>) -> (String, Recipient) {
     (format!("http://127.0.0.1:{port}/fhir/Bundle"), state)
 }
 
-fn fast(settings: &mut throughcare::config::Settings) {
+pub(crate) fn fast(settings: &mut throughcare::config::Settings) {
     settings.delivery.allow_loopback_http = true;
     settings.delivery.poll_interval_ms = 50;
     settings.delivery.backoff_base_ms = 20;
@@ -122,7 +122,7 @@ async fn register(app: &TestApp, ods: &str, url: &str) {
     register_as(app, ods, url, "uk-core-r4").await;
 }
 
-async fn register_as(app: &TestApp, ods: &str, url: &str, profile: &str) {
+pub(crate) async fn register_as(app: &TestApp, ods: &str, url: &str, profile: &str) {
     let icb = app.token_for("icb").await;
     let response = app
         .put_json(
@@ -146,7 +146,7 @@ async fn submit_release(app: &TestApp) -> String {
 }
 
 /// Submits a prison document; its stored id.
-async fn submit_document(app: &TestApp, document: String) -> String {
+pub(crate) async fn submit_document(app: &TestApp, document: String) -> String {
     let token = app.token_for("prison").await;
     let (status, headers, outcome) =
         status_and_json(app.post_bundle(&token, FHIR_JSON, document).await).await;
@@ -179,7 +179,7 @@ async fn tasks(app: &TestApp, who: &str, document: &str) -> Vec<Value> {
 }
 
 /// Waits until the recipient's Task for `document` reaches `status` (or panics after 20 s).
-async fn wait_for(app: &TestApp, document: &str, owner: &str, status: &str) -> Value {
+pub(crate) async fn wait_for(app: &TestApp, document: &str, owner: &str, status: &str) -> Value {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let all = tasks(app, "prison", document).await;

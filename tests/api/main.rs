@@ -10,6 +10,7 @@ mod intake;
 mod openapi;
 mod policy;
 mod restart;
+mod sharing_safety;
 mod token;
 mod translate;
 mod validate;
