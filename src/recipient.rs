@@ -41,6 +41,9 @@ pub struct Subject {
     /// The recipients the document routes to.
     pub routes: Vec<Route>,
     pub consents: Vec<ConsentDirective>,
+    /// Each resource as policy sees it (class, labels, free-text terms): read once for every
+    /// recipient.
+    pub views: Vec<labels::ResourceView>,
 }
 
 /// Why a stored document could not be prepared for sharing. Never the caller's fault: the
@@ -80,6 +83,7 @@ impl Subject {
             .sharing
             .consents(app.store.as_ref(), summary.nhs_number.as_str())
             .await?;
+        let views = labels::views(&document, &app.sharing.classifier);
         Ok(Subject {
             document,
             summary,
@@ -87,6 +91,7 @@ impl Subject {
             sender,
             routes,
             consents,
+            views,
         })
     }
 
@@ -213,7 +218,6 @@ pub fn copy_for(
         role: recipient.role,
         relationships: recipient.relationships.clone(),
     };
-    let views = labels::views(&subject.document, &app.sharing.classifier);
     let agreements = app.sharing.agreements();
     let decision = decide(
         &DecisionRequest {
@@ -226,7 +230,7 @@ pub fn copy_for(
             break_glass_allowed: request.break_glass_allowed,
             is_pull: request.moment.is_pull(),
         },
-        &views,
+        &subject.views,
     );
     let mut decision = decision;
     // A copy without its Composition is no document: where the Composition itself is withheld,
