@@ -154,6 +154,23 @@ impl From<crate::fhir::json::BodyError> for ApiError {
                 codes::INVALID_JSON,
                 format!("The body is not valid JSON: {why}."),
             ),
+            BodyError::UnreadableNumber { path, number } => ApiError::BadRequest(vec![
+                Issue::error(
+                    "invalid",
+                    format!("The number {number} cannot be read as a number."),
+                )
+                .at(path)
+                .with_code(codes::INVALID_JSON),
+            ]),
+            BodyError::TooManyEntries { found, max } => ApiError::PayloadTooLarge(
+                Issue::error(
+                    "too-costly",
+                    format!(
+                        "The body has {found} Bundle entries or more; at most {max} are accepted."
+                    ),
+                )
+                .with_code(codes::TOO_LARGE),
+            ),
             BodyError::DuplicateKey(key) => ApiError::bad_request(
                 codes::DUPLICATE_KEY,
                 format!(

@@ -79,21 +79,8 @@ pub async fn submit(app: &App, principal: &Principal, body: &[u8]) -> Result<Rec
 
 /// Parse: JSON within the limits, a Bundle.
 fn parse(app: &App, body: &[u8]) -> Result<Value, ApiError> {
-    let tree = crate::fhir::json::parse_body(body, app.settings.limits.max_json_depth)?;
-    let entries = tree
-        .get("entry")
-        .and_then(Value::as_array)
-        .map_or(0, Vec::len);
-    let max_entries = app.settings.limits.max_bundle_entries;
-    if entries > max_entries {
-        return Err(ApiError::PayloadTooLarge(
-            Issue::error(
-                "too-costly",
-                format!("The Bundle has {entries} entries; at most {max_entries} are accepted."),
-            )
-            .with_code(codes::TOO_LARGE),
-        ));
-    }
+    // Size, depth, entries, numbers and duplicate keys: the one reading of every body.
+    let tree = crate::fhir::json::parse_body(body, &app.settings.limits)?;
     if tree.get("resourceType").and_then(Value::as_str) != Some("Bundle") {
         return Err(ApiError::Unprocessable(vec![
             Issue::error("structure", "The body must be a FHIR Bundle.")

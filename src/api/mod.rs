@@ -110,10 +110,7 @@ pub async fn read_json(
 ) -> Result<Value, ApiError> {
     let body = read_body(req, payload, limit).await?;
     check_media_type(req)?;
-    Ok(crate::fhir::json::parse_body(
-        &body,
-        app.settings.limits.max_json_depth,
-    )?)
+    Ok(crate::fhir::json::parse_body(&body, &app.settings.limits)?)
 }
 
 /// The query string as pairs; an unreadable one is a 400.

@@ -180,18 +180,90 @@ pub enum BodyError {
     Invalid(String),
     /// An object has the same key twice (the key).
     DuplicateKey(String),
+    /// A number no reader can hold (`1e999`): the element's path and the number.
+    UnreadableNumber {
+        path: String,
+        number: String,
+    },
+    /// More Bundle entries than the limit, counted over every Bundle in the body.
+    TooManyEntries {
+        found: usize,
+        max: usize,
+    },
 }
 
-/// Reads JSON bytes into the lossless tree, refusing nesting deeper than `max_depth` before
-/// parsing. The one reading of a request body for every route that takes one.
-pub fn parse_body(body: &[u8], max_depth: usize) -> Result<Value, BodyError> {
-    if nesting_exceeds(body, max_depth) {
-        return Err(BodyError::TooDeep(max_depth));
+/// Walks a parsed body once: every number must be finite as a double (as the typed FHIR
+/// models read it), and the Bundle entries, counted over every Bundle in it (a Parameters of
+/// Bundles included), must stay within `max_entries`.
+fn check_tree(value: &Value, max_entries: usize) -> Result<(), BodyError> {
+    fn walk(
+        v: &Value,
+        path: &mut String,
+        entries: &mut usize,
+        max: usize,
+    ) -> Result<(), BodyError> {
+        match v {
+            Value::Number(n) if !n.as_f64().is_some_and(f64::is_finite) => {
+                return Err(BodyError::UnreadableNumber {
+                    path: path.clone(),
+                    number: n.to_string().chars().take(40).collect(),
+                });
+            }
+            Value::Object(map) => {
+                if map.get("resourceType").and_then(Value::as_str) == Some("Bundle")
+                    && let Some(Value::Array(list)) = map.get("entry")
+                {
+                    *entries += list.len();
+                    if *entries > max {
+                        return Err(BodyError::TooManyEntries {
+                            found: *entries,
+                            max,
+                        });
+                    }
+                }
+                for (k, child) in map {
+                    let len = path.len();
+                    if !path.is_empty() {
+                        path.push('.');
+                    }
+                    path.push_str(k);
+                    walk(child, path, entries, max)?;
+                    path.truncate(len);
+                }
+            }
+            Value::Array(items) => {
+                for (i, child) in items.iter().enumerate() {
+                    let len = path.len();
+                    path.push_str(&format!("[{i}]"));
+                    walk(child, path, entries, max)?;
+                    path.truncate(len);
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+    let mut path = value
+        .get("resourceType")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let mut entries = 0;
+    walk(value, &mut path, &mut entries, max_entries)
+}
+
+/// The one reading of a request body, for every route that takes JSON: nesting no deeper than
+/// the limit (checked before parsing), valid JSON into the lossless tree, no key twice in one
+/// object, every number readable, and no more Bundle entries than the limit.
+pub fn parse_body(body: &[u8], limits: &crate::config::Limits) -> Result<Value, BodyError> {
+    if nesting_exceeds(body, limits.max_json_depth) {
+        return Err(BodyError::TooDeep(limits.max_json_depth));
     }
     let value = serde_json::from_slice(body).map_err(|e| BodyError::Invalid(e.to_string()))?;
     if let Some(key) = first_duplicate_key(body) {
         return Err(BodyError::DuplicateKey(key));
     }
+    check_tree(&value, limits.max_bundle_entries)?;
     Ok(value)
 }
 
@@ -226,8 +298,43 @@ mod tests {
             br#"{"a":{"k":1},"b":{"k":"x\"k\":1"},"c":[{"k":1},{"k":2}],"d":"{\"a\":1,\"a\":2}"}"#;
         assert_eq!(first_duplicate_key(fine), None);
         assert_eq!(
-            parse_body(dup, 64),
+            parse_body(dup, &limits()),
             Err(BodyError::DuplicateKey("meta".into()))
+        );
+    }
+
+    fn limits() -> crate::config::Limits {
+        crate::config::Limits {
+            max_body_bytes: 1 << 20,
+            max_json_depth: 64,
+            max_bundle_entries: 3,
+        }
+    }
+
+    #[test]
+    fn every_body_is_read_with_the_same_number_and_entry_rules() {
+        let huge = br#"{"resourceType":"Bundle","entry":[{"resource":{"dose":{"value":1e999}}}]}"#;
+        assert_eq!(
+            parse_body(huge, &limits()),
+            Err(BodyError::UnreadableNumber {
+                path: "Bundle.entry[0].resource.dose.value".into(),
+                number: "1e+999".into()
+            })
+        );
+        assert!(
+            parse_body(
+                br#"{"value": 2.50, "big": 12345678901234567890}"#,
+                &limits()
+            )
+            .is_ok()
+        );
+        // Entries count over every Bundle, nested in Parameters included.
+        let nested = br#"{"resourceType":"Parameters","parameter":[
+            {"resource":{"resourceType":"Bundle","entry":[{},{}]}},
+            {"resource":{"resourceType":"Bundle","entry":[{},{}]}}]}"#;
+        assert_eq!(
+            parse_body(nested, &limits()),
+            Err(BodyError::TooManyEntries { found: 4, max: 3 })
         );
     }
 }

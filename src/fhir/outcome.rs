@@ -85,12 +85,29 @@ impl Issue {
     }
 }
 
-/// Renders issues as an OperationOutcome resource.
+/// The most issues an OperationOutcome lists; the rest are counted in a last issue.
+pub const MAX_ISSUES: usize = 200;
+
+/// Renders issues as an OperationOutcome resource: the first [`MAX_ISSUES`], then one issue
+/// counting the rest.
 pub fn operation_outcome(issues: &[Issue]) -> Value {
-    let issues: Vec<Value> = if issues.is_empty() {
+    let mut out: Vec<Value> = if issues.is_empty() {
         vec![Issue::information("All OK").to_json()]
     } else {
-        issues.iter().map(Issue::to_json).collect()
+        issues.iter().take(MAX_ISSUES).map(Issue::to_json).collect()
     };
-    json!({"resourceType": "OperationOutcome", "issue": issues})
+    if issues.len() > MAX_ISSUES {
+        out.push(
+            Issue::new(
+                Severity::Information,
+                "too-costly",
+                format!(
+                    "{} more issues are not listed; the first {MAX_ISSUES} are.",
+                    issues.len() - MAX_ISSUES
+                ),
+            )
+            .to_json(),
+        );
+    }
+    json!({"resourceType": "OperationOutcome", "issue": out})
 }

@@ -691,7 +691,8 @@ mod tests {
         let note = json!({"resourceType": "Condition", "note": [{"text": "Seen with a1234bc on the wing"}]});
         let v = ResourceView::of(0, None, &note, &c);
         assert!(v.custody_only(), "{v:?}");
-        let fine = json!({"resourceType": "Condition", "note": [{"text": "Dose 1234 mg, code AB12345"}]});
+        let fine =
+            json!({"resourceType": "Condition", "note": [{"text": "Dose 1234 mg, code AB12345"}]});
         assert!(!ResourceView::of(0, None, &fine, &c).custody_only());
     }
 

@@ -137,3 +137,63 @@ async fn validate_needs_a_token_and_readable_json() {
         .unwrap();
     assert_eq!(response.status().as_u16(), 400);
 }
+
+/// `$validate` reads a body exactly as intake does: the Bundle entry limit (413) and numbers
+/// no reader can hold (400), so that the two entry points never disagree.
+#[tokio::test]
+async fn validate_reads_bodies_with_the_intake_limits_and_number_rules() {
+    let app = spawn_app_with(|s| s.limits.max_bundle_entries = 50).await;
+    let token = app.token_for("prison").await;
+    let many = json!({"resourceType": "Bundle", "type": "collection",
+        "entry": vec![json!({}); 51]});
+    let (status, outcome) = validate(&app, &token, "", &many).await;
+    assert_eq!(status, 413, "{outcome}");
+    assert_outcome_code(&outcome, "GW-INTAKE-03");
+
+    let body = throughcare::demo::SAMPLE_RELEASE.replacen("\"value\": 60,", "\"value\": 1e999,", 1);
+    assert_ne!(body, throughcare::demo::SAMPLE_RELEASE);
+    for path in ["/fhir/$validate", "/fhir/Bundle"] {
+        let response = app
+            .client_for("prison")
+            .post(app.url(path))
+            .bearer_auth(&token)
+            .header("Content-Type", FHIR_JSON)
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 400, "{path}");
+        let outcome: Value = response.json().await.unwrap();
+        assert!(
+            diagnostics(&outcome).contains("cannot be read as a number"),
+            "{path}: {outcome}"
+        );
+        assert_expression(
+            &outcome,
+            "Bundle.entry[5].resource.dosageInstruction[0].doseAndRate[0].doseQuantity.value",
+        );
+    }
+}
+
+/// An OperationOutcome lists at most a bounded number of issues and counts the rest.
+#[tokio::test]
+async fn a_long_issue_list_is_capped_and_the_rest_counted() {
+    let app = spawn_app().await;
+    let token = app.token_for("prison").await;
+    let entries: Vec<Value> = (0..300)
+        .map(|i| json!({"resource": {"resourceType": "Basic", "id": format!("b{i}"), "unknownElement": true}}))
+        .collect();
+    let many = json!({"resourceType": "Bundle", "type": "collection", "entry": entries});
+    let (status, outcome) = validate(&app, &token, "", &many).await;
+    assert_eq!(status, 200, "{outcome}");
+    let list = issues(&outcome);
+    assert_eq!(list.len(), 201, "{}", list.len());
+    assert!(
+        list[200]["diagnostics"]
+            .as_str()
+            .unwrap()
+            .contains("more issues are not listed"),
+        "{}",
+        list[200]
+    );
+}

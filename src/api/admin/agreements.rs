@@ -34,7 +34,7 @@ pub async fn put_agreement(
 ) -> Result<HttpResponse, ApiError> {
     let id = path.into_inner();
     let body = crate::api::read_body(&req, payload, 1024 * 1024).await?;
-    let value = crate::fhir::json::parse_body(&body, app.settings.limits.max_json_depth)?;
+    let value = crate::fhir::json::parse_body(&body, &app.settings.limits)?;
     let change = crate::admin::put_agreement(&app, &principal, &id, value).await?;
     let status = if change.stored {
         StatusCode::CREATED

@@ -24,7 +24,7 @@ pub async fn put_endpoint(
     app: web::Data<App>,
 ) -> Result<HttpResponse, ApiError> {
     let body = crate::api::read_body(&req, payload, 64 * 1024).await?;
-    let value = crate::fhir::json::parse_body(&body, app.settings.limits.max_json_depth)?;
+    let value = crate::fhir::json::parse_body(&body, &app.settings.limits)?;
     let ods = crate::admin::put_endpoint(&app, &principal, &path.into_inner(), value).await?;
     Ok(HttpResponse::Ok().json(json!({"ods": ods.as_str(), "stored": true})))
 }
