@@ -138,7 +138,10 @@ pub struct DeliverySettings {
     pub concurrency: usize,
     /// How often workers look for due deliveries when not woken by an intake.
     pub poll_interval_ms: u64,
-    /// How long a claimed delivery is leased before another worker may take it over.
+    /// How long a claimed delivery is leased before another worker may take it over. The
+    /// lease is renewed every third of this while the attempt is in flight, so it bounds how
+    /// long a delivery whose worker died waits before it is retried, not how long a push may
+    /// take (that is `timeout_secs`, twice with a token fetch).
     pub lease_secs: u64,
     /// Attempts before a delivery goes to the dead letter.
     pub max_attempts: i64,
@@ -168,7 +171,7 @@ impl Default for DeliverySettings {
             enabled: true,
             concurrency: 4,
             poll_interval_ms: 1000,
-            lease_secs: 120,
+            lease_secs: 15,
             max_attempts: 8,
             max_age_hours: 72,
             backoff_base_ms: 1000,

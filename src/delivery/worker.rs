@@ -50,8 +50,27 @@ pub async fn tick(state: &App) -> Result<usize, StoreError> {
         )
         .await?;
     let n = due.len();
-    let pushes = due.into_iter().map(|d| deliver(state, d));
-    futures_util::future::join_all(pushes).await;
+    let ids: Vec<String> = due.iter().map(|d| d.id.clone()).collect();
+    let pushes = futures_util::future::join_all(due.into_iter().map(|d| deliver(state, d)));
+    // While the attempts are in flight their leases are renewed, every third of a lease: a
+    // short lease then covers a long push, and expires soon after a worker that died.
+    let lease_secs = settings.lease_secs.max(1);
+    let renew = async {
+        let mut every = tokio::time::interval(Duration::from_millis(lease_secs * 1000 / 3));
+        every.tick().await;
+        loop {
+            every.tick().await;
+            let until = state.clock.now()
+                + time::Duration::seconds(i64::try_from(lease_secs).unwrap_or(15));
+            if let Err(e) = state.store.renew_claims(&ids, &rfc3339(until)).await {
+                tracing::warn!(error = %e, "Could not renew delivery leases.");
+            }
+        }
+    };
+    tokio::select! {
+        _ = pushes => {}
+        _ = renew => {}
+    }
     Ok(n)
 }
 

@@ -288,6 +288,10 @@ pub trait Store: Send + Sync {
     /// Drops every lease (at start-up: a lease held by a process that died is void).
     async fn release_claims(&self) -> Result<u64, StoreError>;
 
+    /// Extends the leases of deliveries still being attempted (`ids`) to `until`, so that a
+    /// short lease covers a long push while the worker is alive and expires soon after it dies.
+    async fn renew_claims(&self, ids: &[String], until: &str) -> Result<u64, StoreError>;
+
     async fn put_endpoint(
         &self,
         endpoint: EndpointRecord,

@@ -711,6 +711,22 @@ impl Store for SqliteStore {
         .rows_affected())
     }
 
+    async fn renew_claims(&self, ids: &[String], until: &str) -> Result<u64, StoreError> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let mut qb =
+            sqlx::QueryBuilder::<sqlx::Sqlite>::new("UPDATE deliveries SET claimed_until = ");
+        qb.push_bind(until.to_string());
+        qb.push(" WHERE claimed_until IS NOT NULL AND status = 'in-progress' AND id IN (");
+        let mut list = qb.separated(", ");
+        for id in ids {
+            list.push_bind(id.clone());
+        }
+        qb.push(")");
+        Ok(qb.build().execute(&self.writer).await?.rows_affected())
+    }
+
     async fn put_endpoint(
         &self,
         e: EndpointRecord,

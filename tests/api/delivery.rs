@@ -839,6 +839,10 @@ mod flaky {
             self.inner.release_claims().await
         }
 
+        async fn renew_claims(&self, ids: &[String], until: &str) -> Result<u64, StoreError> {
+            self.inner.renew_claims(ids, until).await
+        }
+
         async fn put_endpoint(
             &self,
             endpoint: EndpointRecord,
@@ -1124,4 +1128,47 @@ async fn the_task_shows_the_loss_report_of_the_copy_it_delivered() {
             "the Task's loss {text:?} was not in the receipt's warnings for A99001: {warned:?}"
         );
     }
+}
+
+/// A push that takes longer than the lease keeps its lease while its worker is alive (renewed
+/// in flight), so a short lease, which lets another worker retry within seconds after a crash,
+/// never hands a slow push to a second worker.
+#[tokio::test]
+async fn a_push_slower_than_the_lease_keeps_its_lease_while_in_flight() {
+    use throughcare::store::Store as _;
+    let (url, gp) = recipient(vec![Answer::Slow(Duration::from_millis(4000))]).await;
+    let app = spawn_app_with(|s| {
+        fast(s);
+        s.delivery.lease_secs = 1;
+        s.delivery.timeout_secs = 10;
+    })
+    .await;
+    register(&app, "A99001", &url).await;
+    let document = submit_release(&app).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while gp.received.lock().unwrap().is_empty() {
+        assert!(Instant::now() < deadline, "the push never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Well past the one-second lease, the push is still in flight.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let store = app.open_store().await;
+    let rows = store
+        .deliveries(&throughcare::store::DeliveryFilter {
+            document_id: Some(document.clone()),
+            recipient_ods: Some("A99001".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let until = rows[0].claimed_until.clone().expect("still claimed");
+    let until = time::OffsetDateTime::parse(&until, &time::format_description::well_known::Rfc3339)
+        .unwrap();
+    assert!(
+        until > time::OffsetDateTime::now_utc(),
+        "the lease of a push in flight lapsed at {until}"
+    );
+    wait_for(&app, &document, "A99001", "completed").await;
+    assert_eq!(gp.received.lock().unwrap().len(), 1);
 }
