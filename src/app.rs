@@ -7,17 +7,17 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use crate::audit::Audit;
+use crate::auth::PeerIdentity;
 use crate::auth::limits::{FailureNote, FailureSampler, MAX_UNVERIFIED_CHARS, RateLimits, bounded};
 use crate::auth::token::TokenService;
-use crate::auth::PeerIdentity;
 use crate::clock::SharedClock;
 use crate::config::Settings;
-use crate::transport::Transports;
 use crate::domain::{OdsCode, Role};
 use crate::metrics::Metrics;
 use crate::sharing::Sharing;
 use crate::store::Store;
 use crate::translate::Translator;
+use crate::transport::Transports;
 use crate::validate::Validator;
 
 /// The gateway's context, shared by every use case.

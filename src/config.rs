@@ -427,8 +427,8 @@ mod tests {
     #[test]
     fn the_example_configuration_requires_client_certificates_and_sets_rate_limits() {
         let file = Path::new(env!("CARGO_MANIFEST_DIR")).join(DEFAULT_CONFIG_FILE);
-        let settings = Settings::load(Some(&file), &Overrides::default())
-            .unwrap_or_else(|e| panic!("{e:#}"));
+        let settings =
+            Settings::load(Some(&file), &Overrides::default()).unwrap_or_else(|e| panic!("{e:#}"));
         assert!(settings.tls.require_client_cert_for_api);
         let limits = &settings.rate_limits;
         assert_eq!(

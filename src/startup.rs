@@ -12,10 +12,10 @@ use anyhow::Context;
 use crate::api;
 use crate::app::App;
 use crate::audit::{Audit, AuditEvent};
-use crate::auth::limits::{FailureSampler, RateLimits};
-use crate::auth::{PeerIdentity, certificate_thumbprint};
 use crate::auth::keys::{GatewayKey, certificate_organisation};
+use crate::auth::limits::{FailureSampler, RateLimits};
 use crate::auth::token::{ClientRegistry, TokenService};
+use crate::auth::{PeerIdentity, certificate_thumbprint};
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::Settings;
 use crate::store::{SqliteStore, Store};
@@ -385,7 +385,8 @@ mod tests {
             "/fhir/Patient/9990000018/$everything",
             "/fhir/Patient?identifier=https://fhir.nhs.uk/Id/nhs-number%7C9990000018",
         ] {
-            let res = test::call_service(&app, test::TestRequest::get().uri(uri).to_request()).await;
+            let res =
+                test::call_service(&app, test::TestRequest::get().uri(uri).to_request()).await;
             assert_eq!(res.status().as_u16(), 200, "{uri}");
         }
         let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
@@ -398,6 +399,9 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("GET /fhir/Patient 200"), "{text}");
-        assert!(!text.contains("9990000018"), "no NHS number is logged: {text}");
+        assert!(
+            !text.contains("9990000018"),
+            "no NHS number is logged: {text}"
+        );
     }
 }

@@ -245,12 +245,9 @@ pub fn route_table() -> Vec<RouteDef> {
             Access::Open,
             || web::get().to(oauth::smart_configuration),
         ),
-        def(
-            Method::GET,
-            "/.well-known/jwks.json",
-            Access::Open,
-            || web::get().to(oauth::jwks),
-        ),
+        def(Method::GET, "/.well-known/jwks.json", Access::Open, || {
+            web::get().to(oauth::jwks)
+        }),
         def(Method::GET, "/metrics", Access::Public, || {
             web::get().to(health::metrics)
         }),

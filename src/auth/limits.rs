@@ -238,7 +238,10 @@ mod tests {
         }
         // Another key has its own window.
         assert!(sampler.note("client:gp", note("c"), 1001).is_some());
-        assert!(sampler.due(1030, false).is_empty(), "the interval is running");
+        assert!(
+            sampler.due(1030, false).is_empty(),
+            "the interval is running"
+        );
         // The next failure after the interval carries the count folded into it.
         let next = sampler.note("ip:127.0.0.1", note("d"), 1060).unwrap();
         assert_eq!(next.failures, 200);
@@ -256,7 +259,10 @@ mod tests {
         assert_eq!(due.len(), 1);
         assert_eq!(due[0].failures, 2);
         assert_eq!(due[0].note.reason, "c");
-        assert!(sampler.due(200, false).is_empty(), "nothing is written twice");
+        assert!(
+            sampler.due(200, false).is_empty(),
+            "nothing is written twice"
+        );
         sampler.note("k", note("e"), 201);
         sampler.note("k", note("f"), 202);
         let at_stop = sampler.due(203, true);
@@ -285,7 +291,10 @@ mod tests {
         }
         let wait = limits.check_client("gp").unwrap_err();
         assert!(wait.seconds() >= 1);
-        assert!(limits.check_client("prison").is_ok(), "each client its own bucket");
+        assert!(
+            limits.check_client("prison").is_ok(),
+            "each client its own bucket"
+        );
         let ip = IpAddr::from([127, 0, 0, 1]);
         assert!(limits.check_ip(ip).is_ok());
         assert!(limits.check_ip(ip).is_ok());

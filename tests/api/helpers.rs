@@ -46,8 +46,11 @@ impl std::io::Write for LogWriter {
 
 /// What the gateways logged so far (see [`LOG`]).
 pub fn captured_log() -> String {
-    String::from_utf8_lossy(&LOG.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
-        .into_owned()
+    String::from_utf8_lossy(
+        &LOG.lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    )
+    .into_owned()
 }
 
 static TRACING: LazyLock<()> = LazyLock::new(|| {
@@ -58,16 +61,14 @@ static TRACING: LazyLock<()> = LazyLock::new(|| {
         .with_ansi(false)
         .with_writer(|| LogWriter)
         .with_filter(tracing_subscriber::filter::LevelFilter::INFO);
-    let console = std::env::var("TEST_LOG")
-        .is_ok_and(|v| v == "1")
-        .then(|| {
-            tracing_subscriber::fmt::layer()
-                .with_test_writer()
-                .with_filter(
-                    tracing_subscriber::EnvFilter::try_from_default_env()
-                        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-                )
-        });
+    let console = std::env::var("TEST_LOG").is_ok_and(|v| v == "1").then(|| {
+        tracing_subscriber::fmt::layer()
+            .with_test_writer()
+            .with_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+            )
+    });
     let _ = tracing_subscriber::registry()
         .with(capture)
         .with(console)
@@ -164,10 +165,8 @@ pub fn issued_identity(cn: &str, ods: &str, key_of: &str) -> Vec<u8> {
         IsCa, Issuer, KeyPair, KeyUsagePurpose,
     };
     // The development CA, as `certs generate` made it (its subject must match byte for byte).
-    let ca_key = KeyPair::from_pem(
-        &std::fs::read_to_string(certs_dir().join("ca.key")).unwrap(),
-    )
-    .unwrap();
+    let ca_key =
+        KeyPair::from_pem(&std::fs::read_to_string(certs_dir().join("ca.key")).unwrap()).unwrap();
     let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
     let mut dn = DistinguishedName::new();
     dn.push(

@@ -11,8 +11,8 @@ use crate::helpers::*;
 
 /// `x5t#S256` of a sample client's certificate.
 fn thumbprint_of(name: &str) -> String {
-    let der = CertificateDer::from_pem_file(certs_dir().join(format!("clients/{name}.crt")))
-        .unwrap();
+    let der =
+        CertificateDer::from_pem_file(certs_dir().join(format!("clients/{name}.crt"))).unwrap();
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, der.as_ref());
     URL_SAFE_NO_PAD.encode(digest.as_ref())
 }
