@@ -3,9 +3,12 @@
 //! edge (`api/`, the CLI, the demo); the use cases (`intake`, `recipient`, `pull`, `consents`,
 //! `delivery`, `admin`) take `&App`.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use crate::audit::Audit;
+use crate::auth::PeerIdentity;
+use crate::auth::limits::{FailureNote, FailureSampler, MAX_UNVERIFIED_CHARS, RateLimits, bounded};
 use crate::auth::token::TokenService;
 use crate::clock::SharedClock;
 use crate::config::Settings;
@@ -40,6 +43,10 @@ pub struct App {
     pub metrics: Metrics,
     /// Mappings compiled at start-up.
     pub translator: Arc<Translator>,
+    /// Rate limits: per source address before authentication, per client after it.
+    pub limits: RateLimits,
+    /// Failed authentications, sampled into the audit log.
+    pub failed_authentications: FailureSampler,
 }
 
 impl crate::routing::Directory for App {
@@ -84,10 +91,13 @@ pub enum TokenRefusal {
 impl App {
     /// The SMART Backend Services token exchange, audited: a token is issued only when its issue
     /// is recorded.
+    /// `peer` is the client certificate of the connection (the token is bound to it) and
+    /// `source` its address (failures are sampled by client or address).
     pub async fn issue_token(
         &self,
         request: Result<crate::auth::token::TokenRequest, crate::auth::token::TokenError>,
-        peer_organisation: Option<&str>,
+        peer: Option<&PeerIdentity>,
+        source: Option<IpAddr>,
     ) -> Result<crate::auth::token::TokenResponse, TokenRefusal> {
         use crate::audit::{Actor, AuditEvent};
         use crate::auth::token::TokenError;
@@ -95,7 +105,7 @@ impl App {
         let outcome = match request {
             Ok(form) => {
                 self.tokens
-                    .exchange(self.store.as_ref(), &form, peer_organisation, now)
+                    .exchange(self.store.as_ref(), &form, peer, now)
                     .await
             }
             Err(e) => Err(e),
@@ -120,16 +130,74 @@ impl App {
                 Err(TokenRefusal::Unavailable)
             }
             Err(err) => {
-                self.audit
-                    .record_or_log(AuditEvent::AuthenticationFailed {
-                        client_id: err.client_id().map(str::to_string),
-                        endpoint: "POST /oauth2/token".into(),
-                        reason: err.to_string(),
-                    })
-                    .await;
+                self.authentication_failed(
+                    source,
+                    err.client_id(),
+                    "POST /oauth2/token",
+                    &err.to_string(),
+                )
+                .await;
                 Err(TokenRefusal::Refused(err))
             }
         }
+    }
+}
+
+impl App {
+    /// Counts a failed authentication and audits it, sampled: per registered client (or, when
+    /// the request named none, per source address) the first failure of an interval is audited
+    /// at once and the rest are folded into the count of the next entry. Text taken from the
+    /// request (a client id, a reason quoting it) is cut short before it is stored.
+    pub async fn authentication_failed(
+        &self,
+        source: Option<IpAddr>,
+        client_id: Option<&str>,
+        endpoint: &str,
+        reason: &str,
+    ) {
+        let registered = client_id.filter(|id| self.tokens.clients.get(id).is_some());
+        let key = match (registered, source) {
+            (Some(id), _) => format!("client:{id}"),
+            (None, Some(ip)) => format!("ip:{ip}"),
+            (None, None) => "unknown".to_string(),
+        };
+        let note = FailureNote {
+            client_id: client_id.map(|c| bounded(c, MAX_UNVERIFIED_CHARS)),
+            endpoint: bounded(endpoint, MAX_UNVERIFIED_CHARS),
+            // Reasons are the gateway's own words around at most one quoted request value.
+            reason: bounded(reason, 2 * MAX_UNVERIFIED_CHARS),
+            source: source.map(|ip| ip.to_string()),
+        };
+        let now = self.clock.now().unix_timestamp();
+        if let Some(sampled) = self.failed_authentications.note(&key, note, now) {
+            self.audit.record_or_log(failed_event(sampled)).await;
+        }
+    }
+
+    /// Audits the failed authentications still folded whose interval has ended (all of them
+    /// when `all`, at shutdown), and forgets idle rate-limit buckets.
+    pub async fn flush_failed_authentications(&self, all: bool) {
+        let now = self.clock.now().unix_timestamp();
+        for sampled in self.failed_authentications.due(now, all) {
+            self.audit.record_or_log(failed_event(sampled)).await;
+        }
+        self.limits.forget_idle();
+    }
+}
+
+fn failed_event(sampled: crate::auth::limits::SampledFailure) -> crate::audit::AuditEvent {
+    let FailureNote {
+        client_id,
+        endpoint,
+        reason,
+        source,
+    } = sampled.note;
+    crate::audit::AuditEvent::AuthenticationFailed {
+        client_id,
+        endpoint,
+        reason,
+        source,
+        failures: sampled.failures,
     }
 }
 

@@ -20,6 +20,9 @@ pub const CERT_MISMATCH: &str = "GW-AUTH-03";
 pub const ROLE: &str = "GW-AUTH-04";
 pub const SCOPE: &str = "GW-AUTH-05";
 pub const BREAK_GLASS: &str = "GW-AUTH-06";
+pub const NO_CERTIFICATE: &str = "GW-AUTH-07";
+pub const TOKEN_BINDING: &str = "GW-AUTH-08";
+pub const RATE_LIMITED: &str = "GW-RATE-01";
 pub const PARAMETER: &str = "GW-REQ-01";
 pub const BAD_ID: &str = "GW-REQ-02";
 pub const OPERATION_PARAMETERS: &str = "GW-REQ-03";
@@ -98,6 +101,18 @@ pub const ALL: &[(&str, &str)] = &[
     (
         BREAK_GLASS,
         "Emergency access (ETREAT) is not allowed for this client's registration.",
+    ),
+    (
+        NO_CERTIFICATE,
+        "No client certificate: this route needs mutual TLS with a certificate from the configured CA.",
+    ),
+    (
+        TOKEN_BINDING,
+        "The access token is bound to another client certificate than this connection's (RFC 8705).",
+    ),
+    (
+        RATE_LIMITED,
+        "Too many requests from this client (or, before authentication, this address): see Retry-After.",
     ),
     (
         PARAMETER,

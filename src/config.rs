@@ -18,6 +18,8 @@ pub struct Settings {
     pub tls: TlsSettings,
     pub auth: AuthSettings,
     pub limits: Limits,
+    #[serde(default)]
+    pub rate_limits: RateLimitSettings,
     pub fhir: FhirSettings,
     pub policy: PolicySettings,
     #[serde(default)]
@@ -53,6 +55,15 @@ pub struct TlsSettings {
     pub key: PathBuf,
     /// CA that client certificates must chain to (PEM).
     pub client_ca: PathBuf,
+    /// Whether every route but `/fhir/metadata`, the well-known documents, `/healthz` and
+    /// `/readyz` needs a client certificate (the token endpoint too). Only development set-ups
+    /// turn this off; access tokens issued over a certificate stay bound to it either way.
+    #[serde(default = "yes")]
+    pub require_client_cert_for_api: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -79,6 +90,37 @@ pub struct Limits {
     pub max_json_depth: usize,
     /// Most entries accepted in one Bundle.
     pub max_bundle_entries: usize,
+}
+
+/// Token-bucket rate limits (DESIGN §11). Before authentication requests are counted by source
+/// IP address (the token endpoint, and every failed authentication); after it by client, since
+/// many NHS organisations share egress addresses. A refusal is a 429 with `Retry-After`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitSettings {
+    /// Sustained requests per second each authenticated client may make to `/fhir` and `/admin`.
+    pub per_client_per_second: u32,
+    /// Requests a client may make at once before the sustained rate applies.
+    pub per_client_burst: u32,
+    /// Sustained token requests and failed authentications per second from one IP address.
+    pub per_ip_per_second: u32,
+    /// Token requests and failed authentications one IP address may make at once.
+    pub per_ip_burst: u32,
+    /// Failed authentications are audited once per client (or IP address) per interval, the
+    /// first at once; the entry written next carries the count of those folded into it.
+    pub failure_audit_interval_secs: u64,
+}
+
+impl Default for RateLimitSettings {
+    fn default() -> Self {
+        RateLimitSettings {
+            per_client_per_second: 50,
+            per_client_burst: 100,
+            per_ip_per_second: 10,
+            per_ip_burst: 20,
+            failure_audit_interval_secs: 60,
+        }
+    }
 }
 
 /// Where profiles, packages and mappings come from.
@@ -223,6 +265,7 @@ impl Default for Settings {
                 cert: PathBuf::from("certs-example/server.crt"),
                 key: PathBuf::from("certs-example/server.key"),
                 client_ca: PathBuf::from("certs-example/ca.crt"),
+                require_client_cert_for_api: true,
             },
             auth: AuthSettings {
                 access_token_ttl_secs: 300,
@@ -235,6 +278,7 @@ impl Default for Settings {
                 max_json_depth: 64,
                 max_bundle_entries: 10_000,
             },
+            rate_limits: RateLimitSettings::default(),
             fhir: FhirSettings {
                 profiles_dir: PathBuf::from("profiles"),
                 // The example set-up reads the public corpus beside the repository; a deployment
@@ -352,6 +396,18 @@ impl Settings {
         if self.limits.max_body_bytes == 0 || self.limits.max_json_depth < 8 {
             anyhow::bail!("limits are too small to accept any FHIR document");
         }
+        let rates = &self.rate_limits;
+        if [
+            rates.per_client_per_second,
+            rates.per_client_burst,
+            rates.per_ip_per_second,
+            rates.per_ip_burst,
+        ]
+        .contains(&0)
+            || rates.failure_audit_interval_secs == 0
+        {
+            anyhow::bail!("rate_limits: every rate, burst and interval must be at least 1");
+        }
         if self.auth.access_token_ttl_secs == 0 || self.auth.access_token_ttl_secs > 3600 {
             anyhow::bail!("auth.access_token_ttl_secs must be between 1 and 3600");
         }
@@ -364,5 +420,32 @@ impl Settings {
             Some(url) => url.trim_end_matches('/').to_string(),
             None => format!("https://localhost:{}", bound.port()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_configuration_requires_client_certificates_and_sets_rate_limits() {
+        let file = Path::new(env!("CARGO_MANIFEST_DIR")).join(DEFAULT_CONFIG_FILE);
+        let settings =
+            Settings::load(Some(&file), &Overrides::default()).unwrap_or_else(|e| panic!("{e:#}"));
+        assert!(settings.tls.require_client_cert_for_api);
+        let limits = &settings.rate_limits;
+        assert_eq!(
+            (limits.per_client_per_second, limits.per_client_burst),
+            (50, 100)
+        );
+        assert_eq!((limits.per_ip_per_second, limits.per_ip_burst), (10, 20));
+        assert_eq!(limits.failure_audit_interval_secs, 60);
+    }
+
+    #[test]
+    fn rate_limits_of_zero_are_refused() {
+        let mut settings = Settings::default();
+        settings.rate_limits.per_ip_burst = 0;
+        assert!(settings.check().is_err());
     }
 }

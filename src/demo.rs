@@ -75,6 +75,8 @@ pub fn settings_in(dir: &Path) -> Settings {
     settings.tls.key = certs.join("server.key");
     settings.tls.client_ca = certs.join("ca.crt");
     settings.clients = sample_registrations(&certs);
+    // Every client presents its certificate; tokens are bound to it.
+    settings.tls.require_client_cert_for_api = true;
     // The sample recipients listen on loopback without TLS (development only).
     settings.delivery.allow_loopback_http = true;
     settings.delivery.poll_interval_ms = 200;

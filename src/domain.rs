@@ -329,9 +329,70 @@ pub struct Actor {
     pub ods: String,
 }
 
+/// Digit runs that may be an NHS number: ten or more digits, or three, three and four digits
+/// separated by a space, a hyphen, `+` or `%20` (a form- or percent-encoded space).
+static NHS_NUMBER_LIKE: std::sync::LazyLock<regex_lite::Regex> = std::sync::LazyLock::new(|| {
+    regex_lite::Regex::new(r"[0-9]{10,}|[0-9]{3}(?: |-|\+|%20)[0-9]{3}(?: |-|\+|%20)[0-9]{4}")
+        .unwrap_or_else(|e| unreachable!("the NHS number pattern compiles: {e}"))
+});
+
+/// `text` (a request path or query, a log line) with every digit of anything that may be an NHS
+/// number replaced by `*`: `/fhir/Patient/9990000018` becomes `/fhir/Patient/**********`.
+/// Log lines go through this; masking a longer number too is the safe failure.
+pub fn mask_nhs_numbers(text: &str) -> std::borrow::Cow<'_, str> {
+    NHS_NUMBER_LIKE.replace_all(text, |caps: &regex_lite::Captures<'_>| {
+        // Digits become `*`; separators, `%20` included, stay.
+        let mut out = String::with_capacity(caps[0].len());
+        let mut rest = &caps[0];
+        while let Some(c) = rest.chars().next() {
+            if let Some(after) = rest.strip_prefix("%20") {
+                out.push_str("%20");
+                rest = after;
+            } else {
+                out.push(if c.is_ascii_digit() { '*' } else { c });
+                rest = &rest[c.len_utf8()..];
+            }
+        }
+        out
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nhs_numbers_are_masked_in_paths_and_queries() {
+        for (text, masked) in [
+            ("/fhir/Patient/9990000018", "/fhir/Patient/**********"),
+            (
+                "/fhir/Patient/9990000018/$everything",
+                "/fhir/Patient/**********/$everything",
+            ),
+            (
+                "identifier=https://fhir.nhs.uk/Id/nhs-number|9990000018",
+                "identifier=https://fhir.nhs.uk/Id/nhs-number|**********",
+            ),
+            ("patient=999%20000%200018", "patient=***%20***%20****"),
+            ("patient=999+000+0018", "patient=***+***+****"),
+            (
+                "999-000-0018 and 999 000 0018",
+                "***-***-**** and *** *** ****",
+            ),
+            ("a99900000180b", "a***********b"),
+        ] {
+            assert_eq!(mask_nhs_numbers(text), masked, "{text}");
+        }
+        // What is not an NHS number is kept.
+        for kept in [
+            "/fhir/Bundle/6f1c2a9e-0b7d-4c1e-9a55-2f4e8c3d1b70",
+            "/admin/deliveries/42/retry",
+            "/fhir/Task?status=requested&_count=100",
+            "2026-12-04",
+        ] {
+            assert_eq!(mask_nhs_numbers(kept), kept);
+        }
+    }
 
     #[test]
     fn nhs_numbers_in_the_test_range_with_valid_check_digits_parse() {

@@ -27,6 +27,12 @@ pub enum ApiError {
     UnsupportedMediaType(Issue),
     #[error("unprocessable")]
     Unprocessable(Vec<Issue>),
+    #[error("too many requests")]
+    TooManyRequests {
+        issue: Issue,
+        /// Seconds to wait, for `Retry-After`.
+        retry_after_secs: u64,
+    },
     #[error("not ready")]
     Unavailable(Issue),
     #[error("unexpected error")]
@@ -51,6 +57,20 @@ impl ApiError {
 
     pub fn unauthorized(code: &'static str, message: impl Into<String>) -> ApiError {
         ApiError::Unauthorized(Issue::error("login", message).with_code(code))
+    }
+
+    /// 429: a rate limit was reached; try again after `retry_after_secs`.
+    pub fn too_many_requests(retry_after_secs: u64) -> ApiError {
+        ApiError::TooManyRequests {
+            issue: Issue::error(
+                "throttled",
+                format!(
+                    "Too many requests: the rate limit was reached. Try again in {retry_after_secs} s."
+                ),
+            )
+            .with_code(codes::RATE_LIMITED),
+            retry_after_secs,
+        }
     }
 
     /// 422 with one issue naming the element.
@@ -78,6 +98,7 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => 413,
             ApiError::UnsupportedMediaType(_) => 415,
             ApiError::Unprocessable(_) => 422,
+            ApiError::TooManyRequests { .. } => 429,
             ApiError::Unavailable(_) => 503,
             ApiError::Unexpected(_) => 500,
         }
@@ -93,7 +114,8 @@ impl ApiError {
             | ApiError::Conflict(i)
             | ApiError::PayloadTooLarge(i)
             | ApiError::UnsupportedMediaType(i)
-            | ApiError::Unavailable(i) => vec![i.clone()],
+            | ApiError::Unavailable(i)
+            | ApiError::TooManyRequests { issue: i, .. } => vec![i.clone()],
             ApiError::MethodNotAllowed => {
                 vec![Issue::error(
                     "not-supported",

@@ -3,16 +3,19 @@
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 
-use actix_web::dev::{Extensions, Server, ServerHandle};
+use actix_web::body::MessageBody;
+use actix_web::dev::{Extensions, Server, ServerHandle, ServiceRequest, ServiceResponse};
+use actix_web::middleware::Next;
 use actix_web::{App as HttpApp, web};
 use anyhow::Context;
 
 use crate::api;
 use crate::app::App;
 use crate::audit::{Audit, AuditEvent};
-use crate::auth::PeerIdentity;
 use crate::auth::keys::{GatewayKey, certificate_organisation};
+use crate::auth::limits::{FailureSampler, RateLimits};
 use crate::auth::token::{ClientRegistry, TokenService};
+use crate::auth::{PeerIdentity, certificate_thumbprint};
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::Settings;
 use crate::store::{SqliteStore, Store};
@@ -20,14 +23,17 @@ use crate::store::{SqliteStore, Store};
 /// (method, path) of every route, for the CapabilityStatement and the OpenAPI test.
 pub use crate::api::routes::routes;
 
-/// Records the verified client certificate's organisation on the connection.
+/// Records the verified client certificate's organisation and thumbprint on the connection.
 fn on_connect(conn: &dyn std::any::Any, ext: &mut Extensions) {
     type Tls = actix_tls::accept::rustls_0_23::TlsStream<actix_web::rt::net::TcpStream>;
     if let Some(tls) = conn.downcast_ref::<Tls>() {
         let (_, session) = tls.get_ref();
         if let Some(cert) = session.peer_certificates().and_then(|c| c.first()) {
             let organisation = certificate_organisation(cert.as_ref());
-            ext.insert(PeerIdentity { organisation });
+            ext.insert(PeerIdentity {
+                organisation,
+                thumbprint: Some(certificate_thumbprint(cert.as_ref())),
+            });
         }
     }
 }
@@ -38,6 +44,7 @@ pub struct Application {
     server: Server,
     state: web::Data<App>,
     checkpoints: tokio::task::JoinHandle<()>,
+    failures: tokio::task::JoinHandle<()>,
     workers: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -184,6 +191,10 @@ impl Application {
             validator,
             metrics: crate::metrics::Metrics::new(),
             translator,
+            limits: RateLimits::new(&settings.rate_limits),
+            failed_authentications: FailureSampler::new(
+                settings.rate_limits.failure_audit_interval_secs,
+            ),
         });
         let access = web::Data::new(api::routes::AccessTable::from_table());
 
@@ -193,7 +204,10 @@ impl Application {
                 .app_data(app_state.clone())
                 .app_data(access.clone())
                 .wrap(actix_web::middleware::from_fn(api::audit_rejections))
-                .wrap(tracing_actix())
+                .wrap(actix_web::middleware::from_fn(
+                    api::mtls::require_client_certificate,
+                ))
+                .wrap(actix_web::middleware::from_fn(access_log))
                 .configure(api::routes::configure)
                 .default_service(web::to(api::routes::unknown_route))
         })
@@ -230,11 +244,24 @@ impl Application {
                 checkpoint(&periodic).await;
             }
         });
+        // Failed authentications folded into a count are audited when their interval ends.
+        let sampled = state.clone();
+        let every =
+            std::time::Duration::from_secs(settings.rate_limits.failure_audit_interval_secs.max(1));
+        let failures = tokio::spawn(async move {
+            let mut interval = tokio::time::interval(every);
+            interval.tick().await;
+            loop {
+                interval.tick().await;
+                sampled.flush_failed_authentications(false).await;
+            }
+        });
         Ok(Application {
             port: bound.port(),
             server,
             state,
             checkpoints,
+            failures,
             workers,
         })
     }
@@ -255,6 +282,8 @@ impl Application {
     /// the store.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         self.server.await?;
+        self.failures.abort();
+        self.state.flush_failed_authentications(true).await;
         self.state
             .audit
             .record_or_log(AuditEvent::GatewayLifecycle {
@@ -271,9 +300,109 @@ impl Application {
     }
 }
 
-fn tracing_actix() -> actix_web::middleware::Logger {
-    // Method, path (no query string: searches carry NHS numbers) and status only.
-    actix_web::middleware::Logger::new("%{method}xi %U %s %Dms")
-        .custom_request_replace("method", |req| req.method().to_string())
-        .exclude("/healthz")
+/// The access log: method, path and status, with anything that may be an NHS number masked
+/// (paths such as `/fhir/Patient/{nhs number}` carry one) and never the query string (searches
+/// carry them too). `/healthz` is not logged.
+async fn access_log(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    if req.path() == "/healthz" {
+        return next.call(req).await;
+    }
+    let started = std::time::Instant::now();
+    let method = req.method().clone();
+    let path = access_log_path(req.path());
+    let result = next.call(req).await;
+    let status = match &result {
+        Ok(res) => res.status(),
+        Err(e) => e.as_response_error().status_code(),
+    };
+    tracing::info!(
+        target: "throughcare::access",
+        "{method} {path} {} {}ms",
+        status.as_u16(),
+        started.elapsed().as_millis()
+    );
+    result
+}
+
+/// The path as the access log shows it: NHS numbers masked.
+pub fn access_log_path(path: &str) -> String {
+    crate::domain::mask_nhs_numbers(path).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+
+    use actix_web::{App as HttpApp, HttpResponse, test, web};
+
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[actix_web::test]
+    async fn access_log_masks_nhs_numbers_in_paths_and_never_logs_the_query() {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let app = test::init_service(
+            HttpApp::new()
+                .wrap(actix_web::middleware::from_fn(super::access_log))
+                .route(
+                    "/fhir/Patient/{id}",
+                    web::get().to(|| async { HttpResponse::Ok().finish() }),
+                )
+                .route(
+                    "/fhir/Patient/{id}/$everything",
+                    web::get().to(|| async { HttpResponse::Ok().finish() }),
+                )
+                .route(
+                    "/fhir/Patient",
+                    web::get().to(|| async { HttpResponse::Ok().finish() }),
+                ),
+        )
+        .await;
+        for uri in [
+            "/fhir/Patient/9990000018",
+            "/fhir/Patient/9990000018/$everything",
+            "/fhir/Patient?identifier=https://fhir.nhs.uk/Id/nhs-number%7C9990000018",
+        ] {
+            let res =
+                test::call_service(&app, test::TestRequest::get().uri(uri).to_request()).await;
+            assert_eq!(res.status().as_u16(), 200, "{uri}");
+        }
+        let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        assert!(
+            text.contains("GET /fhir/Patient/********** 200"),
+            "the read is logged, masked: {text}"
+        );
+        assert!(
+            text.contains("GET /fhir/Patient/**********/$everything 200"),
+            "{text}"
+        );
+        assert!(text.contains("GET /fhir/Patient 200"), "{text}");
+        assert!(
+            !text.contains("9990000018"),
+            "no NHS number is logged: {text}"
+        );
+    }
 }

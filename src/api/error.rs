@@ -15,7 +15,9 @@ impl ResponseError for ApiError {
 
     fn error_response(&self) -> HttpResponse {
         if let ApiError::Unexpected(cause) = self {
-            tracing::error!(error = ?cause, "Request failed unexpectedly.");
+            // The cause chain may quote what it failed on: no NHS number reaches the log.
+            let cause = format!("{cause:?}");
+            tracing::error!(error = %crate::domain::mask_nhs_numbers(&cause), "Request failed unexpectedly.");
         }
         let mut response = HttpResponse::build(self.status_code());
         response.content_type(FHIR_JSON);
@@ -24,6 +26,12 @@ impl ResponseError for ApiError {
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static("Bearer realm=\"throughcare\""),
             ));
+        }
+        if let ApiError::TooManyRequests {
+            retry_after_secs, ..
+        } = self
+        {
+            response.insert_header((header::RETRY_AFTER, retry_after_secs.to_string()));
         }
         response.body(operation_outcome(&self.issues()).to_string())
     }

@@ -11,6 +11,7 @@ pub mod consent;
 pub mod error;
 pub mod health;
 pub mod metadata;
+pub mod mtls;
 pub mod oauth;
 pub mod patient;
 pub mod principal;

@@ -8,10 +8,28 @@ use crate::app::{App, TokenRefusal};
 use crate::auth::PeerIdentity;
 use crate::auth::token::{TokenError, TokenRequest};
 
-fn oauth_error(status: StatusCode, error: &str, description: &str) -> HttpResponse {
+/// An RFC 6749 §5.2 error answer.
+pub fn oauth_error(status: StatusCode, error: &str, description: &str) -> HttpResponse {
     HttpResponse::build(status)
         .insert_header(("Cache-Control", "no-store"))
         .json(json!({"error": error, "error_description": description}))
+}
+
+/// 429 with `Retry-After`, in RFC 6749 JSON: the source address made too many token requests
+/// or failed authentications.
+pub fn rate_limited(retry_after_secs: u64) -> HttpResponse {
+    let mut response = oauth_error(
+        StatusCode::TOO_MANY_REQUESTS,
+        "temporarily_unavailable",
+        &format!("too many requests from this address; try again in {retry_after_secs} s"),
+    );
+    if let Ok(value) = actix_web::http::header::HeaderValue::from_str(&retry_after_secs.to_string())
+    {
+        response
+            .headers_mut()
+            .insert(actix_web::http::header::RETRY_AFTER, value);
+    }
+    response
 }
 
 #[tracing::instrument(name = "Issue token", skip_all)]
@@ -20,6 +38,11 @@ pub async fn issue_token(
     payload: web::Payload,
     app: web::Data<App>,
 ) -> HttpResponse {
+    // Before authentication, token requests are counted by source address.
+    let source = req.peer_addr().map(|a| a.ip());
+    if let Some(wait) = source.and_then(|ip| app.limits.check_ip(ip).err()) {
+        return rate_limited(wait.seconds());
+    }
     let body = match super::read_body(&req, payload, 64 * 1024).await {
         Ok(b) => b,
         Err(_) => {
@@ -43,10 +66,8 @@ pub async fn issue_token(
             description: "send application/x-www-form-urlencoded".into(),
         })
     };
-    let peer_org = req
-        .conn_data::<PeerIdentity>()
-        .and_then(|p| p.organisation.clone());
-    match app.issue_token(parsed, peer_org.as_deref()).await {
+    let peer = req.conn_data::<PeerIdentity>().cloned();
+    match app.issue_token(parsed, peer.as_ref(), source).await {
         Ok(response) => HttpResponse::Ok()
             .insert_header(("Cache-Control", "no-store"))
             .json(response),

@@ -1,7 +1,10 @@
 //! The `Principal` extractor: authenticates the bearer token (bound to the connection's client
-//! certificate organisation), then checks the access the route table declares for the matched
-//! route. Failures are audited here (authentication failed, access denied); a principal that
-//! passes is kept in the request's extensions, where the rejection auditor finds it.
+//! certificate: its organisation, and its thumbprint when the token carries `cnf`), takes one
+//! request from the client's rate-limit bucket, then checks the access the route table declares
+//! for the matched route. Failures are audited here (authentication failed, sampled; access
+//! denied); a failed authentication also counts against the source address's bucket. A
+//! principal that passes is kept in the request's extensions, where the rejection auditor finds
+//! it.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -45,20 +48,30 @@ async fn extract(req: HttpRequest) -> Result<Principal, ApiError> {
         .ok_or_else(|| ApiError::Unexpected(anyhow::anyhow!("application state missing")))?
         .clone();
     let peer = req.conn_data::<PeerIdentity>().cloned();
+    let source = req.peer_addr().map(|a| a.ip());
     let now = app.clock.now().unix_timestamp();
     let principal = match authenticate(&app.tokens, bearer(&req), peer.as_ref(), now) {
         Ok(p) => p,
         Err(failure) => {
-            app.audit
-                .record_or_log(AuditEvent::AuthenticationFailed {
-                    client_id: failure.client_id,
-                    endpoint: format!("{} {}", req.method(), req.path()),
-                    reason: failure.error.audit_reason(),
-                })
-                .await;
+            app.authentication_failed(
+                source,
+                failure.client_id.as_deref(),
+                &endpoint_name(&req),
+                &failure.error.audit_reason(),
+            )
+            .await;
+            // Failed authentications count against the source address: past its burst the
+            // caller is told to slow down.
+            if let Some(wait) = source.and_then(|ip| app.limits.check_ip(ip).err()) {
+                return Err(ApiError::too_many_requests(wait.seconds()));
+            }
             return Err(failure.error);
         }
     };
+    // After authentication, every client has its own bucket (organisations share addresses).
+    if let Err(wait) = app.limits.check_client(&principal.client_id) {
+        return Err(ApiError::too_many_requests(wait.seconds()));
+    }
     let endpoint = endpoint_name(&req);
     let access = req
         .app_data::<web::Data<AccessTable>>()
@@ -69,7 +82,7 @@ async fn extract(req: HttpRequest) -> Result<Principal, ApiError> {
             resource,
             permission,
         }) => check_access(&principal, &endpoint, roles, resource, permission),
-        Some(Access::Authenticated) | Some(Access::Public) => Ok(()),
+        Some(Access::Authenticated | Access::Public | Access::Open) => Ok(()),
         // A route missing from the table is refused rather than left open.
         None => Err(ApiError::forbidden(
             crate::error::codes::ROLE,
@@ -178,6 +191,18 @@ fn authenticate(
             ApiError::unauthorized(
                 codes::CERT_MISMATCH,
                 "The client certificate's organisation does not match the access token.",
+            ),
+        ));
+    }
+    // RFC 8705: a token issued over a certificate is good only over that certificate.
+    if let Some(cnf) = &claims.cnf
+        && peer.and_then(|p| p.thumbprint.as_deref()) != Some(cnf.x5t_s256.as_str())
+    {
+        return Err(fail(
+            client_id,
+            ApiError::unauthorized(
+                codes::TOKEN_BINDING,
+                "The access token is bound to another client certificate than this connection's.",
             ),
         ));
     }

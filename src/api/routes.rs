@@ -17,10 +17,14 @@ use crate::domain::Role;
 use crate::error::{ApiError, codes};
 use crate::fhir::outcome::Issue;
 
-/// Who may use a route.
+/// Who may use a route. Every route but the [`Access::Open`] ones needs a client certificate
+/// (mutual TLS, checked by [`super::mtls`]) unless a development set-up relaxed that.
 #[derive(Debug, Clone, Copy)]
 pub enum Access {
-    /// No token needed (metadata, the token endpoint, well-known documents, health).
+    /// Anyone: no token, no client certificate (metadata, the well-known documents, `/healthz`,
+    /// `/readyz`).
+    Open,
+    /// No token needed, but a client certificate (the token endpoint, metrics).
     Public,
     /// Any valid token (code translation, DESIGN §10).
     Authenticated,
@@ -79,7 +83,7 @@ fn def(method: Method, path: &'static str, access: Access, route: fn() -> Route)
 pub fn route_table() -> Vec<RouteDef> {
     use Permission::{Create, Delete, Read, Search, Update};
     vec![
-        def(Method::GET, "/fhir/metadata", Access::Public, || {
+        def(Method::GET, "/fhir/metadata", Access::Open, || {
             web::get().to(metadata::capability_statement)
         }),
         def(
@@ -238,22 +242,19 @@ pub fn route_table() -> Vec<RouteDef> {
         def(
             Method::GET,
             "/.well-known/smart-configuration",
-            Access::Public,
+            Access::Open,
             || web::get().to(oauth::smart_configuration),
         ),
-        def(
-            Method::GET,
-            "/.well-known/jwks.json",
-            Access::Public,
-            || web::get().to(oauth::jwks),
-        ),
+        def(Method::GET, "/.well-known/jwks.json", Access::Open, || {
+            web::get().to(oauth::jwks)
+        }),
         def(Method::GET, "/metrics", Access::Public, || {
             web::get().to(health::metrics)
         }),
-        def(Method::GET, "/healthz", Access::Public, || {
+        def(Method::GET, "/healthz", Access::Open, || {
             web::get().to(health::healthz)
         }),
-        def(Method::GET, "/readyz", Access::Public, || {
+        def(Method::GET, "/readyz", Access::Open, || {
             web::get().to(health::readyz)
         }),
     ]

@@ -11,11 +11,15 @@ pub use crate::domain::Actor;
 pub enum AuditEvent {
     /// A client exchanged an assertion for an access token.
     TokenIssued { actor: Actor, scopes: String },
-    /// A token request or a bearer token was refused.
+    /// A token request or a bearer token was refused. Sampled: one entry stands for `failures`
+    /// failures (itself and those folded into it since the previous entry for the same client
+    /// or source address).
     AuthenticationFailed {
         client_id: Option<String>,
         endpoint: String,
         reason: String,
+        source: Option<String>,
+        failures: u64,
     },
     /// An authenticated caller was refused for role, scope or organisation.
     AccessDenied {
@@ -158,6 +162,8 @@ impl AuditEvent {
                 client_id,
                 endpoint,
                 reason,
+                source,
+                failures,
             } => {
                 let actor = client_id.map(|c| Actor {
                     client_id: c,
@@ -168,7 +174,7 @@ impl AuditEvent {
                     actor,
                     None,
                     vec![],
-                    json!({"endpoint": endpoint, "reason": reason}),
+                    json!({"endpoint": endpoint, "reason": reason, "source": source, "failures": failures}),
                 )
             }
             AuditEvent::AccessDenied {

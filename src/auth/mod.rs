@@ -2,9 +2,10 @@
 //! the `Principal` every protected route extracts.
 
 pub mod keys;
+pub mod limits;
 pub mod principal;
 pub mod scope;
 pub mod token;
 
-pub use principal::{PeerIdentity, Principal};
+pub use principal::{PeerIdentity, Principal, certificate_thumbprint};
 pub use scope::{Permission, Scope};

@@ -10,6 +10,16 @@ use crate::domain::{Actor, OdsCode, Role};
 pub struct PeerIdentity {
     /// Subject organisation (O) of the verified client certificate.
     pub organisation: Option<String>,
+    /// The certificate's thumbprint, `x5t#S256` of RFC 8705: the base64url SHA-256 of its DER.
+    /// Access tokens issued over this connection are bound to it.
+    pub thumbprint: Option<String>,
+}
+
+/// The RFC 8705 thumbprint (`x5t#S256`) of a DER certificate.
+pub fn certificate_thumbprint(der: &[u8]) -> String {
+    use base64::Engine;
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, der);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest.as_ref())
 }
 
 /// An authenticated client.

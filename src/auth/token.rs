@@ -9,6 +9,7 @@ use jsonwebtoken::{Algorithm, Header, Validation};
 use serde::{Deserialize, Serialize};
 
 use super::keys::{ClientKey, GatewayKey};
+use super::principal::PeerIdentity;
 use super::scope::Scope;
 use crate::config::{AuthSettings, ClientRegistration};
 use crate::domain::Role;
@@ -145,6 +146,18 @@ pub struct AccessClaims {
     pub ods: String,
     pub role: Role,
     pub scope: String,
+    /// RFC 8705: the client certificate the token was issued over, when there was one. The token
+    /// is then refused over any other certificate, or over none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cnf: Option<Confirmation>,
+}
+
+/// The confirmation claim (`cnf`) of a certificate-bound access token (RFC 8705 §3.1).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Confirmation {
+    /// The base64url SHA-256 thumbprint of the DER client certificate.
+    #[serde(rename = "x5t#S256")]
+    pub x5t_s256: String,
 }
 
 /// A granted token.
@@ -169,14 +182,16 @@ pub struct TokenService {
 
 impl TokenService {
     /// Checks a token request and, if it holds, issues an access token.
-    /// `peer_organisation` is the O of the client certificate presented on the connection.
+    /// `peer` is what the TLS layer learnt of the client certificate presented on the connection:
+    /// its O must be the client's organisation, and the token is bound to its thumbprint.
     pub async fn exchange(
         &self,
         store: &dyn Store,
         req: &TokenRequest,
-        peer_organisation: Option<&str>,
+        peer: Option<&PeerIdentity>,
         now: i64,
     ) -> Result<(TokenResponse, AccessClaims), TokenError> {
+        let peer_organisation = peer.and_then(|p| p.organisation.as_deref());
         match req.grant_type.as_deref() {
             Some("client_credentials") => {}
             Some(other) => {
@@ -311,6 +326,9 @@ impl TokenService {
             ods: client.registration.ods.to_string(),
             role: client.registration.role,
             scope: scope.clone(),
+            cnf: peer
+                .and_then(|p| p.thumbprint.clone())
+                .map(|x5t_s256| Confirmation { x5t_s256 }),
         };
         let mut header = Header::new(Algorithm::ES384);
         header.kid = Some(self.gateway_key.kid.clone());

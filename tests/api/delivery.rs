@@ -458,7 +458,7 @@ async fn metrics_count_intake_deliveries_by_state_and_attempts() {
     let document = submit_release(&app).await;
     wait_for(&app, &document, "A99001", "completed").await;
     let text = app
-        .anonymous_client()
+        .client_for("icb")
         .get(app.url("/metrics"))
         .send()
         .await

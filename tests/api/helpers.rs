@@ -25,16 +25,54 @@ pub const SAMPLE_NHS_NUMBER: &str = "9990000018";
 /// The identifier value of the sample document.
 pub const SAMPLE_IDENTIFIER: &str = "Y02307-REL-2026-000123";
 
+/// Every line the gateways of this test binary logged at info level or above (the access log
+/// included), so that tests can look for what must never be logged.
+static LOG: LazyLock<std::sync::Mutex<Vec<u8>>> = LazyLock::new(Default::default);
+
+struct LogWriter;
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        LOG.lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// What the gateways logged so far (see [`LOG`]).
+pub fn captured_log() -> String {
+    String::from_utf8_lossy(
+        &LOG.lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    )
+    .into_owned()
+}
+
 static TRACING: LazyLock<()> = LazyLock::new(|| {
-    if std::env::var("TEST_LOG").is_ok_and(|v| v == "1") {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let capture = tracing_subscriber::fmt::layer()
+        .with_ansi(false)
+        .with_writer(|| LogWriter)
+        .with_filter(tracing_subscriber::filter::LevelFilter::INFO);
+    let console = std::env::var("TEST_LOG").is_ok_and(|v| v == "1").then(|| {
+        tracing_subscriber::fmt::layer()
+            .with_test_writer()
+            .with_filter(
                 tracing_subscriber::EnvFilter::try_from_default_env()
                     .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
             )
-            .with_test_writer()
-            .try_init();
-    }
+    });
+    let _ = tracing_subscriber::registry()
+        .with(capture)
+        .with(console)
+        .try_init();
 });
 
 /// `<CARGO_MANIFEST_DIR>/certs-example`.
@@ -77,7 +115,88 @@ pub fn test_settings(data_dir: &Path) -> Settings {
     settings.tls.key = certs.join("server.key");
     settings.tls.client_ca = certs.join("ca.crt");
     settings.clients = throughcare::demo::sample_registrations(&certs);
+    // Mutual TLS as in production: every route but metadata, the well-known documents and
+    // health needs a client certificate, and tokens are bound to it.
+    settings.tls.require_client_cert_for_api = true;
+    // Tests make many requests quickly from 127.0.0.1; the limits have tests of their own.
+    settings.rate_limits.per_client_per_second = 100_000;
+    settings.rate_limits.per_client_burst = 100_000;
+    settings.rate_limits.per_ip_per_second = 100_000;
+    settings.rate_limits.per_ip_burst = 100_000;
     settings
+}
+
+/// The claims of a JWT, read without verifying it.
+pub fn unverified_claims(jwt: &str) -> Value {
+    use base64::Engine;
+    jwt.split('.')
+        .nth(1)
+        .and_then(|p| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(p)
+                .ok()
+        })
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or(Value::Null)
+}
+
+/// The sample client whose certificate a request carrying `jwt` (an assertion or an access
+/// token) presents: the one the JWT names, or the prison when it names no sample client.
+fn sample_client_of(jwt: &str) -> String {
+    let claims = unverified_claims(jwt);
+    claims["client_id"]
+        .as_str()
+        .or(claims["iss"].as_str())
+        .filter(|name| {
+            throughcare::certs::SAMPLE_CLIENTS
+                .iter()
+                .any(|c| c.id == *name)
+        })
+        .unwrap_or("prison")
+        .to_string()
+}
+
+/// A client certificate for organisation `ods` (subject CN `cn`), issued by the development CA
+/// for the key pair of the sample client `key_of`, followed by that key: an identity for
+/// `http_client`. For a second prison, or a second certificate of the same organisation.
+pub fn issued_identity(cn: &str, ods: &str, key_of: &str) -> Vec<u8> {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
+        IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    };
+    // The development CA, as `certs generate` made it (its subject must match byte for byte).
+    let ca_key =
+        KeyPair::from_pem(&std::fs::read_to_string(certs_dir().join("ca.key")).unwrap()).unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    let mut dn = DistinguishedName::new();
+    dn.push(
+        DnType::CommonName,
+        "Throughcare Development CA (NOT FOR PRODUCTION)",
+    );
+    dn.push(DnType::OrganizationName, "Throughcare development");
+    ca.distinguished_name = dn;
+    ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let issuer = Issuer::new(ca, ca_key);
+
+    let key_pem = String::from_utf8(client_key(key_of)).unwrap();
+    let key = KeyPair::from_pem(&key_pem).unwrap();
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, cn);
+    dn.push(DnType::OrganizationName, ods);
+    params.distinguished_name = dn;
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.not_before = time::OffsetDateTime::now_utc() - time::Duration::days(1);
+    params.not_after = time::OffsetDateTime::now_utc() + time::Duration::days(1);
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    let mut pem = cert.pem().into_bytes();
+    if !pem.ends_with(b"\n") {
+        pem.push(b'\n');
+    }
+    pem.extend_from_slice(key_pem.as_bytes());
+    pem
 }
 
 /// A running gateway.
@@ -172,6 +291,7 @@ async fn start(settings: Settings, dir: tempfile::TempDir, clock: Option<SharedC
 
 /// Starts a gateway with adjusted settings whose store is wrapped by `wrapper` (to inject
 /// store failures).
+#[allow(dead_code)]
 pub async fn spawn_app_wrapping_store(
     adjust: impl FnOnce(&mut Settings),
     wrapper: throughcare::startup::StoreWrapper,
@@ -281,10 +401,11 @@ impl TestApp {
         (status, body)
     }
 
-    /// A client-credentials request carrying `assertion`, over an anonymous connection.
+    /// A client-credentials request carrying `assertion`, over a connection presenting the
+    /// certificate of the sample client the assertion names (the prison's when it names none).
     pub async fn exchange(&self, assertion: &str) -> (u16, Value) {
         self.token_request(
-            &self.anonymous_client(),
+            &self.client_for(&sample_client_of(assertion)),
             &[
                 ("grant_type", "client_credentials"),
                 ("client_assertion_type", ASSERTION_TYPE),
@@ -321,9 +442,10 @@ impl TestApp {
             .unwrap()
     }
 
-    /// GETs `/fhir/Bundle/{id}` over a connection presenting no certificate.
+    /// GETs `/fhir/Bundle/{id}` over a connection presenting the certificate of the sample
+    /// client the token names (the token is bound to it).
     pub async fn get_bundle(&self, token: &str, id: &str) -> reqwest::Response {
-        self.anonymous_client()
+        self.client_for(&sample_client_of(token))
             .get(self.url(&format!("/fhir/Bundle/{id}")))
             .bearer_auth(token)
             .send()

@@ -59,7 +59,7 @@ async fn accepted_document_reads_back_byte_for_byte() {
     assert_eq!(status, 201, "{outcome}");
     let location = location_of(&headers);
     let response = app
-        .anonymous_client()
+        .client_for("prison")
         .get(&location)
         .bearer_auth(&token)
         .send()
@@ -484,6 +484,7 @@ async fn body_over_the_size_limit_is_too_large_over_http_1_1() {
     let token = app.token_for("prison").await;
     let http = reqwest::Client::builder()
         .tls_certs_only([reqwest::Certificate::from_pem(&ca_pem()).unwrap()])
+        .identity(reqwest::Identity::from_pem(&client_identity("prison")).unwrap())
         .http1_only()
         .build()
         .unwrap();
@@ -535,12 +536,21 @@ fn with_second_prison(settings: &mut throughcare::config::Settings) {
         });
 }
 
-async fn second_prison_token(app: &TestApp) -> String {
+/// A connection presenting the second prison's certificate (O=Y05527, the drug service's key).
+fn second_prison_client() -> reqwest::Client {
+    throughcare::client::http_client(
+        &ca_pem(),
+        Some(&issued_identity("prison-b", "Y05527", "drug-service")),
+    )
+    .unwrap()
+}
+
+async fn second_prison_token(app: &TestApp, http: &reqwest::Client) -> String {
     throughcare::client::GatewayClient::new(
         &app.base_url,
         "prison-b",
         client_key("drug-service"),
-        app.anonymous_client(),
+        http.clone(),
     )
     .token()
     .await
@@ -560,8 +570,15 @@ async fn document_of_another_prison_is_not_visible() {
         .unwrap()
         .to_string();
 
-    let other = second_prison_token(&app).await;
-    let (status, _, outcome) = status_and_json(app.get_bundle(&other, &id).await).await;
+    let http = second_prison_client();
+    let other = second_prison_token(&app, &http).await;
+    let response = http
+        .get(app.url(&format!("/fhir/Bundle/{id}")))
+        .bearer_auth(&other)
+        .send()
+        .await
+        .unwrap();
+    let (status, _, outcome) = status_and_json(response).await;
     assert_eq!(status, 404, "{outcome}");
     assert_outcome_code(&outcome, "GW-NOT-FOUND");
 }
@@ -582,10 +599,9 @@ async fn idempotency_key_is_scoped_to_the_sender() {
         &SAMPLE_RELEASE.replace(author, "\"value\": \"Y05527\""),
         &identifier,
     );
-    let other = second_prison_token(&app).await;
-    let response = app
-        .post_bundle_over(&app.anonymous_client(), &other, FHIR_JSON, theirs)
-        .await;
+    let http = second_prison_client();
+    let other = second_prison_token(&app, &http).await;
+    let response = app.post_bundle_over(&http, &other, FHIR_JSON, theirs).await;
     let (status, headers, outcome) = status_and_json(response).await;
     assert_eq!(status, 201, "{outcome}");
     assert_ne!(location_of(&headers), first);

@@ -1,12 +1,14 @@
 //! API tests: one binary driving a real gateway over TLS, one instance per test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod abuse;
 mod audit;
 mod consent;
 mod delivery;
 mod demo;
 mod helpers;
 mod intake;
+mod mtls;
 mod openapi;
 mod policy;
 mod restart;

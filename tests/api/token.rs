@@ -197,7 +197,7 @@ async fn token_is_refused_for_another_grant_type() {
     let assertion = app.sign(&app.assertion_claims("prison"), "prison");
     let (status, body) = app
         .token_request(
-            &app.anonymous_client(),
+            &app.client_for("prison"),
             &[
                 ("grant_type", "password"),
                 ("client_assertion_type", ASSERTION_TYPE),
@@ -215,7 +215,7 @@ async fn token_is_refused_when_the_assertion_type_is_missing() {
     let assertion = app.sign(&app.assertion_claims("prison"), "prison");
     let (status, body) = app
         .token_request(
-            &app.anonymous_client(),
+            &app.client_for("prison"),
             &[
                 ("grant_type", "client_credentials"),
                 ("client_assertion", &assertion),
@@ -232,7 +232,7 @@ async fn token_is_refused_for_a_scope_the_client_may_not_have() {
     let assertion = app.sign(&app.assertion_claims("prison"), "prison");
     let (status, body) = app
         .token_request(
-            &app.anonymous_client(),
+            &app.client_for("prison"),
             &[
                 ("grant_type", "client_credentials"),
                 ("client_assertion_type", ASSERTION_TYPE),
@@ -251,7 +251,7 @@ async fn token_is_granted_only_the_scope_asked_for_when_it_is_allowed() {
     let assertion = app.sign(&app.assertion_claims("prison"), "prison");
     let (status, body) = app
         .token_request(
-            &app.anonymous_client(),
+            &app.client_for("prison"),
             &[
                 ("grant_type", "client_credentials"),
                 ("client_assertion_type", ASSERTION_TYPE),
@@ -307,9 +307,14 @@ async fn fhir_request_is_refused_when_the_client_certificate_does_not_match_the_
 }
 
 #[tokio::test]
-async fn token_and_fhir_request_succeed_without_a_client_certificate() {
-    let app = spawn_app().await;
+async fn token_and_fhir_request_succeed_without_a_client_certificate_when_relaxed_for_development()
+{
+    let app = spawn_app_with(|s| s.tls.require_client_cert_for_api = false).await;
     let token = app.token_over("prison", app.anonymous_client()).await;
+    assert!(
+        unverified_claims(&token).get("cnf").is_none(),
+        "a token issued over no certificate is bound to none"
+    );
     let (release, _) = unique_release();
     let response = app
         .post_bundle_over(&app.anonymous_client(), &token, FHIR_JSON, release)
@@ -379,7 +384,7 @@ async fn jwks_publishes_one_ec_p384_key() {
 async fn fhir_request_without_a_token_is_unauthorized() {
     let app = spawn_app().await;
     let response = app
-        .anonymous_client()
+        .client_for("prison")
         .get(app.url(&format!("/fhir/Bundle/{}", uuid::Uuid::new_v4())))
         .send()
         .await
@@ -399,7 +404,7 @@ async fn fhir_request_without_a_token_is_unauthorized() {
 async fn fhir_request_with_a_garbage_token_is_unauthorized() {
     let app = spawn_app().await;
     let response = app
-        .anonymous_client()
+        .client_for("prison")
         .get(app.url(&format!("/fhir/Bundle/{}", uuid::Uuid::new_v4())))
         .bearer_auth("not-a-token")
         .send()
@@ -477,7 +482,7 @@ async fn token_request_that_is_not_a_form_is_refused() {
     let app = spawn_app().await;
     let assertion = app.sign(&app.assertion_claims("prison"), "prison");
     let response = app
-        .anonymous_client()
+        .client_for("prison")
         .post(app.token_url())
         .json(&json!({
             "grant_type": "client_credentials",
@@ -499,7 +504,7 @@ async fn token_refusal_does_not_burn_the_assertion_jti() {
     let assertion = app.sign(&app.assertion_claims("prison"), "prison");
     let (status, body) = app
         .token_request(
-            &app.anonymous_client(),
+            &app.client_for("prison"),
             &[
                 ("grant_type", "client_credentials"),
                 ("client_assertion_type", ASSERTION_TYPE),
