@@ -28,6 +28,9 @@ pub const BAD_ID: &str = "GW-REQ-02";
 pub const OPERATION_PARAMETERS: &str = "GW-REQ-03";
 pub const PURPOSE: &str = "GW-REQ-04";
 pub const READ_PROFILE: &str = "GW-REQ-05";
+pub const DUPLICATE_HEADER: &str = "GW-REQ-06";
+pub const BODY_TIMEOUT: &str = "GW-REQ-07";
+pub const TOO_MANY_CONCURRENT: &str = "GW-RATE-02";
 pub const CONSENT_INVALID: &str = "GW-CONSENT-01";
 pub const CONSENT_ID_MISMATCH: &str = "GW-CONSENT-02";
 pub const AGREEMENT_INVALID: &str = "GW-ADMIN-01";
@@ -130,6 +133,18 @@ pub const ALL: &[(&str, &str)] = &[
     (
         READ_PROFILE,
         "The profile asked for (_profile) is not one this client can read.",
+    ),
+    (
+        DUPLICATE_HEADER,
+        "A header that must appear once (Authorization) appears more than once.",
+    ),
+    (
+        BODY_TIMEOUT,
+        "The request body did not arrive within the configured time.",
+    ),
+    (
+        TOO_MANY_CONCURRENT,
+        "Too many requests from this address are in progress at once.",
     ),
     (
         CONSENT_INVALID,

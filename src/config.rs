@@ -44,6 +44,29 @@ pub struct ServerSettings {
     /// Worker threads for HTTP; 0 means one per core.
     #[serde(default)]
     pub workers: usize,
+    /// A client that has not sent a whole request head within this time gets 408 and the
+    /// connection is closed (slow-loris).
+    #[serde(default = "default_head_timeout_ms")]
+    pub request_head_timeout_ms: u64,
+    /// A request body that has not arrived whole within this time gets 408.
+    #[serde(default = "default_body_timeout_secs")]
+    pub body_timeout_secs: u64,
+    /// Requests from one address in progress at once; more get 429 (`GW-RATE-02`). Together
+    /// with the head and body timeouts this bounds what one address can hold open.
+    #[serde(default = "default_max_in_flight_per_ip")]
+    pub max_in_flight_per_ip: usize,
+}
+
+fn default_head_timeout_ms() -> u64 {
+    5_000
+}
+
+fn default_body_timeout_secs() -> u64 {
+    30
+}
+
+fn default_max_in_flight_per_ip() -> usize {
+    64
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -260,6 +283,9 @@ impl Default for Settings {
                 public_url: None,
                 data_dir: PathBuf::from("data"),
                 workers: 0,
+                request_head_timeout_ms: default_head_timeout_ms(),
+                body_timeout_secs: default_body_timeout_secs(),
+                max_in_flight_per_ip: default_max_in_flight_per_ip(),
             },
             tls: TlsSettings {
                 cert: PathBuf::from("certs-example/server.crt"),

@@ -35,6 +35,8 @@ pub enum ApiError {
     },
     #[error("not ready")]
     Unavailable(Issue),
+    #[error("request timeout")]
+    RequestTimeout(Issue),
     #[error("unexpected error")]
     Unexpected(#[from] anyhow::Error),
 }
@@ -100,6 +102,7 @@ impl ApiError {
             ApiError::Unprocessable(_) => 422,
             ApiError::TooManyRequests { .. } => 429,
             ApiError::Unavailable(_) => 503,
+            ApiError::RequestTimeout(_) => 408,
             ApiError::Unexpected(_) => 500,
         }
     }
@@ -115,6 +118,7 @@ impl ApiError {
             | ApiError::PayloadTooLarge(i)
             | ApiError::UnsupportedMediaType(i)
             | ApiError::Unavailable(i)
+            | ApiError::RequestTimeout(i)
             | ApiError::TooManyRequests { issue: i, .. } => vec![i.clone()],
             ApiError::MethodNotAllowed => {
                 vec![Issue::error(

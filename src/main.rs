@@ -1,7 +1,9 @@
 //! The `throughcare` binary: telemetry, then the command line.
 
 use clap::Parser;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
 
 fn main() -> std::process::ExitCode {
     let cli = throughcare::cli::Cli::parse();
@@ -10,11 +12,22 @@ fn main() -> std::process::ExitCode {
         throughcare::cli::Command::Demo => "warn",
         _ => "info",
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level)),
+    // actix-http logs the requests it refuses itself (431, malformed framing) at ERROR: anyone
+    // could flood the error log. They are left out of the log and counted in a metric instead.
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(default_level))
+        .add_directive(
+            "actix_http::h1::dispatcher=off"
+                .parse()
+                .unwrap_or_else(|_| tracing::Level::INFO.into()),
+        );
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_filter(filter),
         )
-        .with_writer(std::io::stderr)
+        .with(throughcare::metrics::HttpRefusals)
         .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -20,6 +20,34 @@ pub struct StateLabel {
     pub business_status: String,
 }
 
+/// Requests the HTTP layer refused before they reached the gateway (a head too large, 431;
+/// malformed framing such as a duplicate or negative Content-Length, 400; a slow head, 408).
+/// They carry no body and are not logged at ERROR (`main` filters actix-http's dispatcher
+/// target out of the log); they are counted here.
+static HTTP_REFUSALS: std::sync::LazyLock<Counter> = std::sync::LazyLock::new(Counter::default);
+
+/// A tracing layer that counts the HTTP layer's own refusals (errors logged by actix-http's
+/// HTTP/1 dispatcher) into [`HTTP_REFUSALS`].
+pub struct HttpRefusals;
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for HttpRefusals {
+    fn on_event(
+        &self,
+        event: &tracing::Event<'_>,
+        _ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        let meta = event.metadata();
+        if meta.target().starts_with("actix_http::h1") && *meta.level() == tracing::Level::ERROR {
+            HTTP_REFUSALS.inc();
+        }
+    }
+}
+
+/// How many requests the HTTP layer has refused so far.
+pub fn http_refusals() -> u64 {
+    HTTP_REFUSALS.get()
+}
+
 /// Every metric the gateway exports.
 pub struct Metrics {
     registry: Registry,
@@ -46,6 +74,11 @@ impl Metrics {
         let attempt_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 16));
         let deliveries = Family::<StateLabel, Gauge>::default();
         let at_risk = Gauge::default();
+        registry.register(
+            "http_refusals",
+            "Requests refused by the HTTP layer before routing (431, malformed framing, slow heads)",
+            HTTP_REFUSALS.clone(),
+        );
         registry.register(
             "intake_documents",
             "Documents offered at intake, by outcome",
@@ -108,5 +141,22 @@ impl Metrics {
             out.clear();
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod refusal_tests {
+    use tracing_subscriber::layer::SubscriberExt;
+
+    #[test]
+    fn the_http_layers_own_refusals_are_counted() {
+        let subscriber = tracing_subscriber::registry().with(super::HttpRefusals);
+        let before = super::http_refusals();
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::error!(target: "actix_http::h1::dispatcher", "stream error: malformed");
+            tracing::error!(target: "throughcare::other", "not counted");
+            tracing::warn!(target: "actix_http::h1::dispatcher", "not an error");
+        });
+        assert_eq!(super::http_refusals(), before + 1);
     }
 }

@@ -199,19 +199,33 @@ impl Application {
         let access = web::Data::new(api::routes::AccessTable::from_table());
 
         let app_state = state.clone();
+        let in_flight = web::Data::new(api::in_flight::InFlight::new(
+            settings.server.max_in_flight_per_ip,
+        ));
         let mut server = actix_web::HttpServer::new(move || {
             HttpApp::new()
                 .app_data(app_state.clone())
                 .app_data(access.clone())
+                .app_data(in_flight.clone())
                 .wrap(actix_web::middleware::from_fn(api::audit_rejections))
                 .wrap(actix_web::middleware::from_fn(
                     api::mtls::require_client_certificate,
+                ))
+                .wrap(actix_web::middleware::from_fn(
+                    api::in_flight::cap_in_flight,
                 ))
                 .wrap(actix_web::middleware::from_fn(access_log))
                 .configure(api::routes::configure)
                 .default_service(web::to(api::routes::unknown_route))
         })
         .on_connect(on_connect)
+        .client_request_timeout(std::time::Duration::from_millis(
+            settings.server.request_head_timeout_ms.max(100),
+        ))
+        .client_disconnect_timeout(std::time::Duration::from_secs(5))
+        .tls_handshake_timeout(std::time::Duration::from_millis(
+            settings.server.request_head_timeout_ms.max(100),
+        ))
         .listen_rustls_0_23(listener, tls)?;
         if settings.server.workers > 0 {
             server = server.workers(settings.server.workers);

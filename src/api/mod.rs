@@ -10,6 +10,7 @@ pub mod bundle;
 pub mod consent;
 pub mod error;
 pub mod health;
+pub mod in_flight;
 pub mod metadata;
 pub mod mtls;
 pub mod oauth;
@@ -34,7 +35,8 @@ use crate::auth::Principal;
 use crate::error::{ApiError, codes};
 use crate::fhir::outcome::Issue;
 
-/// Reads a request body, refusing it (413) as soon as it passes `limit` bytes.
+/// Reads a request body, refusing it (413) as soon as it passes `limit` bytes, and (408) when it
+/// has not arrived whole within the configured body timeout.
 pub async fn read_body(
     req: &HttpRequest,
     mut payload: web::Payload,
@@ -57,20 +59,36 @@ pub async fn read_body(
     if declared.is_some_and(|n| n > limit) {
         return Err(too_large());
     }
-    let mut body = Vec::with_capacity(declared.unwrap_or(8192).min(limit));
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| {
-            ApiError::bad_request(
-                codes::INVALID_JSON,
-                format!("The body could not be read: {e}."),
-            )
-        })?;
-        if body.len() + chunk.len() > limit {
-            return Err(too_large());
+    let timeout = req
+        .app_data::<web::Data<App>>()
+        .map(|a| a.settings.server.body_timeout_secs)
+        .unwrap_or(30);
+    let read = async {
+        let mut body = Vec::with_capacity(declared.unwrap_or(8192).min(limit));
+        while let Some(chunk) = payload.next().await {
+            let chunk = chunk.map_err(|e| {
+                ApiError::bad_request(
+                    codes::INVALID_JSON,
+                    format!("The body could not be read: {e}."),
+                )
+            })?;
+            if body.len() + chunk.len() > limit {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
         }
-        body.extend_from_slice(&chunk);
+        Ok(body)
+    };
+    match tokio::time::timeout(std::time::Duration::from_secs(timeout), read).await {
+        Ok(result) => result,
+        Err(_) => Err(ApiError::RequestTimeout(
+            Issue::error(
+                "timeout",
+                format!("The request body did not arrive within {timeout} s."),
+            )
+            .with_code(codes::BODY_TIMEOUT),
+        )),
     }
-    Ok(body)
 }
 
 /// The request's Content-Type header, if readable.

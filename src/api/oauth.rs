@@ -45,11 +45,25 @@ pub async fn issue_token(
     }
     let body = match super::read_body(&req, payload, 64 * 1024).await {
         Ok(b) => b,
-        Err(_) => {
+        Err(crate::error::ApiError::RequestTimeout(_)) => {
+            return oauth_error(
+                StatusCode::REQUEST_TIMEOUT,
+                "invalid_request",
+                "the request body did not arrive in time",
+            );
+        }
+        Err(crate::error::ApiError::PayloadTooLarge(_)) => {
             return oauth_error(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "invalid_request",
                 "request too large",
+            );
+        }
+        Err(_) => {
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "the request body could not be read",
             );
         }
     };

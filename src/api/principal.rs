@@ -47,6 +47,19 @@ async fn extract(req: HttpRequest) -> Result<Principal, ApiError> {
         .app_data::<web::Data<App>>()
         .ok_or_else(|| ApiError::Unexpected(anyhow::anyhow!("application state missing")))?
         .clone();
+    // One request, one credential: a second Authorization header could be read by another
+    // component than the one that checked the first.
+    if req
+        .headers()
+        .get_all(actix_web::http::header::AUTHORIZATION)
+        .count()
+        > 1
+    {
+        return Err(ApiError::bad_request(
+            crate::error::codes::DUPLICATE_HEADER,
+            "The Authorization header appears more than once; send exactly one.",
+        ));
+    }
     let peer = req.conn_data::<PeerIdentity>().cloned();
     let source = req.peer_addr().map(|a| a.ip());
     let now = app.clock.now().unix_timestamp();

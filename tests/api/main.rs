@@ -6,6 +6,7 @@ mod audit;
 mod consent;
 mod delivery;
 mod demo;
+mod edge;
 mod helpers;
 mod intake;
 mod mtls;

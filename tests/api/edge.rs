@@ -1,0 +1,104 @@
+//! The edge under hostile clients: slow bodies are cut off with 408, one address cannot hold
+//! more requests in progress than the cap, and a request with two Authorization headers is
+//! refused before either is read.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::helpers::*;
+
+/// A body that sends a few bytes, then nothing for `stall`.
+fn stalling_body(stall: Duration) -> reqwest::Body {
+    let chunks = futures_util::stream::unfold(0u8, move |step| async move {
+        match step {
+            0 => Some((Ok::<_, std::io::Error>(b"{\"resourceType\":".to_vec()), 1)),
+            1 => {
+                tokio::time::sleep(stall).await;
+                Some((Ok(b"\"Bundle\"}".to_vec()), 2))
+            }
+            _ => None,
+        }
+    });
+    reqwest::Body::wrap_stream(chunks)
+}
+
+#[tokio::test]
+async fn a_body_that_does_not_arrive_in_time_gets_408_with_an_operation_outcome() {
+    let app = spawn_app_with(|s| s.server.body_timeout_secs = 1).await;
+    let token = app.token_for("prison").await;
+    let response = app
+        .client_for("prison")
+        .post(app.url("/fhir/$validate"))
+        .bearer_auth(&token)
+        .header("Content-Type", FHIR_JSON)
+        .body(stalling_body(Duration::from_secs(4)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 408);
+    let outcome: Value = response.json().await.unwrap();
+    assert_outcome_code(&outcome, "GW-REQ-07");
+}
+
+#[tokio::test]
+async fn one_address_cannot_hold_more_requests_in_progress_than_the_cap() {
+    let app = spawn_app_with(|s| {
+        s.server.max_in_flight_per_ip = 1;
+        s.server.body_timeout_secs = 10;
+    })
+    .await;
+    let token = app.token_for("prison").await;
+    let slow = {
+        let client = app.client_for("prison");
+        let url = app.url("/fhir/$validate");
+        let token = token.clone();
+        tokio::spawn(async move {
+            client
+                .post(url)
+                .bearer_auth(&token)
+                .header("Content-Type", FHIR_JSON)
+                .body(stalling_body(Duration::from_secs(2)))
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let response = app
+        .client_for("prison")
+        .get(app.url("/fhir/metadata"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 429);
+    assert!(response.headers().get("Retry-After").is_some());
+    let outcome: Value = response.json().await.unwrap();
+    assert_outcome_code(&outcome, "GW-RATE-02");
+    // Once the slow request is answered, the address is served again.
+    assert_eq!(slow.await.unwrap().unwrap(), 200);
+    let response = app
+        .client_for("prison")
+        .get(app.url("/fhir/metadata"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+}
+
+#[tokio::test]
+async fn two_authorization_headers_are_refused_with_400() {
+    let app = spawn_app().await;
+    let token = app.token_for("prison").await;
+    let response = app
+        .client_for("prison")
+        .get(app.url("/fhir/Task"))
+        .header("Authorization", format!("Bearer {token}"))
+        .header("Authorization", "Bearer garbage")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 400);
+    let outcome: Value = response.json().await.unwrap();
+    assert_outcome_code(&outcome, "GW-REQ-06");
+}
