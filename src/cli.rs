@@ -87,6 +87,21 @@ pub enum CertsCommand {
         #[arg(long, default_value = "certs-example")]
         out: PathBuf,
     },
+    /// Issue one more development client certificate signed by an existing development CA
+    /// (`<ca-dir>/ca.crt`, `ca.key`), into `<ca-dir>/clients`, leaving the others as they are.
+    IssueClient {
+        #[arg(long, default_value = "certs-example")]
+        ca_dir: PathBuf,
+        /// The client id (certificate CN, file name).
+        #[arg(long)]
+        id: String,
+        /// The organisation's ODS code (certificate O).
+        #[arg(long)]
+        ods: String,
+        /// The organisation's name (certificate OU).
+        #[arg(long)]
+        organisation: String,
+    },
 }
 
 /// Runs a command; the returned code is the process exit code.
@@ -207,6 +222,22 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                     Ok(1)
                 }
             }
+        }
+        Command::Certs {
+            command:
+                CertsCommand::IssueClient {
+                    ca_dir,
+                    id,
+                    ods,
+                    organisation,
+                },
+        } => {
+            crate::certs::issue_client(&ca_dir, &id, &ods, &organisation)?;
+            println!(
+                "wrote {0}/clients/{id}.crt and {id}.key, signed by the development CA in {0} (NOT for production)",
+                ca_dir.display()
+            );
+            Ok(0)
         }
         Command::Certs {
             command: CertsCommand::Generate { out },
