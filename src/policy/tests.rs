@@ -17,6 +17,8 @@ const GP: &str = "A99001";
 const OTHER_GP: &str = "A99999";
 const DRUG: &str = "X99001";
 const ICB: &str = "Q99";
+/// An ICB that is not the ICB of the patient's release area.
+const OTHER_ICB: &str = "Q98";
 const RECEIVING: &str = "Y05009";
 const NOW: OffsetDateTime = datetime!(2026-11-22 10:00 UTC);
 
@@ -34,6 +36,7 @@ fn recipient(ods: &str) -> RecipientContext {
         OTHER_GP => (Role::Gp, None),
         DRUG => (Role::Service, Some(Relationship::CarePlanPerformer)),
         ICB => (Role::Icb, Some(Relationship::ReleaseAreaIcb)),
+        OTHER_ICB => (Role::Icb, None),
         RECEIVING => (Role::Prison, Some(Relationship::ReceivingPrison)),
         _ => (Role::Service, None),
     };
@@ -498,6 +501,21 @@ fn the_decision_matrix_holds() {
             "hepc",
             false,
             3,
+        ),
+        // prison-to-icb covers the release-area ICB (relationship), not every ICB (role).
+        case(
+            "an ICB that is not the release-area ICB gets nothing",
+            OTHER_ICB,
+            "patient",
+            false,
+            1,
+        ),
+        case(
+            "an ICB that is not the release-area ICB gets no medication",
+            OTHER_ICB,
+            "med",
+            false,
+            1,
         ),
         // Receiving prison.
         case(

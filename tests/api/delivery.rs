@@ -615,9 +615,9 @@ async fn pull_returns_content_filtered_for_each_caller() {
 #[tokio::test]
 async fn a_recipient_with_no_agreement_gets_a_rejected_task_with_its_reason() {
     let mut app = spawn_app_with(fast).await;
-    let icb = app.token_for("icb").await;
+    let admin = app.token_for("admin").await;
     let response = app
-        .delete_as("icb", &icb, "/admin/agreements/prison-to-drug-service")
+        .delete_as("admin", &admin, "/admin/agreements/prison-to-drug-service")
         .await;
     assert_eq!(response.status().as_u16(), 200);
     let document = submit_release(&app).await;

@@ -77,6 +77,10 @@ pub fn test_settings(data_dir: &Path) -> Settings {
     settings.tls.key = certs.join("server.key");
     settings.tls.client_ca = certs.join("ca.crt");
     settings.clients = throughcare::demo::sample_registrations(&certs);
+    // The sample ICB administers the sample GP practices and the drug service, as in
+    // throughcare.toml. Loopback http endpoints stay refused unless a test sets
+    // `delivery.allow_loopback_http` explicitly.
+    settings.policy.icb_areas = throughcare::demo::sample_icb_areas();
     settings
 }
 
@@ -172,6 +176,7 @@ async fn start(settings: Settings, dir: tempfile::TempDir, clock: Option<SharedC
 
 /// Starts a gateway with adjusted settings whose store is wrapped by `wrapper` (to inject
 /// store failures).
+#[allow(dead_code)]
 pub async fn spawn_app_wrapping_store(
     adjust: impl FnOnce(&mut Settings),
     wrapper: throughcare::startup::StoreWrapper,

@@ -1,6 +1,7 @@
 //! API tests: one binary driving a real gateway over TLS, one instance per test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod admin;
 mod audit;
 mod consent;
 mod delivery;
