@@ -122,7 +122,13 @@ pub fn generate(out: &Path) -> anyhow::Result<()> {
     write(out, "server.key", &server_key.serialize_pem())?;
 
     for client in SAMPLE_CLIENTS {
-        write_client(&out.join("clients"), client.id, client.ods, client.organisation, &issuer)?;
+        write_client(
+            &out.join("clients"),
+            client.id,
+            client.ods,
+            client.organisation,
+            &issuer,
+        )?;
     }
     write(out, "README.md", NOTICE)?;
     Ok(())
@@ -165,8 +171,8 @@ pub fn issue_client(ca_dir: &Path, id: &str, ods: &str, organisation: &str) -> a
         std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))
     };
     let ca_key = KeyPair::from_pem(&read("ca.key")?).context("parsing the CA key")?;
-    let issuer = Issuer::from_ca_cert_pem(&read("ca.crt")?, ca_key)
-        .context("parsing the CA certificate")?;
+    let issuer =
+        Issuer::from_ca_cert_pem(&read("ca.crt")?, ca_key).context("parsing the CA certificate")?;
     let dir = ca_dir.join("clients");
     std::fs::create_dir_all(&dir)?;
     for file in [format!("{id}.crt"), format!("{id}.key")] {
