@@ -9,12 +9,12 @@ use crate::audit::Audit;
 use crate::auth::token::TokenService;
 use crate::clock::SharedClock;
 use crate::config::Settings;
-use crate::transport::Transports;
 use crate::domain::{OdsCode, Role};
 use crate::metrics::Metrics;
 use crate::sharing::Sharing;
 use crate::store::Store;
 use crate::translate::Translator;
+use crate::transport::Transports;
 use crate::validate::Validator;
 
 /// The gateway's context, shared by every use case.
@@ -25,8 +25,10 @@ pub struct App {
     pub store: Arc<dyn Store>,
     pub audit: Audit,
     pub clock: SharedClock,
-    /// Registered clients and the gateway's signing key.
+    /// Registered clients and the gateway's token signing key.
     pub tokens: TokenService,
+    /// The key that signs audit checkpoints, and nothing else (not the token signing key).
+    pub audit_key: crate::auth::keys::GatewayKey,
     /// The CapabilityStatement, rendered once from the route table.
     pub capability: String,
     /// Agreements in force and sensitivity labels.

@@ -191,12 +191,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             }
             let store =
                 crate::store::SqliteStore::open(dir, Arc::new(crate::clock::SystemClock)).await?;
-            let key = crate::auth::keys::GatewayKey::load_existing(
-                settings.auth.signing_key.as_deref(),
+            let keys = crate::audit::checkpoint::CheckpointKeys::load(&settings, dir)?;
+            let report = crate::audit::verify_all(
+                &store,
                 dir,
-            )?;
-            let report =
-                crate::audit::verify_all(&store, dir, key.as_ref().map(|k| &k.decoding)).await?;
+                &keys,
+                settings.audit.checkpoint_interval_secs,
+            )
+            .await?;
             store.close().await;
             match report.broken {
                 None => {
@@ -204,9 +206,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                         .head
                         .map(|(s, h)| format!("head #{s} {h}"))
                         .unwrap_or_default();
+                    let legacy = match report.legacy_checkpoints {
+                        0 => String::new(),
+                        n => {
+                            format!(" ({n} signed with the token key before the audit key existed)")
+                        }
+                    };
                     let signed = match report.last_checkpoint {
                         Some(seq) => format!(
-                            "{} signed checkpoints, the newest at #{seq}",
+                            "{} signed checkpoints{legacy}, the newest at #{seq}",
                             report.checkpoints
                         ),
                         None => "no signed checkpoint yet".to_string(),

@@ -156,14 +156,23 @@ impl PolicySettings {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuditSettings {
-    /// How often the gateway signs the chain head (it also signs on shutdown).
+    /// How often the gateway signs the chain head (it also signs at start and on shutdown).
+    /// `audit verify` fails when the entries after the newest checkpoint span more than this
+    /// (plus a minute), so set it for `audit verify` as for `serve`.
     pub checkpoint_interval_secs: u64,
+    /// The ES384 key (PKCS#8 PEM) that signs audit checkpoints, and nothing else: it is not the
+    /// token signing key (`auth.signing_key`), so a leaked token key cannot forge checkpoints.
+    /// When absent, a key is generated on first start and kept in the data directory
+    /// (`audit-signing-key.pem`).
+    #[serde(default)]
+    pub signing_key: Option<PathBuf>,
 }
 
 impl Default for AuditSettings {
     fn default() -> Self {
         AuditSettings {
             checkpoint_interval_secs: 300,
+            signing_key: None,
         }
     }
 }
@@ -355,6 +364,9 @@ impl Settings {
         fix(&mut self.tls.key);
         fix(&mut self.tls.client_ca);
         if let Some(k) = self.auth.signing_key.as_mut() {
+            fix(k);
+        }
+        if let Some(k) = self.audit.signing_key.as_mut() {
             fix(k);
         }
         for p in [

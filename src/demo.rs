@@ -163,11 +163,13 @@ pub async fn run() -> anyhow::Result<()> {
             std::sync::Arc::new(crate::clock::SystemClock),
         )
         .await?;
-        let key = crate::auth::keys::GatewayKey::load_existing(None, &settings.server.data_dir)?;
+        let keys =
+            crate::audit::checkpoint::CheckpointKeys::load(&settings, &settings.server.data_dir)?;
         let report = crate::audit::verify_all(
             &store,
             &settings.server.data_dir,
-            key.as_ref().map(|k| &k.decoding),
+            &keys,
+            settings.audit.checkpoint_interval_secs,
         )
         .await?;
         crate::store::Store::close(&store).await;
