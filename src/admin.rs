@@ -1,12 +1,18 @@
 //! Administration use cases: data-sharing agreements (versioned, never edited in place), the
 //! endpoint directory, and the deliveries operators watch and replay. Every change is audited.
+//!
+//! Who may change what: agreements are written by the `admin` role only (the route table); an
+//! endpoint by `admin` for any organisation and by an ICB only for the organisations of its
+//! area (`policy.icb_areas`, checked here). Endpoints are `https` (plain `http` to loopback only
+//! behind `delivery.allow_loopback_http`), and pointing an existing endpoint elsewhere raises an
+//! alert: an audited `endpoint-redirected` event and the `endpoint_redirects` counter.
 
 use serde_json::{Value, json};
 
 use crate::app::App;
 use crate::audit::AuditEvent;
 use crate::auth::Principal;
-use crate::domain::{OdsCode, TaskStatus};
+use crate::domain::{OdsCode, Role, TaskStatus};
 use crate::error::{ApiError, codes};
 use crate::fhir::outcome::Issue;
 use crate::policy::{Agreement, AgreementStatus};
@@ -177,6 +183,34 @@ fn endpoint_invalid(message: impl Into<String>, expression: &str) -> ApiError {
     ApiError::unprocessable(codes::ENDPOINT_INVALID, message, expression)
 }
 
+/// Whether `principal` may change the endpoint of `ods`: the gateway operator for every
+/// organisation, an ICB for the organisations of its configured area (and itself).
+fn may_administer(app: &App, principal: &Principal, ods: &OdsCode) -> Result<(), ApiError> {
+    match principal.role {
+        Role::Admin => Ok(()),
+        Role::Icb if app.settings.policy.icb_administers(&principal.ods, ods) => Ok(()),
+        Role::Icb => Err(ApiError::forbidden(
+            codes::ADMIN_AREA,
+            format!(
+                "{ods} is outside the area the ICB {} administers (policy.icb_areas).",
+                principal.ods
+            ),
+        )),
+        other => Err(ApiError::forbidden(
+            codes::ROLE,
+            format!("The role '{}' may not change endpoints.", other.as_str()),
+        )),
+    }
+}
+
+/// The token URL of an endpoint's auth, if it fetches tokens.
+fn token_url(auth: &EndpointAuth) -> Option<String> {
+    match auth {
+        EndpointAuth::TokenUrl { token_url, .. } => Some(token_url.clone()),
+        _ => None,
+    }
+}
+
 /// Registers or changes a recipient's endpoint; copies waiting for a pull become due.
 pub async fn put_endpoint(
     app: &App,
@@ -185,6 +219,7 @@ pub async fn put_endpoint(
     body: Value,
 ) -> Result<OdsCode, ApiError> {
     let ods = OdsCode::parse(ods).map_err(|e| ApiError::bad_request(codes::BAD_ID, e))?;
+    may_administer(app, principal, &ods)?;
     let parsed: EndpointBody = serde_json::from_value(body).map_err(|e| {
         ApiError::Unprocessable(vec![
             Issue::error(
@@ -198,11 +233,8 @@ pub async fn put_endpoint(
         None => EndpointKind::FhirRest,
         Some(k) => k.parse().map_err(|e: String| endpoint_invalid(e, "kind"))?,
     };
-    let url = reqwest::Url::parse(&parsed.url)
-        .map_err(|e| endpoint_invalid(format!("url: {e}"), "url"))?;
-    if url.scheme() != "https" && url.scheme() != "http" {
-        return Err(endpoint_invalid("url must be https", "url"));
-    }
+    crate::transport::endpoint::check_url(&parsed.url, app.settings.delivery.allow_loopback_http)
+        .map_err(|e| endpoint_invalid(e, "url"))?;
     let profile = parsed.profile.parse::<Target>().map_err(|_| {
         endpoint_invalid(
             "profile must be uk-core-r4, gp-connect-stu3 or prison",
@@ -211,6 +243,19 @@ pub async fn put_endpoint(
     })?;
     let auth = EndpointAuth::parse(parsed.auth.as_ref().unwrap_or(&Value::Null))
         .map_err(|e| endpoint_invalid(e, "auth"))?;
+    if let Some(url) = token_url(&auth) {
+        crate::transport::endpoint::check_url(&url, app.settings.delivery.allow_loopback_http)
+            .map_err(|e| endpoint_invalid(format!("auth.token_url: {e}"), "auth.token_url"))?;
+    }
+    // Where the endpoint sends copies and token requests now. (Two changes racing each other
+    // may both name the same "before"; both are audited and both raise the alert.)
+    let before: Option<(String, Option<String>)> =
+        app.store.endpoint(ods.as_str()).await?.map(|r| {
+            let token = Endpoint::from_record(&r)
+                .ok()
+                .and_then(|e| token_url(&e.auth));
+            (r.url, token)
+        });
     let endpoint = Endpoint {
         ods: ods.to_string(),
         kind,
@@ -220,15 +265,43 @@ pub async fn put_endpoint(
         updated_at: app.now_stamp(),
         updated_by: principal.client_id.clone(),
     };
-    let event = AuditEvent::EndpointChanged {
-        actor: principal.actor(),
-        ods: ods.to_string(),
-        url: parsed.url,
-        profile: profile.as_str().to_string(),
-    };
-    app.store
-        .put_endpoint(endpoint.to_record(), vec![event.into_draft()])
-        .await?;
+    let new_token_url = token_url(&endpoint.auth);
+    let redirected = before
+        .as_ref()
+        .filter(|(url, token)| *url != endpoint.url || *token != new_token_url);
+    let mut events = vec![
+        AuditEvent::EndpointChanged {
+            actor: principal.actor(),
+            ods: ods.to_string(),
+            url_before: before.as_ref().map(|(url, _)| url.clone()),
+            url: endpoint.url.clone(),
+            profile: profile.as_str().to_string(),
+        }
+        .into_draft(),
+    ];
+    if let Some((url_before, token_url_before)) = redirected {
+        events.push(
+            AuditEvent::EndpointRedirected {
+                actor: principal.actor(),
+                ods: ods.to_string(),
+                url_before: url_before.clone(),
+                url: endpoint.url.clone(),
+                token_url_before: token_url_before.clone(),
+                token_url: new_token_url.clone(),
+            }
+            .into_draft(),
+        );
+    }
+    app.store.put_endpoint(endpoint.to_record(), events).await?;
+    if redirected.is_some() {
+        // The alert, until an escalation channel exists: the audited event above and a metric.
+        app.metrics.endpoint_redirects.inc();
+        tracing::warn!(
+            ods = %ods,
+            by = %principal.client_id,
+            "An existing recipient endpoint was redirected (audited as endpoint-redirected)."
+        );
+    }
     app.delivery_wakeup.notify_one();
     Ok(ods)
 }

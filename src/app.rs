@@ -28,8 +28,10 @@ pub struct App {
     pub store: Arc<dyn Store>,
     pub audit: Audit,
     pub clock: SharedClock,
-    /// Registered clients and the gateway's signing key.
+    /// Registered clients and the gateway's token signing key.
     pub tokens: TokenService,
+    /// The key that signs audit checkpoints, and nothing else (not the token signing key).
+    pub audit_key: crate::auth::keys::GatewayKey,
     /// The CapabilityStatement, rendered once from the route table.
     pub capability: String,
     /// Agreements in force and sensitivity labels.

@@ -1,5 +1,7 @@
 //! `throughcare certs generate`: a development CA, a server certificate for `localhost` and
-//! `127.0.0.1`, and client certificates for the sample organisations. For development only.
+//! `127.0.0.1`, and client certificates for the sample organisations; `throughcare certs
+//! issue-client`: one more client certificate signed by an existing development CA, leaving the
+//! others as they are. For development only.
 
 use std::path::Path;
 
@@ -19,7 +21,7 @@ pub struct SampleClient {
 
 /// The sample organisations registered in the example configuration.
 /// `Y02307` is the ODS code of the healthcare unit at HMP Bristol (prison register in the corpus);
-/// the others are made up for development.
+/// the others are made up for development (`X99003` is the gateway operator, role `admin`).
 pub const SAMPLE_CLIENTS: &[SampleClient] = &[
     SampleClient {
         id: "prison",
@@ -46,17 +48,26 @@ pub const SAMPLE_CLIENTS: &[SampleClient] = &[
         ods: "X99002",
         organisation: "Sample Information Governance Office",
     },
+    SampleClient {
+        id: "admin",
+        ods: "X99003",
+        organisation: "Sample Gateway Operator",
+    },
 ];
 
 const NOTICE: &str = "# Development only\n\n\
 These certificates and keys are EXAMPLES for development and tests. They are public: never use\n\
-them to protect real patient data. Regenerate them with:\n\n\
-    cargo run -- certs generate --out certs-example\n\n\
+them to protect real patient data. Regenerate them all with:\n\n\
+\x20   cargo run -- certs generate --out certs-example\n\n\
+or add one client certificate signed by the existing CA, leaving the others as they are:\n\n\
+\x20   cargo run -- certs issue-client --ca-dir certs-example --id admin --ods X99003 \\\n\
+\x20       --organisation \"Sample Gateway Operator\"\n\n\
 - `ca.crt`, `ca.key`: the development CA that signs everything here.\n\
 - `server.crt`, `server.key`: the gateway, for `localhost` and `127.0.0.1`.\n\
 - `clients/<name>.crt`, `clients/<name>.key`: sample clients (PKCS#8 PEM, EC P-384). The\n\
-  certificate's subject O is the organisation's ODS code and CN the client id; the gateway\n\
-  checks O against the access token's organisation when a client presents its certificate.\n";
+\x20 certificate's subject O is the organisation's ODS code and CN the client id; the gateway\n\
+\x20 checks O against the access token's organisation when a client presents its certificate.\n\
+\x20 `admin` (X99003) is the gateway operator: the only role that writes agreements.\n";
 
 fn key() -> anyhow::Result<KeyPair> {
     KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).context("generating a P-384 key")
@@ -111,28 +122,63 @@ pub fn generate(out: &Path) -> anyhow::Result<()> {
     write(out, "server.key", &server_key.serialize_pem())?;
 
     for client in SAMPLE_CLIENTS {
-        let client_key = key()?;
-        let mut params = CertificateParams::new(Vec::<String>::new())?;
-        let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, client.id);
-        dn.push(DnType::OrganizationName, client.ods);
-        dn.push(DnType::OrganizationalUnitName, client.organisation);
-        params.distinguished_name = dn;
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        validity(&mut params, 10);
-        let cert = params.signed_by(&client_key, &issuer)?;
-        write(
+        write_client(
             &out.join("clients"),
-            &format!("{}.crt", client.id),
-            &cert.pem(),
-        )?;
-        write(
-            &out.join("clients"),
-            &format!("{}.key", client.id),
-            &client_key.serialize_pem(),
+            client.id,
+            client.ods,
+            client.organisation,
+            &issuer,
         )?;
     }
     write(out, "README.md", NOTICE)?;
     Ok(())
+}
+
+/// Signs a client certificate (subject CN the client id, O the ODS code, OU the organisation)
+/// with `issuer` and writes `<id>.crt` and `<id>.key` into `dir`.
+fn write_client(
+    dir: &Path,
+    id: &str,
+    ods: &str,
+    organisation: &str,
+    issuer: &Issuer<'_, KeyPair>,
+) -> anyhow::Result<()> {
+    let client_key = key()?;
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, id);
+    dn.push(DnType::OrganizationName, ods);
+    dn.push(DnType::OrganizationalUnitName, organisation);
+    params.distinguished_name = dn;
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    validity(&mut params, 10);
+    let cert = params.signed_by(&client_key, issuer)?;
+    write(dir, &format!("{id}.crt"), &cert.pem())?;
+    write(dir, &format!("{id}.key"), &client_key.serialize_pem())
+}
+
+/// Issues one client certificate signed by the development CA in `ca_dir` (`ca.crt`, `ca.key`)
+/// into `ca_dir/clients`, leaving every other certificate as it is. Refuses to overwrite an
+/// existing certificate or key of that client.
+pub fn issue_client(ca_dir: &Path, id: &str, ods: &str, organisation: &str) -> anyhow::Result<()> {
+    crate::domain::OdsCode::parse(ods).map_err(anyhow::Error::msg)?;
+    if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+        anyhow::bail!("the client id must be letters, digits and hyphens");
+    }
+    let read = |name: &str| {
+        let path = ca_dir.join(name);
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))
+    };
+    let ca_key = KeyPair::from_pem(&read("ca.key")?).context("parsing the CA key")?;
+    let issuer =
+        Issuer::from_ca_cert_pem(&read("ca.crt")?, ca_key).context("parsing the CA certificate")?;
+    let dir = ca_dir.join("clients");
+    std::fs::create_dir_all(&dir)?;
+    for file in [format!("{id}.crt"), format!("{id}.key")] {
+        if dir.join(&file).exists() {
+            anyhow::bail!("{} exists: not overwritten", dir.join(&file).display());
+        }
+    }
+    write_client(&dir, id, ods, organisation, &issuer)
 }

@@ -87,6 +87,21 @@ pub enum CertsCommand {
         #[arg(long, default_value = "certs-example")]
         out: PathBuf,
     },
+    /// Issue one more development client certificate signed by an existing development CA
+    /// (`<ca-dir>/ca.crt`, `ca.key`), into `<ca-dir>/clients`, leaving the others as they are.
+    IssueClient {
+        #[arg(long, default_value = "certs-example")]
+        ca_dir: PathBuf,
+        /// The client id (certificate CN, file name).
+        #[arg(long)]
+        id: String,
+        /// The organisation's ODS code (certificate O).
+        #[arg(long)]
+        ods: String,
+        /// The organisation's name (certificate OU).
+        #[arg(long)]
+        organisation: String,
+    },
 }
 
 /// Runs a command; the returned code is the process exit code.
@@ -176,12 +191,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             }
             let store =
                 crate::store::SqliteStore::open(dir, Arc::new(crate::clock::SystemClock)).await?;
-            let key = crate::auth::keys::GatewayKey::load_existing(
-                settings.auth.signing_key.as_deref(),
+            let keys = crate::audit::checkpoint::CheckpointKeys::load(&settings, dir)?;
+            let report = crate::audit::verify_all(
+                &store,
                 dir,
-            )?;
-            let report =
-                crate::audit::verify_all(&store, dir, key.as_ref().map(|k| &k.decoding)).await?;
+                &keys,
+                settings.audit.checkpoint_interval_secs,
+            )
+            .await?;
             store.close().await;
             match report.broken {
                 None => {
@@ -189,9 +206,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                         .head
                         .map(|(s, h)| format!("head #{s} {h}"))
                         .unwrap_or_default();
+                    let legacy = match report.legacy_checkpoints {
+                        0 => String::new(),
+                        n => {
+                            format!(" ({n} signed with the token key before the audit key existed)")
+                        }
+                    };
                     let signed = match report.last_checkpoint {
                         Some(seq) => format!(
-                            "{} signed checkpoints, the newest at #{seq}",
+                            "{} signed checkpoints{legacy}, the newest at #{seq}",
                             report.checkpoints
                         ),
                         None => "no signed checkpoint yet".to_string(),
@@ -207,6 +230,22 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                     Ok(1)
                 }
             }
+        }
+        Command::Certs {
+            command:
+                CertsCommand::IssueClient {
+                    ca_dir,
+                    id,
+                    ods,
+                    organisation,
+                },
+        } => {
+            crate::certs::issue_client(&ca_dir, &id, &ods, &organisation)?;
+            println!(
+                "wrote {0}/clients/{id}.crt and {id}.key, signed by the development CA in {0} (NOT for production)",
+                ca_dir.display()
+            );
+            Ok(0)
         }
         Command::Certs {
             command: CertsCommand::Generate { out },

@@ -37,6 +37,7 @@ pub const AGREEMENT_INVALID: &str = "GW-ADMIN-01";
 pub const AGREEMENT_VERSION_CONFLICT: &str = "GW-ADMIN-02";
 pub const ENDPOINT_INVALID: &str = "GW-ADMIN-03";
 pub const NOT_REPLAYABLE: &str = "GW-ADMIN-04";
+pub const ADMIN_AREA: &str = "GW-ADMIN-05";
 pub const TRANSLATE_SHAPE: &str = "GW-TRANSLATE-01";
 pub const TRANSLATE_UNSUPPORTED: &str = "GW-TRANSLATE-02";
 pub const OTHER_PATIENT: &str = "GW-PULL-01";
@@ -167,6 +168,10 @@ pub const ALL: &[(&str, &str)] = &[
         "The endpoint does not fit its schema (kind, url, profile, auth).",
     ),
     (NOT_REPLAYABLE, "Only failed deliveries can be replayed."),
+    (
+        ADMIN_AREA,
+        "The organisation is outside the administrative area of the calling ICB.",
+    ),
     (
         TRANSLATE_SHAPE,
         "The document does not have the shape its source profile needs for translation.",

@@ -175,20 +175,69 @@ pub struct PolicySettings {
     /// ICBs by postcode area prefix (e.g. `BS` to the Bristol ICB), longest prefix wins.
     #[serde(default)]
     pub icb_by_postcode: std::collections::BTreeMap<String, OdsCode>,
+    /// The organisations each ICB administers (registers and changes push endpoints for), by
+    /// the ICB's ODS code: ODS codes (`X99001`) or prefixes ending in `*` (`A99*`). An ICB also
+    /// administers its own endpoint; the `admin` role administers every organisation.
+    #[serde(default)]
+    pub icb_areas: std::collections::BTreeMap<OdsCode, Vec<String>>,
+}
+
+impl PolicySettings {
+    /// Whether the ICB `icb` administers the organisation `ods`: its own code, or a code or
+    /// prefix its area lists. Codes are compared exactly (ODS codes are upper-case ASCII).
+    pub fn icb_administers(&self, icb: &OdsCode, ods: &OdsCode) -> bool {
+        icb == ods
+            || self.icb_areas.get(icb).is_some_and(|area| {
+                area.iter().any(|entry| match entry.strip_suffix('*') {
+                    Some(prefix) => ods.as_str().starts_with(prefix),
+                    None => entry == ods.as_str(),
+                })
+            })
+    }
+
+    /// Checks the area entries: an ODS code, or a non-empty prefix of one followed by `*`.
+    fn check_areas(&self) -> anyhow::Result<()> {
+        for (icb, area) in &self.icb_areas {
+            for entry in area {
+                let code = entry.strip_suffix('*').unwrap_or(entry);
+                let ok = !code.is_empty()
+                    && code.len() <= 10
+                    && code
+                        .bytes()
+                        .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+                    && (entry.ends_with('*') || OdsCode::parse(entry).is_ok());
+                if !ok {
+                    anyhow::bail!(
+                        "policy.icb_areas.{icb}: {entry:?} is neither an ODS code nor a prefix ending in '*'"
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Audit log settings.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuditSettings {
-    /// How often the gateway signs the chain head (it also signs on shutdown).
+    /// How often the gateway signs the chain head (it also signs at start and on shutdown).
+    /// `audit verify` fails when the entries after the newest checkpoint span more than this
+    /// (plus a minute), so set it for `audit verify` as for `serve`.
     pub checkpoint_interval_secs: u64,
+    /// The ES384 key (PKCS#8 PEM) that signs audit checkpoints, and nothing else: it is not the
+    /// token signing key (`auth.signing_key`), so a leaked token key cannot forge checkpoints.
+    /// When absent, a key is generated on first start and kept in the data directory
+    /// (`audit-signing-key.pem`).
+    #[serde(default)]
+    pub signing_key: Option<PathBuf>,
 }
 
 impl Default for AuditSettings {
     fn default() -> Self {
         AuditSettings {
             checkpoint_interval_secs: 300,
+            signing_key: None,
         }
     }
 }
@@ -320,6 +369,7 @@ impl Default for Settings {
                 labels_dir: PathBuf::from("mappings/labels"),
                 default_icb: None,
                 icb_by_postcode: Default::default(),
+                icb_areas: Default::default(),
             },
             audit: AuditSettings::default(),
             delivery: DeliverySettings::default(),
@@ -389,6 +439,9 @@ impl Settings {
         if let Some(k) = self.auth.signing_key.as_mut() {
             fix(k);
         }
+        if let Some(k) = self.audit.signing_key.as_mut() {
+            fix(k);
+        }
         for p in [
             &mut self.delivery.client_cert,
             &mut self.delivery.client_key,
@@ -437,6 +490,7 @@ impl Settings {
         if self.auth.access_token_ttl_secs == 0 || self.auth.access_token_ttl_secs > 3600 {
             anyhow::bail!("auth.access_token_ttl_secs must be between 1 and 3600");
         }
+        self.policy.check_areas()?;
         Ok(())
     }
 
@@ -473,5 +527,53 @@ mod tests {
         let mut settings = Settings::default();
         settings.rate_limits.per_ip_burst = 0;
         assert!(settings.check().is_err());
+    }
+
+    fn ods(code: &str) -> OdsCode {
+        OdsCode::parse(code).unwrap()
+    }
+
+    #[test]
+    fn an_icb_administers_its_area_and_itself_only() {
+        let mut policy = Settings::default().policy;
+        policy
+            .icb_areas
+            .insert(ods("Q99"), vec!["A99*".into(), "X99001".into()]);
+        let q99 = ods("Q99");
+        assert!(policy.icb_administers(&q99, &ods("A99001")));
+        assert!(policy.icb_administers(&q99, &ods("A99999")));
+        assert!(policy.icb_administers(&q99, &ods("X99001")));
+        assert!(policy.icb_administers(&q99, &q99), "its own endpoint");
+        assert!(!policy.icb_administers(&q99, &ods("X99002")));
+        assert!(!policy.icb_administers(&q99, &ods("B86001")));
+        assert!(
+            !policy.icb_administers(&q99, &ods("X990011")),
+            "a code without '*' matches exactly"
+        );
+        assert!(
+            !policy.icb_administers(&ods("Q98"), &ods("A99001")),
+            "an ICB with no area administers only itself"
+        );
+    }
+
+    #[test]
+    fn area_entries_must_be_codes_or_prefixes() {
+        let mut settings = Settings::default();
+        for good in ["A99*", "X99001", "A*"] {
+            settings.policy.icb_areas = [(ods("Q99"), vec![good.to_string()])].into();
+            assert!(settings.check().is_ok(), "{good}");
+        }
+        for bad in ["*", "a99*", "A9*9", "X99-001", "", "AB"] {
+            settings.policy.icb_areas = [(ods("Q99"), vec![bad.to_string()])].into();
+            assert!(settings.check().is_err(), "{bad:?} must be refused");
+        }
+    }
+
+    #[test]
+    fn the_example_configuration_loads() {
+        let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("throughcare.toml");
+        let settings = Settings::load(Some(&file), &Overrides::default()).unwrap();
+        assert!(settings.clients.iter().any(|c| c.role == Role::Admin));
+        assert!(settings.policy.icb_administers(&ods("Q99"), &ods("A99001")));
     }
 }

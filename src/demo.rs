@@ -32,8 +32,14 @@ pub fn sample_registrations(certs_dir: &Path) -> Vec<ClientRegistration> {
                     ],
                 ),
                 "gp" => ("gp", &["system/*.rs"]),
+                // An ICB reads agreements and administers the endpoints of its area; only the
+                // gateway operator (`admin`) writes agreements.
                 "icb" => (
                     "icb",
+                    &["system/*.rs", "system/Endpoint.u", "system/Task.u"],
+                ),
+                "admin" => (
+                    "admin",
                     &[
                         "system/*.rs",
                         "system/Agreement.ud",
@@ -59,6 +65,15 @@ pub fn sample_registrations(certs_dir: &Path) -> Vec<ClientRegistration> {
         .collect()
 }
 
+/// The sample ICB's area, as `throughcare.toml` configures it: the sample GP practices
+/// (`A99*`) and the sample drug service (`X99001`).
+pub fn sample_icb_areas() -> std::collections::BTreeMap<crate::domain::OdsCode, Vec<String>> {
+    crate::domain::OdsCode::parse("Q99")
+        .map(|icb| (icb, vec!["A99*".to_string(), "X99001".to_string()]))
+        .into_iter()
+        .collect()
+}
+
 fn unreachable_ods() -> crate::domain::OdsCode {
     // SAMPLE_CLIENTS holds valid codes; a unit test guards this.
     crate::domain::OdsCode::parse("X00000").unwrap_or_else(|_| std::process::abort())
@@ -77,6 +92,7 @@ pub fn settings_in(dir: &Path) -> Settings {
     settings.clients = sample_registrations(&certs);
     // Every client presents its certificate; tokens are bound to it.
     settings.tls.require_client_cert_for_api = true;
+    settings.policy.icb_areas = sample_icb_areas();
     // The sample recipients listen on loopback without TLS (development only).
     settings.delivery.allow_loopback_http = true;
     settings.delivery.poll_interval_ms = 200;
@@ -149,11 +165,13 @@ pub async fn run() -> anyhow::Result<()> {
             std::sync::Arc::new(crate::clock::SystemClock),
         )
         .await?;
-        let key = crate::auth::keys::GatewayKey::load_existing(None, &settings.server.data_dir)?;
+        let keys =
+            crate::audit::checkpoint::CheckpointKeys::load(&settings, &settings.server.data_dir)?;
         let report = crate::audit::verify_all(
             &store,
             &settings.server.data_dir,
-            key.as_ref().map(|k| &k.decoding),
+            &keys,
+            settings.audit.checkpoint_interval_secs,
         )
         .await?;
         crate::store::Store::close(&store).await;

@@ -82,6 +82,9 @@ fn hazard_log_covers_the_hazards_the_issue_names() {
         "Content is shared with no data-sharing agreement",
         "The wrong patient is matched",
         "A sensitive class leaks because it was not labelled",
+        "Agreement widened by an ICB",
+        "Recipient endpoint redirected to an attacker",
+        "Consent choice silently ignored",
     ] {
         assert!(log.contains(hazard), "missing hazard: {hazard}");
     }

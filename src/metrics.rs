@@ -1,6 +1,7 @@
 //! Prometheus metrics (`GET /metrics`): intake by outcome and its latency, delivery attempts by
-//! result and their latency, and, read from the store at scrape time, deliveries by state and
-//! the number at risk of missing a release date.
+//! result and their latency, endpoint redirects (an alert: an existing recipient endpoint was
+//! pointed elsewhere), and, read from the store at scrape time, deliveries by state and the
+//! number at risk of missing a release date.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -57,6 +58,8 @@ pub struct Metrics {
     pub attempt_seconds: Histogram,
     pub deliveries: Family<StateLabel, Gauge>,
     pub at_risk: Gauge,
+    /// Existing endpoints whose URL or token URL was changed (`endpoint-redirected`).
+    pub endpoint_redirects: Counter,
 }
 
 impl Default for Metrics {
@@ -74,6 +77,7 @@ impl Metrics {
         let attempt_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 16));
         let deliveries = Family::<StateLabel, Gauge>::default();
         let at_risk = Gauge::default();
+        let endpoint_redirects = Counter::default();
         registry.register(
             "http_refusals",
             "Requests refused by the HTTP layer before routing (431, malformed framing, slow heads)",
@@ -105,6 +109,11 @@ impl Metrics {
             "Open deliveries at risk of missing the release date",
             at_risk.clone(),
         );
+        registry.register(
+            "endpoint_redirects",
+            "Existing recipient endpoints pointed to another URL or token URL (alert)",
+            endpoint_redirects.clone(),
+        );
         Metrics {
             registry,
             intake,
@@ -113,6 +122,7 @@ impl Metrics {
             attempt_seconds,
             deliveries,
             at_risk,
+            endpoint_redirects,
         }
     }
 

@@ -48,17 +48,23 @@ pub struct Application {
     workers: Option<tokio::task::JoinHandle<()>>,
 }
 
-/// Signs the audit chain head now if it moved; failures are logged (the chain itself is intact).
-pub async fn checkpoint(state: &App) {
+/// Signs the audit chain head with the audit key now if it moved.
+async fn try_checkpoint(state: &App) -> Result<(), crate::store::StoreError> {
     let now = crate::clock::rfc3339(state.clock.now());
-    if let Err(e) = crate::audit::checkpoint::checkpoint_now(
+    crate::audit::checkpoint::checkpoint_now(
         state.store.as_ref(),
-        &state.tokens.gateway_key,
+        &state.audit_key,
         &state.settings.server.data_dir,
         &now,
     )
     .await
-    {
+    .map(|_| ())
+}
+
+/// Signs the audit chain head now if it moved; failures are logged (the chain itself is intact,
+/// and `audit verify` reports the uncovered entries).
+pub async fn checkpoint(state: &App) {
+    if let Err(e) = try_checkpoint(state).await {
         tracing::error!(error = %e, "Could not sign an audit checkpoint.");
     }
 }
@@ -177,6 +183,19 @@ impl Application {
         if sharing.agreements().is_empty() {
             tracing::warn!("No data-sharing agreements are loaded: nothing will be shared.");
         }
+        // The audit key signs checkpoints only; it must not be the token signing key, so that a
+        // leaked token key cannot forge the audit log's checkpoints.
+        let audit_key = GatewayKey::load_or_generate_file(
+            settings.audit.signing_key.as_deref(),
+            &settings.server.data_dir,
+            crate::auth::keys::AUDIT_KEY_FILE,
+        )
+        .context("loading the audit signing key")?;
+        if audit_key.kid == tokens.gateway_key.kid {
+            anyhow::bail!(
+                "audit.signing_key is the token signing key: the audit log needs a key of its own"
+            );
+        }
         let state = web::Data::new(App {
             settings: settings.clone(),
             public_url,
@@ -184,6 +203,7 @@ impl Application {
             audit,
             clock,
             tokens,
+            audit_key,
             capability,
             sharing,
             delivery_wakeup: Arc::new(tokio::sync::Notify::new()),
@@ -240,6 +260,11 @@ impl Application {
                 what: "gateway-started",
             })
             .await?;
+        // Sign the head before serving: a data directory the gateway has served always holds a
+        // checkpoint signed with the audit key (`audit verify` relies on it).
+        try_checkpoint(&state)
+            .await
+            .context("signing the start-up audit checkpoint")?;
         let released = state.store.release_claims().await?;
         if released > 0 {
             tracing::info!(released, "Released delivery leases held before a restart.");

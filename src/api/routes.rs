@@ -54,7 +54,11 @@ const TOOLS: &[Role] = &[
     Role::Admin,
 ];
 const PRISON: &[Role] = &[Role::Prison];
+/// ICBs and the gateway operator: read agreements, watch deliveries, and change endpoints (an
+/// ICB only for the organisations of its area, checked by `admin::put_endpoint`).
 const OPERATORS: &[Role] = &[Role::Icb, Role::Admin];
+/// The gateway operator alone: writes data-sharing agreements (an ICB may only read them).
+const ADMINS: &[Role] = &[Role::Admin];
 const DECIDERS: &[Role] = &[Role::Prison, Role::Icb, Role::Admin, Role::Auditor];
 const AUDITORS: &[Role] = &[Role::Auditor];
 
@@ -227,13 +231,13 @@ pub fn route_table() -> Vec<RouteDef> {
         def(
             Method::PUT,
             "/admin/agreements/{id}",
-            protected(OPERATORS, "Agreement", Update),
+            protected(ADMINS, "Agreement", Update),
             || web::put().to(admin::agreements::put_agreement),
         ),
         def(
             Method::DELETE,
             "/admin/agreements/{id}",
-            protected(OPERATORS, "Agreement", Delete),
+            protected(ADMINS, "Agreement", Delete),
             || web::delete().to(admin::agreements::retire_agreement),
         ),
         def(Method::POST, "/oauth2/token", Access::Public, || {

@@ -1,7 +1,9 @@
 //! Signed checkpoints of the audit chain head. The gateway signs `(seq, hash)` of the newest
-//! entry with its own ES384 key, periodically and on shutdown, and keeps each checkpoint twice:
-//! in the store and in an append-only file beside it. Verification then detects a chain cut
-//! back below a checkpoint (truncation), an entry altered under one, and a forged checkpoint.
+//! entry with its audit key (ES384, used for nothing else: not the token signing key), at
+//! start, periodically and on shutdown, and keeps each checkpoint twice: in the store (an
+//! append-only table) and in an append-only file beside it. Verification then detects a chain
+//! cut back below a checkpoint (truncation), an entry altered under one, a forged checkpoint,
+//! and checkpoints removed from either copy (see [`super::verify_all`] for the exact rules).
 
 use std::io::Write;
 use std::path::Path;
@@ -31,7 +33,51 @@ struct FileLine {
     signature: String,
 }
 
-/// Signs the chain head.
+/// A public key that verifies checkpoints, with its key id (as checkpoints record it).
+#[derive(Clone)]
+pub struct VerifyingKey {
+    pub kid: String,
+    pub key: DecodingKey,
+}
+
+impl VerifyingKey {
+    pub fn of(key: &GatewayKey) -> VerifyingKey {
+        VerifyingKey {
+            kid: key.kid.clone(),
+            key: key.decoding.clone(),
+        }
+    }
+}
+
+/// The keys `audit verify` checks checkpoints with.
+#[derive(Clone, Default)]
+pub struct CheckpointKeys {
+    /// The audit key; `None` when the data directory has none yet (it was never served by a
+    /// gateway that has one, and no `audit.signing_key` is configured).
+    pub audit: Option<VerifyingKey>,
+    /// The token signing key, only for checkpoints made before the audit key existed.
+    pub token: Option<VerifyingKey>,
+}
+
+impl CheckpointKeys {
+    /// Loads both keys as configured (`audit.signing_key`, `auth.signing_key`), or from the data
+    /// directory, without generating either.
+    pub fn load(settings: &crate::config::Settings, data_dir: &Path) -> anyhow::Result<Self> {
+        use crate::auth::keys::AUDIT_KEY_FILE;
+        let audit = GatewayKey::load_existing_file(
+            settings.audit.signing_key.as_deref(),
+            data_dir,
+            AUDIT_KEY_FILE,
+        )?;
+        let token = GatewayKey::load_existing(settings.auth.signing_key.as_deref(), data_dir)?;
+        Ok(CheckpointKeys {
+            audit: audit.as_ref().map(VerifyingKey::of),
+            token: token.as_ref().map(VerifyingKey::of),
+        })
+    }
+}
+
+/// Signs the chain head with the audit key.
 pub fn sign(key: &GatewayKey, seq: i64, hash: &str, signed_at: &str) -> Result<Checkpoint, String> {
     let claims = CheckpointClaims {
         seq,
@@ -69,7 +115,8 @@ pub fn signature_holds(key: &DecodingKey, cp: &Checkpoint) -> bool {
     }
 }
 
-/// Signs the current head if it moved since the last checkpoint. Returns the new checkpoint.
+/// Signs the current head with the audit key `key` if it moved since the last checkpoint.
+/// Returns the new checkpoint.
 pub async fn checkpoint_now(
     store: &dyn Store,
     key: &GatewayKey,

@@ -103,8 +103,19 @@ pub enum AuditEvent {
     EndpointChanged {
         actor: Actor,
         ods: String,
+        /// The URL before the change (none when the endpoint is new).
+        url_before: Option<String>,
         url: String,
         profile: String,
+    },
+    /// An alert: an existing endpoint now sends copies (or its token requests) somewhere else.
+    EndpointRedirected {
+        actor: Actor,
+        ods: String,
+        url_before: String,
+        url: String,
+        token_url_before: Option<String>,
+        token_url: Option<String>,
     },
     /// A read or search of patient data.
     Searched {
@@ -137,6 +148,7 @@ impl AuditEvent {
             AuditEvent::SharingDecided { .. } => "sharing-decided",
             AuditEvent::DeliveryChanged { what, .. } => what,
             AuditEvent::EndpointChanged { .. } => "endpoint-changed",
+            AuditEvent::EndpointRedirected { .. } => "endpoint-redirected",
             AuditEvent::Searched { .. } => "searched",
             AuditEvent::GatewayLifecycle { what } => what,
         }
@@ -286,6 +298,7 @@ impl AuditEvent {
             AuditEvent::EndpointChanged {
                 actor,
                 ods,
+                url_before,
                 url,
                 profile,
             } => (
@@ -293,7 +306,22 @@ impl AuditEvent {
                 Some(actor),
                 None,
                 vec![format!("Endpoint/{ods}")],
-                json!({"url": url, "profile": profile}),
+                json!({"urlBefore": url_before, "url": url, "profile": profile}),
+            ),
+            AuditEvent::EndpointRedirected {
+                actor,
+                ods,
+                url_before,
+                url,
+                token_url_before,
+                token_url,
+            } => (
+                Outcome::Success,
+                Some(actor),
+                None,
+                vec![format!("Endpoint/{ods}")],
+                json!({"alert": true, "urlBefore": url_before, "url": url,
+                       "tokenUrlBefore": token_url_before, "tokenUrl": token_url}),
             ),
             AuditEvent::DeliveryChanged {
                 actor,

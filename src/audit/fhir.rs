@@ -25,7 +25,9 @@ fn classify(action: &str) -> (Value, Option<Value>, &'static str) {
         "document-received" | "document-repeated" | "input-rejected" => {
             (rest, Some(sub("create")), "C")
         }
-        "consent-recorded" | "agreement-changed" => (rest, Some(sub("update")), "U"),
+        "consent-recorded" | "agreement-changed" | "endpoint-changed" | "endpoint-redirected" => {
+            (rest, Some(sub("update")), "U")
+        }
         "document-read" => (rest, Some(sub("read")), "R"),
         "searched" => (rest, Some(sub("search-type")), "E"),
         "access-denied" => (rest, None, "E"),
@@ -52,7 +54,7 @@ fn classify(action: &str) -> (Value, Option<Value>, &'static str) {
 }
 
 /// Every audit action, for `type`/`subtype` searches.
-const ACTIONS: [&str; 15] = [
+const ACTIONS: [&str; 17] = [
     "document-received",
     "document-repeated",
     "input-rejected",
@@ -61,6 +63,8 @@ const ACTIONS: [&str; 15] = [
     "searched",
     "access-denied",
     "agreement-changed",
+    "endpoint-changed",
+    "endpoint-redirected",
     "sharing-decided",
     "disclosure",
     "emergency-access",

@@ -25,6 +25,8 @@ pub struct VerifyReport {
     pub checkpoints: u64,
     /// The newest checkpoint's sequence number.
     pub last_checkpoint: Option<i64>,
+    /// Checkpoints signed with the token key before the audit key existed.
+    pub legacy_checkpoints: u64,
 }
 
 /// The first place the chain does not hold.
@@ -76,84 +78,213 @@ pub async fn verify(store: &dyn Store) -> Result<VerifyReport, StoreError> {
     Ok(report)
 }
 
-/// Checks the chain, then the signed checkpoints (store and file copies) against it: each must
-/// carry the gateway's signature and match the entry at its sequence number, which must exist.
-/// A chain cut back below the newest checkpoint is reported as truncated.
+/// How long past the checkpoint interval the uncovered tail of the log may run (scheduling,
+/// a slow disk) before `audit verify` calls it a removed checkpoint.
+pub const CHECKPOINT_SLACK_SECS: u64 = 60;
+
+fn broken(report: &mut VerifyReport, seq: i64, reason: impl Into<String>) {
+    report.broken = Some(Break {
+        seq,
+        reason: reason.into(),
+    });
+}
+
+fn parse_stamp(s: &str) -> Option<time::OffsetDateTime> {
+    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()
+}
+
+/// Checks the chain, then the signed checkpoints against it. The rules, each a failure that
+/// names where it breaks:
+///
+/// 1. **Signatures.** Each checkpoint verifies with the key its `kid` names: the audit key; or,
+///    for a checkpoint made before the audit key existed, the token signing key — accepted only
+///    below the first checkpoint signed with the audit key (or when the data directory has no
+///    audit key at all, so it was never served by a gateway that has one). Any other key fails.
+/// 2. **The chain under each checkpoint.** The entry at a checkpoint's sequence number exists
+///    and has the signed hash; a chain ending below the newest checkpoint was truncated.
+/// 3. **Both copies.** The checkpoint file and the store's table hold the same checkpoints: a
+///    row without its line (a deleted or emptied file) or a line without its row (a deleted row)
+///    fails, as does a checkpoint the two copies disagree about.
+/// 4. **Coverage.** The gateway signs a checkpoint at every start, at least every
+///    `interval_secs` while the head moves, and on shutdown. So when the audit key exists at
+///    least one checkpoint must be signed with it, and the entries after the newest checkpoint
+///    (all entries, when there is none) must not span more than `interval_secs` plus
+///    [`CHECKPOINT_SLACK_SECS`]: a longer uncovered tail means checkpoints were removed.
 pub async fn verify_all(
     store: &dyn Store,
     data_dir: &std::path::Path,
-    key: Option<&jsonwebtoken::DecodingKey>,
+    keys: &checkpoint::CheckpointKeys,
+    interval_secs: u64,
 ) -> Result<VerifyReport, StoreError> {
     let mut report = verify(store).await?;
     if report.broken.is_some() {
         return Ok(report);
     }
-    let mut checkpoints = store.checkpoints().await?;
-    match checkpoint::read_file(data_dir) {
-        Ok(file) => {
-            for cp in file {
-                match checkpoints.iter().find(|c| c.seq == cp.seq) {
-                    Some(c) if c != &cp => {
-                        report.broken = Some(Break {
-                            seq: cp.seq,
-                            reason:
-                                "the checkpoint file and the store disagree about this checkpoint"
-                                    .into(),
-                        });
-                        return Ok(report);
-                    }
-                    Some(_) => {}
-                    None => checkpoints.push(cp),
-                }
-            }
-        }
+    let rows = store.checkpoints().await?;
+    let lines = match checkpoint::read_file(data_dir) {
+        Ok(lines) => lines,
         Err(e) => {
-            report.broken = Some(Break {
-                seq: 0,
-                reason: format!("the checkpoint file is unreadable: {e}"),
-            });
+            broken(
+                &mut report,
+                0,
+                format!("the checkpoint file is unreadable: {e}"),
+            );
             return Ok(report);
+        }
+    };
+    let mut checkpoints = rows.clone();
+    for cp in &lines {
+        match checkpoints.iter().find(|c| c.seq == cp.seq) {
+            Some(c) if c != cp => {
+                broken(
+                    &mut report,
+                    cp.seq,
+                    "the checkpoint file and the store disagree about this checkpoint",
+                );
+                return Ok(report);
+            }
+            Some(_) => {}
+            None => checkpoints.push(cp.clone()),
         }
     }
     checkpoints.sort_by_key(|c| c.seq);
+    if keys.audit.is_none() && keys.token.is_none() && !checkpoints.is_empty() {
+        broken(
+            &mut report,
+            0,
+            "checkpoint signatures cannot be checked: the audit key and the token signing key are missing",
+        );
+        return Ok(report);
+    }
+    // Rule 1: the audit key, or the token key below the first audit-key checkpoint.
+    let audit_kid = keys.audit.as_ref().map(|k| k.kid.as_str());
+    let first_audit = checkpoints
+        .iter()
+        .find(|c| Some(c.kid.as_str()) == audit_kid)
+        .map(|c| c.seq);
     let head_seq = report.head.as_ref().map_or(0, |(s, _)| *s);
     for cp in &checkpoints {
         report.checkpoints += 1;
-        if let Some(k) = key
-            && !checkpoint::signature_holds(k, cp)
-        {
-            report.broken = Some(Break {
-                seq: cp.seq,
-                reason: "a checkpoint's signature does not verify".into(),
-            });
+        let key = match (&keys.audit, &keys.token) {
+            (Some(a), _) if a.kid == cp.kid => Some(&a.key),
+            (_, Some(t)) if t.kid == cp.kid && first_audit.is_none_or(|f| cp.seq < f) => {
+                report.legacy_checkpoints += 1;
+                Some(&t.key)
+            }
+            _ => None,
+        };
+        let Some(key) = key else {
+            let reason = if keys.token.as_ref().is_some_and(|t| t.kid == cp.kid) {
+                "the checkpoint is signed with the token signing key, not the audit key, after the audit key took over"
+                    .to_string()
+            } else {
+                format!(
+                    "the checkpoint is signed by key {}, which is not the audit key",
+                    cp.kid
+                )
+            };
+            broken(&mut report, cp.seq, reason);
+            return Ok(report);
+        };
+        if !checkpoint::signature_holds(key, cp) {
+            broken(
+                &mut report,
+                cp.seq,
+                "a checkpoint's signature does not verify",
+            );
             return Ok(report);
         }
+        // Rule 2: the chain under the checkpoint.
         if cp.seq > head_seq {
-            report.broken = Some(Break {
-                seq: head_seq + 1,
-                reason: format!(
+            broken(
+                &mut report,
+                head_seq + 1,
+                format!(
                     "the log was truncated: a signed checkpoint covers entry {} but the chain ends at {head_seq}",
                     cp.seq
                 ),
-            });
+            );
             return Ok(report);
         }
         let page = store.audit_page(cp.seq - 1, 1).await?;
         if page.first().map(|e| e.hash.as_str()) != Some(cp.head_hash.as_str()) {
-            report.broken = Some(Break {
-                seq: cp.seq,
-                reason: "the entry does not match the signed checkpoint taken of it".into(),
-            });
+            broken(
+                &mut report,
+                cp.seq,
+                "the entry does not match the signed checkpoint taken of it",
+            );
             return Ok(report);
         }
         report.last_checkpoint = Some(cp.seq);
     }
-    if key.is_none() && !checkpoints.is_empty() {
-        report.broken = Some(Break {
-            seq: 0,
-            reason: "checkpoint signatures cannot be checked: the gateway's signing key is missing"
-                .into(),
-        });
+    // Rule 3: every row has its line and every line its row.
+    if let Some(cp) = rows.iter().find(|r| !lines.iter().any(|l| l.seq == r.seq)) {
+        broken(
+            &mut report,
+            cp.seq,
+            format!(
+                "the checkpoint at entry {} is in the store but not in the checkpoint file {} (the file was removed or cut)",
+                cp.seq,
+                checkpoint::CHECKPOINT_FILE
+            ),
+        );
+        return Ok(report);
+    }
+    if let Some(cp) = lines.iter().find(|l| !rows.iter().any(|r| r.seq == l.seq)) {
+        broken(
+            &mut report,
+            cp.seq,
+            format!(
+                "the checkpoint at entry {} is in the checkpoint file but its row was deleted from the store",
+                cp.seq
+            ),
+        );
+        return Ok(report);
+    }
+    // Rule 4: coverage.
+    if keys.audit.is_some() && first_audit.is_none() {
+        broken(
+            &mut report,
+            0,
+            "no checkpoint is signed with the audit key, though the gateway signs one at every start: checkpoints were removed",
+        );
+        return Ok(report);
+    }
+    let covered = report.last_checkpoint.unwrap_or(0);
+    if covered < head_seq {
+        let first = store.audit_page(covered, 1).await?;
+        let last = store.audit_page(head_seq - 1, 1).await?;
+        let span = match (
+            first.first().and_then(|e| parse_stamp(&e.recorded_at)),
+            last.first().and_then(|e| parse_stamp(&e.recorded_at)),
+        ) {
+            (Some(a), Some(b)) => Some((b - a).whole_seconds()),
+            _ => None,
+        };
+        let limit =
+            i64::try_from(interval_secs.saturating_add(CHECKPOINT_SLACK_SECS)).unwrap_or(i64::MAX);
+        match span {
+            Some(span) if span <= limit => {}
+            Some(span) => {
+                broken(
+                    &mut report,
+                    covered + 1,
+                    format!(
+                        "entries {} to {head_seq} span {span}s with no signed checkpoint over them, though the gateway signs one at least every {interval_secs}s: checkpoints were removed",
+                        covered + 1
+                    ),
+                );
+                return Ok(report);
+            }
+            None => {
+                broken(
+                    &mut report,
+                    covered + 1,
+                    "the time of the entries after the newest checkpoint cannot be read",
+                );
+                return Ok(report);
+            }
+        }
     }
     Ok(report)
 }

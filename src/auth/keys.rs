@@ -1,5 +1,6 @@
-//! Keys: the gateway's own ES384 token-signing key (and its JWKS), and each registered client's
-//! public key, taken from its certificate.
+//! Keys: the gateway's own ES384 keys (the token-signing key with its JWKS, and the separate
+//! audit key that signs audit checkpoints only), and each registered client's public key, taken
+//! from its certificate.
 
 use std::path::Path;
 
@@ -11,7 +12,7 @@ use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 use serde_json::{Value, json};
 
-/// The gateway's signing key.
+/// One of the gateway's ES384 signing keys (the token key or the audit key).
 pub struct GatewayKey {
     pub kid: String,
     pub encoding: EncodingKey,
@@ -20,24 +21,36 @@ pub struct GatewayKey {
     y: String,
 }
 
-/// File name of the generated signing key inside the data directory.
+/// File name of the generated token signing key inside the data directory.
 pub const SIGNING_KEY_FILE: &str = "gateway-signing-key.pem";
+/// File name of the generated audit key (checkpoints only) inside the data directory.
+pub const AUDIT_KEY_FILE: &str = "audit-signing-key.pem";
 
 impl GatewayKey {
-    /// Loads the key at `path`, or, when `path` is `None`, the one kept in `data_dir`
-    /// (generating it on first start).
+    /// Loads the token signing key at `path`, or, when `path` is `None`, the one kept in
+    /// `data_dir` (generating it on first start).
     pub fn load_or_generate(path: Option<&Path>, data_dir: &Path) -> anyhow::Result<GatewayKey> {
+        GatewayKey::load_or_generate_file(path, data_dir, SIGNING_KEY_FILE)
+    }
+
+    /// Loads the key at `path`, or, when `path` is `None`, the file `file` kept in `data_dir`
+    /// (generating it on first start).
+    pub fn load_or_generate_file(
+        path: Option<&Path>,
+        data_dir: &Path,
+        file: &str,
+    ) -> anyhow::Result<GatewayKey> {
         let pem = match path {
             Some(p) => std::fs::read_to_string(p)
                 .with_context(|| format!("reading signing key {}", p.display()))?,
             None => {
-                let p = data_dir.join(SIGNING_KEY_FILE);
+                let p = data_dir.join(file);
                 if p.exists() {
                     std::fs::read_to_string(&p)
                         .with_context(|| format!("reading signing key {}", p.display()))?
                 } else {
                     let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384)
-                        .context("generating the gateway signing key")?;
+                        .context("generating a gateway signing key")?;
                     let pem = key.serialize_pem();
                     std::fs::create_dir_all(data_dir)?;
                     write_private(&p, &pem)?;
@@ -48,14 +61,23 @@ impl GatewayKey {
         GatewayKey::from_pem(&pem)
     }
 
-    /// Loads the key without generating one (for verification tools).
+    /// Loads the token signing key without generating one (for verification tools).
     pub fn load_existing(
         path: Option<&Path>,
         data_dir: &Path,
     ) -> anyhow::Result<Option<GatewayKey>> {
+        GatewayKey::load_existing_file(path, data_dir, SIGNING_KEY_FILE)
+    }
+
+    /// Loads the key at `path` (or the file `file` in `data_dir`) without generating one.
+    pub fn load_existing_file(
+        path: Option<&Path>,
+        data_dir: &Path,
+        file: &str,
+    ) -> anyhow::Result<Option<GatewayKey>> {
         let p = path
             .map(Path::to_path_buf)
-            .unwrap_or_else(|| data_dir.join(SIGNING_KEY_FILE));
+            .unwrap_or_else(|| data_dir.join(file));
         if !p.exists() {
             return Ok(None);
         }

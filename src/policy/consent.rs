@@ -6,6 +6,13 @@
 //! `https://fhir.nhs.uk/Id/ods-organization-code` for an organisation, or
 //! `https://throughcare.example.org/fhir/Id/recipient-role` (gp, icb, service, prison) for every
 //! organisation of a role.
+//!
+//! Fail closed (DESIGN §7): a provision element the engine does not evaluate (`data`, `code`,
+//! `action`, `dataPeriod`, `modifierExtension`, anything else), a security label, class or
+//! purpose it cannot read, a period that is not a full date or a date-time with a time zone,
+//! and provisions nested more than one level deep refuse the whole Consent, naming the element;
+//! nothing is ignored. A stored Consent that no longer reads withholds everything
+//! (`sharing::consents`).
 
 use std::collections::BTreeSet;
 
@@ -57,6 +64,8 @@ pub struct ConsentDirective {
     pub provisions: Vec<Provision>,
 }
 
+/// A FHIR `dateTime` the engine can compare: a full date (midnight UTC) or a date-time with a
+/// time zone. Partial dates (`2026`, `2026-11`) and date-times without a zone are not.
 fn parse_time(s: &str) -> Option<OffsetDateTime> {
     if let Ok(t) = OffsetDateTime::parse(s, &Rfc3339) {
         return Some(t);
@@ -81,18 +90,215 @@ fn codings(v: Option<&Value>) -> Vec<(Option<&str>, Option<&str>)> {
         .unwrap_or_default()
 }
 
+/// The provision elements the engine evaluates. `id` and `extension` carry no meaning for the
+/// decision (an extension that changes meaning is a `modifierExtension`, which is refused).
+const UNDERSTOOD: &[&str] = &[
+    "id",
+    "extension",
+    "type",
+    "period",
+    "actor",
+    "securityLabel",
+    "purpose",
+    "class",
+    "provision",
+];
+
+/// How deep provisions nest: the root (0) and one level of exceptions (1).
+const MAX_DEPTH: usize = 1;
+
+/// The FHIR R4 resource types, the codes `provision.class` may name (a misspelt type would
+/// otherwise match nothing and a deny would silently not apply).
+const R4_RESOURCE_TYPES: &[&str] = &[
+    "Account",
+    "ActivityDefinition",
+    "AdverseEvent",
+    "AllergyIntolerance",
+    "Appointment",
+    "AppointmentResponse",
+    "AuditEvent",
+    "Basic",
+    "Binary",
+    "BiologicallyDerivedProduct",
+    "BodyStructure",
+    "Bundle",
+    "CapabilityStatement",
+    "CarePlan",
+    "CareTeam",
+    "CatalogEntry",
+    "ChargeItem",
+    "ChargeItemDefinition",
+    "Claim",
+    "ClaimResponse",
+    "ClinicalImpression",
+    "CodeSystem",
+    "Communication",
+    "CommunicationRequest",
+    "CompartmentDefinition",
+    "Composition",
+    "ConceptMap",
+    "Condition",
+    "Consent",
+    "Contract",
+    "Coverage",
+    "CoverageEligibilityRequest",
+    "CoverageEligibilityResponse",
+    "DetectedIssue",
+    "Device",
+    "DeviceDefinition",
+    "DeviceMetric",
+    "DeviceRequest",
+    "DeviceUseStatement",
+    "DiagnosticReport",
+    "DocumentManifest",
+    "DocumentReference",
+    "EffectEvidenceSynthesis",
+    "Encounter",
+    "Endpoint",
+    "EnrollmentRequest",
+    "EnrollmentResponse",
+    "EpisodeOfCare",
+    "EventDefinition",
+    "Evidence",
+    "EvidenceVariable",
+    "ExampleScenario",
+    "ExplanationOfBenefit",
+    "FamilyMemberHistory",
+    "Flag",
+    "Goal",
+    "GraphDefinition",
+    "Group",
+    "GuidanceResponse",
+    "HealthcareService",
+    "ImagingStudy",
+    "Immunization",
+    "ImmunizationEvaluation",
+    "ImmunizationRecommendation",
+    "ImplementationGuide",
+    "InsurancePlan",
+    "Invoice",
+    "Library",
+    "Linkage",
+    "List",
+    "Location",
+    "Measure",
+    "MeasureReport",
+    "Media",
+    "Medication",
+    "MedicationAdministration",
+    "MedicationDispense",
+    "MedicationKnowledge",
+    "MedicationRequest",
+    "MedicationStatement",
+    "MedicinalProduct",
+    "MedicinalProductAuthorization",
+    "MedicinalProductContraindication",
+    "MedicinalProductIndication",
+    "MedicinalProductIngredient",
+    "MedicinalProductInteraction",
+    "MedicinalProductManufactured",
+    "MedicinalProductPackaged",
+    "MedicinalProductPharmaceutical",
+    "MedicinalProductUndesirableEffect",
+    "MessageDefinition",
+    "MessageHeader",
+    "MolecularSequence",
+    "NamingSystem",
+    "NutritionOrder",
+    "Observation",
+    "ObservationDefinition",
+    "OperationDefinition",
+    "OperationOutcome",
+    "Organization",
+    "OrganizationAffiliation",
+    "Parameters",
+    "Patient",
+    "PaymentNotice",
+    "PaymentReconciliation",
+    "Person",
+    "PlanDefinition",
+    "Practitioner",
+    "PractitionerRole",
+    "Procedure",
+    "Provenance",
+    "Questionnaire",
+    "QuestionnaireResponse",
+    "RelatedPerson",
+    "RequestGroup",
+    "ResearchDefinition",
+    "ResearchElementDefinition",
+    "ResearchStudy",
+    "ResearchSubject",
+    "RiskAssessment",
+    "RiskEvidenceSynthesis",
+    "Schedule",
+    "SearchParameter",
+    "ServiceRequest",
+    "Slot",
+    "Specimen",
+    "SpecimenDefinition",
+    "StructureDefinition",
+    "StructureMap",
+    "Subscription",
+    "Substance",
+    "SubstanceNucleicAcid",
+    "SubstancePolymer",
+    "SubstanceProtein",
+    "SubstanceReferenceInformation",
+    "SubstanceSourceMaterial",
+    "SubstanceSpecification",
+    "SupplyDelivery",
+    "SupplyRequest",
+    "Task",
+    "TerminologyCapabilities",
+    "TestReport",
+    "TestScript",
+    "ValueSet",
+    "VerificationResult",
+    "VisionPrescription",
+];
+
+/// `period.start` or `period.end`, which must be a full date or a date-time with a zone.
+fn period_bound(
+    period: &serde_json::Map<String, Value>,
+    key: &str,
+    path: &str,
+) -> Result<Option<OffsetDateTime>, String> {
+    match period.get(key) {
+        None => Ok(None),
+        Some(v) => v.as_str().and_then(parse_time).map(Some).ok_or_else(|| {
+            format!(
+                "{path}.period.{key}: {v} is not a full date (YYYY-MM-DD) or a date-time with a time zone; a partial date cannot be evaluated"
+            )
+        }),
+    }
+}
+
 fn read_provision(
     p: &Value,
     path: String,
     kind_default: ProvisionKind,
-    root: bool,
+    depth: usize,
     out: &mut Vec<Provision>,
 ) -> Result<(), String> {
-    let kind = match p.get("type").and_then(Value::as_str) {
-        Some("permit") => ProvisionKind::Permit,
-        Some("deny") => ProvisionKind::Deny,
+    let Some(obj) = p.as_object() else {
+        return Err(format!("{path}: a provision must be an object"));
+    };
+    if let Some(key) = obj.keys().find(|k| !UNDERSTOOD.contains(&k.as_str())) {
+        return Err(format!(
+            "{path}.{key}: the gateway cannot evaluate provision.{key}; the Consent is refused rather than applied without it"
+        ));
+    }
+    for key in ["actor", "securityLabel", "purpose", "class", "provision"] {
+        if obj.get(key).is_some_and(|v| !v.is_array()) {
+            return Err(format!("{path}.{key}: must be an array"));
+        }
+    }
+    let kind = match obj.get("type") {
+        Some(Value::String(t)) if t == "permit" => ProvisionKind::Permit,
+        Some(Value::String(t)) if t == "deny" => ProvisionKind::Deny,
         None => kind_default,
-        Some(other) => return Err(format!("{path}.type: unknown provision type {other:?}")),
+        Some(other) => return Err(format!("{path}.type: unknown provision type {other}")),
     };
     let mut actors = Vec::new();
     for (i, a) in p
@@ -129,11 +335,16 @@ fn read_provision(
         }
     }
     let mut resource_types = Vec::new();
-    for (s, c) in codings(p.get("class")) {
-        if s == Some(RESOURCE_TYPES)
-            && let Some(c) = c
-        {
-            resource_types.push(c.to_string());
+    for (i, (s, c)) in codings(p.get("class")).into_iter().enumerate() {
+        match (s, c) {
+            (Some(RESOURCE_TYPES), Some(c)) if R4_RESOURCE_TYPES.contains(&c) => {
+                resource_types.push(c.to_string())
+            }
+            _ => {
+                return Err(format!(
+                    "{path}.class[{i}]: only FHIR R4 resource types ({RESOURCE_TYPES}) are understood"
+                ));
+            }
         }
     }
     let mut purposes = Vec::new();
@@ -147,15 +358,14 @@ fn read_provision(
             }
         }
     }
-    let period = p.get("period");
-    let start = period
-        .and_then(|x| x.get("start"))
-        .and_then(Value::as_str)
-        .and_then(parse_time);
-    let end = period
-        .and_then(|x| x.get("end"))
-        .and_then(Value::as_str)
-        .and_then(parse_time);
+    let (start, end) = match obj.get("period") {
+        None => (None, None),
+        Some(Value::Object(period)) => (
+            period_bound(period, "start", &path)?,
+            period_bound(period, "end", &path)?,
+        ),
+        Some(_) => return Err(format!("{path}.period: must be a Period")),
+    };
     out.push(Provision {
         path: path.clone(),
         kind,
@@ -165,15 +375,19 @@ fn read_provision(
         purposes,
         start,
         end,
-        root,
+        root: depth == 0,
     });
-    for (i, nested) in p
+    let nested = p
         .get("provision")
         .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .enumerate()
-    {
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    if !nested.is_empty() && depth >= MAX_DEPTH {
+        return Err(format!(
+            "{path}.provision: provisions nested more than one level deep cannot be evaluated"
+        ));
+    }
+    for (i, nested) in nested.iter().enumerate() {
         let opposite = match kind {
             ProvisionKind::Permit => ProvisionKind::Deny,
             ProvisionKind::Deny => ProvisionKind::Permit,
@@ -182,7 +396,7 @@ fn read_provision(
             nested,
             format!("{path}.provision[{i}]"),
             opposite,
-            false,
+            depth + 1,
             out,
         )?;
     }
@@ -206,13 +420,19 @@ impl ConsentDirective {
             Some("draft") | Some("proposed") => false,
             _ => return Err("Consent.status must be active, inactive, draft, proposed, rejected or entered-in-error".into()),
         };
+        if consent.get("modifierExtension").is_some() {
+            return Err(
+                "Consent.modifierExtension: the gateway cannot evaluate a modifier extension; the Consent is refused rather than applied without it"
+                    .into(),
+            );
+        }
         let mut provisions = Vec::new();
         match consent.get("provision") {
             Some(p) => read_provision(
                 p,
                 "Consent.provision".into(),
                 ProvisionKind::Permit,
-                true,
+                0,
                 &mut provisions,
             )?,
             None => {

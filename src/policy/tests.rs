@@ -17,6 +17,8 @@ const GP: &str = "A99001";
 const OTHER_GP: &str = "A99999";
 const DRUG: &str = "X99001";
 const ICB: &str = "Q99";
+/// An ICB that is not the ICB of the patient's release area.
+const OTHER_ICB: &str = "Q98";
 const RECEIVING: &str = "Y05009";
 const NOW: OffsetDateTime = datetime!(2026-11-22 10:00 UTC);
 
@@ -34,6 +36,7 @@ fn recipient(ods: &str) -> RecipientContext {
         OTHER_GP => (Role::Gp, None),
         DRUG => (Role::Service, Some(Relationship::CarePlanPerformer)),
         ICB => (Role::Icb, Some(Relationship::ReleaseAreaIcb)),
+        OTHER_ICB => (Role::Icb, None),
         RECEIVING => (Role::Prison, Some(Relationship::ReceivingPrison)),
         _ => (Role::Service, None),
     };
@@ -499,6 +502,21 @@ fn the_decision_matrix_holds() {
             false,
             3,
         ),
+        // prison-to-icb covers the release-area ICB (relationship), not every ICB (role).
+        case(
+            "an ICB that is not the release-area ICB gets nothing",
+            OTHER_ICB,
+            "patient",
+            false,
+            1,
+        ),
+        case(
+            "an ICB that is not the release-area ICB gets no medication",
+            OTHER_ICB,
+            "med",
+            false,
+            1,
+        ),
         // Receiving prison.
         case(
             "receiving prison gets STD content",
@@ -650,6 +668,118 @@ fn a_consent_the_gateway_cannot_understand_is_refused_with_the_element_named() {
     assert!(err.starts_with("Consent.provision.actor[0]"), "{err}");
     let c = json!({"resourceType": "Consent", "status": "maybe", "provision": {}});
     assert!(ConsentDirective::from_resource(&c, 1).is_err());
+}
+
+/// Each provision element the engine cannot evaluate, with the element the refusal must name.
+fn unevaluable_provisions() -> Vec<(&'static str, Value, &'static str)> {
+    let ods = |v: &str| json!({"system": crate::domain::systems::ODS_ORGANISATION, "value": v});
+    vec![
+        (
+            "data",
+            json!({"data": [{"meaning": "related", "reference": {"reference": "MedicationRequest/x"}}]}),
+            "Consent.provision.data",
+        ),
+        (
+            "code",
+            json!({"code": [{"coding": [{"system": "http://snomed.info/sct", "code": "322696004"}]}]}),
+            "Consent.provision.code",
+        ),
+        (
+            "action",
+            json!({"action": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentaction", "code": "disclose"}]}]}),
+            "Consent.provision.action",
+        ),
+        (
+            "dataPeriod",
+            json!({"dataPeriod": {"start": "2026-01-01"}}),
+            "Consent.provision.dataPeriod",
+        ),
+        (
+            "modifierExtension",
+            json!({"modifierExtension": [{"url": "https://example.org/only-on-tuesdays", "valueBoolean": true}]}),
+            "Consent.provision.modifierExtension",
+        ),
+        (
+            "an unknown security label",
+            json!({"securityLabel": [{"system": super::ACT_CODE, "code": "XYZ"}]}),
+            "Consent.provision.securityLabel[0]",
+        ),
+        (
+            "a class that is not a resource type",
+            json!({"class": [{"system": "http://snomed.info/sct", "code": "363787002"}]}),
+            "Consent.provision.class[0]",
+        ),
+        (
+            "a misspelt resource type",
+            json!({"class": [{"system": consent::RESOURCE_TYPES, "code": "MedicationRequests"}]}),
+            "Consent.provision.class[0]",
+        ),
+        (
+            "a partial start date",
+            json!({"period": {"start": "2026-11"}}),
+            "Consent.provision.period.start",
+        ),
+        (
+            "a year as the end",
+            json!({"period": {"end": "2027"}}),
+            "Consent.provision.period.end",
+        ),
+        (
+            "a date-time without a time zone",
+            json!({"period": {"start": "2026-11-20T10:00:00"}}),
+            "Consent.provision.period.start",
+        ),
+        (
+            "provisions nested two levels deep",
+            json!({"provision": [{"type": "permit", "actor": [{"reference": {"identifier": ods("A99001")}}],
+                   "provision": [{"type": "deny"}]}]}),
+            "Consent.provision.provision[0].provision",
+        ),
+        (
+            "an element the engine does not know",
+            json!({"colour": "blue"}),
+            "Consent.provision.colour",
+        ),
+        (
+            "actor given as an object, not a list",
+            json!({"actor": {"reference": {"identifier": ods("A99001")}}}),
+            "Consent.provision.actor",
+        ),
+    ]
+}
+
+#[test]
+fn a_consent_provision_the_engine_cannot_evaluate_is_refused_naming_the_element() {
+    let mut failures = Vec::new();
+    for (what, extra, element) in unevaluable_provisions() {
+        let mut provision = json!({"type": "deny"});
+        for (k, v) in extra.as_object().unwrap() {
+            provision[k] = v.clone();
+        }
+        let c = json!({"resourceType": "Consent", "id": "c1", "status": "active",
+            "provision": provision});
+        match ConsentDirective::from_resource(&c, 1) {
+            Ok(_) => failures.push(format!("{what}: accepted, so it would be ignored")),
+            Err(e) if !e.starts_with(&format!("{element}:")) => {
+                failures.push(format!("{what}: the refusal should name {element}: {e}"))
+            }
+            Err(_) => {}
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    // What the engine does evaluate still reads: full dates, date-times with a zone, one level of
+    // nested exceptions, resource types, extensions.
+    let c = json!({"resourceType": "Consent", "id": "c1", "status": "active",
+        "provision": {"type": "deny", "extension": [{"url": "https://example.org/note", "valueString": "x"}],
+            "period": {"start": "2026-11-01", "end": "2026-12-31T23:59:59+00:00"},
+            "class": [{"system": consent::RESOURCE_TYPES, "code": "MedicationRequest"}],
+            "provision": [{"type": "permit", "actor": ods_actor(GP)}]}});
+    let d = ConsentDirective::from_resource(&c, 1).unwrap();
+    assert_eq!(d.provisions.len(), 2);
+    let c = json!({"resourceType": "Consent", "status": "active", "modifierExtension": [],
+        "provision": {"type": "deny"}});
+    let err = ConsentDirective::from_resource(&c, 1).unwrap_err();
+    assert!(err.starts_with("Consent.modifierExtension:"), "{err}");
 }
 
 #[test]

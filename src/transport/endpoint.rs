@@ -101,6 +101,23 @@ impl EndpointAuth {
     }
 }
 
+/// Checks an endpoint URL: `https`, or plain `http` to a loopback host (`localhost`,
+/// `127.0.0.1`, `[::1]`) only when `allow_loopback_http` (development and tests). Used when an
+/// endpoint is registered and again before every push.
+pub fn check_url(url: &str, allow_loopback_http: bool) -> Result<reqwest::Url, String> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| format!("url: {e}"))?;
+    let loopback = matches!(parsed.host_str(), Some("localhost" | "127.0.0.1" | "[::1]"));
+    match parsed.scheme() {
+        "https" if parsed.host_str().is_some() => Ok(parsed),
+        "http" if loopback && allow_loopback_http => Ok(parsed),
+        "http" if loopback => Err(
+            "url must be https (plain http to a loopback address only when delivery.allow_loopback_http is set, for development)"
+                .into(),
+        ),
+        _ => Err("url must be https".into()),
+    }
+}
+
 /// A recipient's endpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Endpoint {
@@ -148,6 +165,26 @@ impl Endpoint {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_https_urls_pass_and_loopback_http_only_when_allowed() {
+        assert!(check_url("https://gp.example.nhs.uk/fhir", false).is_ok());
+        for bad in [
+            "http://gp.example.nhs.uk/fhir",
+            "ftp://gp.example.nhs.uk/fhir",
+            "http://127.0.0.1:8080/fhir",
+            "http://localhost/fhir",
+            "not a url",
+        ] {
+            assert!(check_url(bad, false).is_err(), "{bad}");
+        }
+        assert!(check_url("http://127.0.0.1:8080/fhir", true).is_ok());
+        assert!(check_url("http://[::1]:8080/fhir", true).is_ok());
+        assert!(
+            check_url("http://gp.example.nhs.uk/fhir", true).is_err(),
+            "the flag allows loopback only"
+        );
+    }
 
     #[test]
     fn auth_reads_each_mode_and_refuses_unknown_shapes() {

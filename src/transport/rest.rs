@@ -57,14 +57,8 @@ impl FhirRest {
     }
 
     fn check_url(&self, url: &str) -> Result<reqwest::Url, AttemptError> {
-        let parsed = reqwest::Url::parse(url)
-            .map_err(|e| AttemptError::Permanent(format!("bad endpoint URL: {e}")))?;
-        let loopback = matches!(parsed.host_str(), Some("localhost" | "127.0.0.1" | "[::1]"));
-        match parsed.scheme() {
-            "https" => Ok(parsed),
-            "http" if loopback && self.allow_loopback_http => Ok(parsed),
-            _ => Err(AttemptError::Permanent("endpoints must use https".into())),
-        }
+        super::endpoint::check_url(url, self.allow_loopback_http)
+            .map_err(|e| AttemptError::Permanent(format!("bad endpoint URL: {e}")))
     }
 
     async fn push(

@@ -415,8 +415,13 @@ async fn audit_verify_checks_signed_checkpoints_and_detects_truncation_below_one
     assert!(!output.status.success(), "{stdout}");
     assert!(stdout.contains("truncated"), "{stdout}");
 
-    // Removing the checkpoint rows too does not hide it: the file copy remains.
+    // Removing the checkpoint rows too (past their trigger) does not hide it: the file copy
+    // remains.
     let pool = open_pool(&app).await;
+    sqlx::query("DROP TRIGGER audit_checkpoints_no_delete")
+        .execute(&pool)
+        .await
+        .unwrap();
     sqlx::query("DELETE FROM audit_checkpoints")
         .execute(&pool)
         .await
@@ -450,6 +455,10 @@ async fn a_forged_checkpoint_is_detected() {
     .unwrap();
     line["signature"] = json!(forged.signature);
     let pool = open_pool(&app).await;
+    sqlx::query("DROP TRIGGER audit_checkpoints_no_update")
+        .execute(&pool)
+        .await
+        .unwrap();
     sqlx::query("UPDATE audit_checkpoints SET signature = ? WHERE seq = ?")
         .bind(&forged.signature)
         .bind(forged.seq)
@@ -457,9 +466,312 @@ async fn a_forged_checkpoint_is_detected() {
         .await
         .unwrap();
     pool.close().await;
-    std::fs::write(&file, format!("{line}\n")).unwrap();
+    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+    let last = lines.len() - 1;
+    lines[last] = line.to_string();
+    std::fs::write(&file, lines.join("\n") + "\n").unwrap();
     let output = run_verify(app.data_dir());
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(!output.status.success(), "{stdout}");
     assert!(stdout.contains("signature"), "{stdout}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fail closed: the audit key, both copies of the checkpoints, coverage.
+
+fn checkpoint_file(app: &TestApp) -> std::path::PathBuf {
+    app.data_dir()
+        .join(throughcare::audit::checkpoint::CHECKPOINT_FILE)
+}
+
+fn file_lines(app: &TestApp) -> Vec<Value> {
+    std::fs::read_to_string(checkpoint_file(app))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn write_lines(app: &TestApp, lines: &[Value]) {
+    let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    std::fs::write(checkpoint_file(app), text).unwrap();
+}
+
+/// Runs SQL statements directly on the SQLite file of a stopped gateway.
+async fn sql(app: &TestApp, statements: &[&'static str]) {
+    let pool = open_pool(app).await;
+    for statement in statements {
+        sqlx::query(*statement).execute(&pool).await.unwrap();
+    }
+    pool.close().await;
+}
+
+fn gateway_key(app: &TestApp, file: &str) -> throughcare::auth::keys::GatewayKey {
+    throughcare::auth::keys::GatewayKey::from_pem(
+        &std::fs::read_to_string(app.data_dir().join(file)).unwrap(),
+    )
+    .unwrap()
+}
+
+fn audit_key(app: &TestApp) -> throughcare::auth::keys::GatewayKey {
+    gateway_key(app, throughcare::auth::keys::AUDIT_KEY_FILE)
+}
+
+fn token_key(app: &TestApp) -> throughcare::auth::keys::GatewayKey {
+    gateway_key(app, throughcare::auth::keys::SIGNING_KEY_FILE)
+}
+
+/// Re-signs the checkpoints at `seqs` with `key`, in the table (past its trigger) and the file,
+/// so that the two copies still agree.
+async fn re_sign(app: &TestApp, key: &throughcare::auth::keys::GatewayKey, seqs: &[i64]) {
+    let mut lines = file_lines(app);
+    let pool = open_pool(app).await;
+    sqlx::query("DROP TRIGGER IF EXISTS audit_checkpoints_no_update")
+        .execute(&pool)
+        .await
+        .unwrap();
+    for line in lines.iter_mut() {
+        let seq = line["seq"].as_i64().unwrap();
+        if !seqs.contains(&seq) {
+            continue;
+        }
+        let cp = throughcare::audit::checkpoint::sign(
+            key,
+            seq,
+            line["head_hash"].as_str().unwrap(),
+            line["signed_at"].as_str().unwrap(),
+        )
+        .unwrap();
+        line["kid"] = json!(cp.kid);
+        line["signature"] = json!(cp.signature);
+        sqlx::query("UPDATE audit_checkpoints SET kid = ?, signature = ? WHERE seq = ?")
+            .bind(&cp.kid)
+            .bind(&cp.signature)
+            .bind(seq)
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+    pool.close().await;
+    write_lines(app, &lines);
+}
+
+fn assert_verify_fails(app: &TestApp, needle: &str) {
+    let output = run_verify(app.data_dir());
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(!output.status.success(), "verify must fail: {stdout}");
+    assert!(stdout.contains("BROKEN"), "{stdout}");
+    assert!(
+        stdout.contains(needle),
+        "stdout should say {needle:?}: {stdout}"
+    );
+}
+
+fn assert_verify_passes(app: &TestApp) -> String {
+    let output = run_verify(app.data_dir());
+    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+    assert!(
+        output.status.success(),
+        "verify should pass: {stdout} {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+async fn checkpoint_seqs(app: &TestApp) -> Vec<i64> {
+    let store = app.open_store().await;
+    let rows = throughcare::store::Store::checkpoints(&store)
+        .await
+        .unwrap();
+    throughcare::store::Store::close(&store).await;
+    rows.iter().map(|c| c.seq).collect()
+}
+
+#[tokio::test]
+async fn checkpoints_are_signed_with_the_audit_key_not_the_token_key() {
+    let mut app = spawn_app().await;
+    let _ = app.token_for("prison").await;
+    app.stop().await;
+    let audit = audit_key(&app);
+    let token = token_key(&app);
+    assert_ne!(audit.kid, token.kid, "two keys, two files");
+
+    let store = app.open_store().await;
+    let rows = throughcare::store::Store::checkpoints(&store)
+        .await
+        .unwrap();
+    throughcare::store::Store::close(&store).await;
+    assert!(rows.len() >= 2, "signed at start and on shutdown: {rows:?}");
+    for cp in &rows {
+        assert_eq!(cp.kid, audit.kid, "{cp:?}");
+        assert!(throughcare::audit::checkpoint::signature_holds(
+            &audit.decoding,
+            cp
+        ));
+        assert!(!throughcare::audit::checkpoint::signature_holds(
+            &token.decoding,
+            cp
+        ));
+    }
+    assert_verify_passes(&app);
+
+    // Someone holding the (online, more exposed) token key re-signs the newest checkpoint with
+    // it, in both copies: refused.
+    let newest = rows.last().unwrap().seq;
+    re_sign(&app, &token, &[newest]).await;
+    assert_verify_fails(&app, "token signing key");
+
+    // Every checkpoint re-signed with the token key: still refused, since the data directory has
+    // an audit key and it signed nothing.
+    let all: Vec<i64> = rows.iter().map(|c| c.seq).collect();
+    re_sign(&app, &token, &all).await;
+    assert_verify_fails(&app, "audit key");
+}
+
+#[tokio::test]
+async fn a_data_dir_signed_with_the_token_key_before_the_audit_key_existed_still_verifies() {
+    let mut app = spawn_app().await;
+    let _ = app.token_for("prison").await;
+    app.stop().await;
+    // Make it look like a data directory of the version before the audit key: checkpoints
+    // signed with the token key, and no audit key file.
+    let token = token_key(&app);
+    let before = checkpoint_seqs(&app).await;
+    re_sign(&app, &token, &before).await;
+    sql(
+        &app,
+        &[
+            "CREATE TRIGGER audit_checkpoints_no_update BEFORE UPDATE ON audit_checkpoints \
+           BEGIN SELECT RAISE(ABORT, 'audit_checkpoints is append-only'); END",
+        ],
+    )
+    .await;
+    std::fs::remove_file(app.data_dir().join(throughcare::auth::keys::AUDIT_KEY_FILE)).unwrap();
+    assert_verify_passes(&app);
+
+    // The new version starts on it: it makes an audit key and signs with it from then on.
+    let mut app = app.restart().await;
+    let _ = app.token_for("gp").await;
+    app.stop().await;
+    let after = checkpoint_seqs(&app).await;
+    assert!(after.len() > before.len());
+    let stdout = assert_verify_passes(&app);
+    assert!(
+        stdout.contains(&format!(
+            "{} signed with the token key before the audit key existed",
+            before.len()
+        )),
+        "{stdout}"
+    );
+
+    // A token-key checkpoint after the audit key took over is refused.
+    re_sign(&app, &token, &[*after.last().unwrap()]).await;
+    assert_verify_fails(&app, "token signing key");
+}
+
+#[tokio::test]
+async fn a_removed_or_cut_checkpoint_file_fails_verify() {
+    let mut app = spawn_app().await;
+    let _ = app.token_for("prison").await;
+    app.stop().await;
+    assert_verify_passes(&app);
+
+    // The file cut back by its newest line.
+    let lines = file_lines(&app);
+    write_lines(&app, &lines[..lines.len() - 1]);
+    assert_verify_fails(&app, "not in the checkpoint file");
+
+    // The file removed.
+    std::fs::remove_file(checkpoint_file(&app)).unwrap();
+    assert_verify_fails(&app, "not in the checkpoint file");
+
+    // The file removed and every row deleted (past the trigger): no checkpoint at all, though
+    // the gateway signs one at every start.
+    sql(
+        &app,
+        &[
+            "DROP TRIGGER audit_checkpoints_no_delete",
+            "DELETE FROM audit_checkpoints",
+        ],
+    )
+    .await;
+    assert_verify_fails(&app, "no checkpoint is signed with the audit key");
+}
+
+#[tokio::test]
+async fn checkpoint_rows_are_append_only_and_a_deleted_row_fails_verify() {
+    let mut app = spawn_app().await;
+    let _ = app.token_for("prison").await;
+    app.stop().await;
+    let seqs = checkpoint_seqs(&app).await;
+    let first = seqs[0];
+
+    // The table refuses changes while its triggers stand.
+    let pool = open_pool(&app).await;
+    let update = sqlx::query("UPDATE audit_checkpoints SET head_hash = 'x' WHERE seq = ?")
+        .bind(first)
+        .execute(&pool)
+        .await;
+    let err = update.expect_err("UPDATE must fail while the trigger exists");
+    assert!(err.to_string().contains("append-only"), "{err}");
+    let delete = sqlx::query("DELETE FROM audit_checkpoints WHERE seq = ?")
+        .bind(first)
+        .execute(&pool)
+        .await;
+    let err = delete.expect_err("DELETE must fail while the trigger exists");
+    assert!(err.to_string().contains("append-only"), "{err}");
+    pool.close().await;
+    assert_eq!(checkpoint_seqs(&app).await, seqs, "nothing changed");
+    assert_verify_passes(&app);
+
+    // Someone with file access drops the trigger and deletes a row: its line in the file
+    // remains, and verify names it.
+    let pool = open_pool(&app).await;
+    sqlx::query("DROP TRIGGER audit_checkpoints_no_delete")
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM audit_checkpoints WHERE seq = ?")
+        .bind(first)
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    assert_verify_fails(&app, "its row was deleted from the store");
+}
+
+#[tokio::test]
+async fn entries_left_uncovered_longer_than_the_checkpoint_interval_fail_verify() {
+    let clock = std::sync::Arc::new(ShiftedClock::default());
+    let mut app = spawn_app_with_clock(clock.clone()).await;
+    // An audited refusal now, and another an hour later (the interval is five minutes).
+    let unauthenticated = |app: &TestApp| {
+        let request = app.anonymous_client().get(app.url("/fhir/Task"));
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(unauthenticated(&app).await, 401);
+    clock.set_offset(3600);
+    assert_eq!(unauthenticated(&app).await, 401);
+    app.stop().await;
+    // The shutdown checkpoint covers the hour.
+    assert_verify_passes(&app);
+
+    // Remove that checkpoint from both copies (past the trigger): the copies agree, every
+    // remaining checkpoint verifies, but an hour of entries is left with no checkpoint over it.
+    let seqs = checkpoint_seqs(&app).await;
+    let newest = *seqs.last().unwrap();
+    let pool = open_pool(&app).await;
+    sqlx::query("DROP TRIGGER audit_checkpoints_no_delete")
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM audit_checkpoints WHERE seq = ?")
+        .bind(newest)
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    let lines = file_lines(&app);
+    write_lines(&app, &lines[..lines.len() - 1]);
+    assert_verify_fails(&app, "with no signed checkpoint over them");
 }

@@ -487,3 +487,82 @@ async fn every_consent_version_is_audited_with_its_entity_and_nhs_number() {
     assert_eq!(detail["endpoint"], "POST /fhir/Consent");
     assert_eq!(detail["status"], 422);
 }
+
+#[tokio::test]
+async fn consent_provisions_the_gateway_cannot_evaluate_are_refused_not_ignored() {
+    let app = spawn_app().await;
+    let token = app.token_for("prison").await;
+    let gp = json!({"system": "https://fhir.nhs.uk/Id/ods-organization-code", "value": "A99001"});
+    // Each element the engine does not evaluate, set on the root provision of a deny-all
+    // consent, and the element the refusal must name. Ignoring any of them would apply a
+    // different choice than the patient made.
+    let cases: Vec<(&str, Value, &str)> = vec![
+        (
+            "data",
+            json!([{"meaning": "related", "reference": {"reference": "MedicationRequest/x"}}]),
+            "Consent.provision.data",
+        ),
+        (
+            "code",
+            json!([{"coding": [{"system": "http://snomed.info/sct", "code": "322696004"}]}]),
+            "Consent.provision.code",
+        ),
+        (
+            "action",
+            json!([{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentaction", "code": "disclose"}]}]),
+            "Consent.provision.action",
+        ),
+        (
+            "dataPeriod",
+            json!({"start": "2026-01-01"}),
+            "Consent.provision.dataPeriod",
+        ),
+        (
+            "securityLabel",
+            json!([{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "XYZ"}]),
+            "Consent.provision.securityLabel[0]",
+        ),
+        (
+            "class",
+            json!([{"system": "http://snomed.info/sct", "code": "363787002"}]),
+            "Consent.provision.class[0]",
+        ),
+        (
+            "period",
+            json!({"start": "2026-11"}),
+            "Consent.provision.period.start",
+        ),
+        (
+            "period",
+            json!({"end": "2026-12-31T23:59:59"}),
+            "Consent.provision.period.end",
+        ),
+        (
+            "provision",
+            json!([{"type": "permit", "actor": [{"reference": {"identifier": gp}}],
+                    "provision": [{"type": "deny"}]}]),
+            "Consent.provision.provision[0].provision",
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (element, value, expression) in cases {
+        let mut consent = eth_permit_for("X99001");
+        consent["provision"][element] = value.clone();
+        let (status, headers, outcome) = post_consent(&app, &token, &consent).await;
+        if status != 422 {
+            failures.push(format!("{expression}: {status} {outcome}"));
+            continue;
+        }
+        assert!(headers.get("Location").is_none(), "nothing was recorded");
+        assert_outcome_code(&outcome, "GW-CONSENT-01");
+        if !expressions(&outcome).iter().any(|e| e == expression) {
+            failures.push(format!("{expression} not named: {outcome}"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    // A full date and a date-time with a zone are evaluated, and accepted.
+    let mut consent = eth_permit_for("X99001");
+    consent["provision"]["period"] =
+        json!({"start": "2026-11-01", "end": "2027-11-01T00:00:00+00:00"});
+    record_consent(&app, &token, &consent).await;
+}

@@ -123,11 +123,12 @@ async fn register(app: &TestApp, ods: &str, url: &str) {
 }
 
 pub(crate) async fn register_as(app: &TestApp, ods: &str, url: &str, profile: &str) {
-    let icb = app.token_for("icb").await;
+    // The gateway operator may register an endpoint for any organisation.
+    let admin = app.token_for("admin").await;
     let response = app
         .put_json(
-            "icb",
-            &icb,
+            "admin",
+            &admin,
             &format!("/admin/endpoints/{ods}"),
             &json!({"url": url, "profile": profile}),
         )
@@ -615,9 +616,9 @@ async fn pull_returns_content_filtered_for_each_caller() {
 #[tokio::test]
 async fn a_recipient_with_no_agreement_gets_a_rejected_task_with_its_reason() {
     let mut app = spawn_app_with(fast).await;
-    let icb = app.token_for("icb").await;
+    let admin = app.token_for("admin").await;
     let response = app
-        .delete_as("icb", &icb, "/admin/agreements/prison-to-drug-service")
+        .delete_as("admin", &admin, "/admin/agreements/prison-to-drug-service")
         .await;
     assert_eq!(response.status().as_u16(), 200);
     let document = submit_release(&app).await;

@@ -123,6 +123,10 @@ pub fn test_settings(data_dir: &Path) -> Settings {
     settings.rate_limits.per_client_burst = 100_000;
     settings.rate_limits.per_ip_per_second = 100_000;
     settings.rate_limits.per_ip_burst = 100_000;
+    // The sample ICB administers the sample GP practices and the drug service, as in
+    // throughcare.toml. Loopback http endpoints stay refused unless a test sets
+    // `delivery.allow_loopback_http` explicitly.
+    settings.policy.icb_areas = throughcare::demo::sample_icb_areas();
     settings
 }
 

@@ -228,6 +228,34 @@ async fn post_sample(app: &TestApp, prison_token: &str) -> (String, Value, Strin
     (id, serde_json::from_str(&text).unwrap(), text)
 }
 
+/// The sample release with no registered GP: routing sends it to the ICB of the release area.
+fn release_without_gp() -> String {
+    release_tree(|t| {
+        t["entry"][1]["resource"]
+            .as_object_mut()
+            .unwrap()
+            .remove("generalPractitioner");
+    })
+}
+
+/// Routes a release in Bristol (postcode area BS) with no GP to the sample ICB, as
+/// throughcare.toml does.
+fn bristol_icb(settings: &mut throughcare::config::Settings) {
+    settings.policy.icb_by_postcode.insert(
+        "BS".into(),
+        throughcare::domain::OdsCode::parse(ICB).unwrap(),
+    );
+}
+
+/// The decision for the sample ICB on the sample released with no GP (the ICB is then the
+/// release-area ICB), asked by the prison that wrote it.
+async fn release_area_icb_verdict(app: &TestApp, prison: &str) -> (Verdict, String) {
+    let params = with_document(decision_request(ICB), &release_without_gp());
+    let (status, body, text) = ask(app, "prison", prison, &params).await;
+    assert_eq!(status, 200, "{body}");
+    (verdict(&body), text)
+}
+
 fn assert_no_custody_string(what: &str, text: &str) {
     for secret in CUSTODY_STRINGS {
         assert!(!text.contains(secret), "{what}: {secret:?} leaked: {text}");
@@ -368,7 +396,7 @@ async fn intake_outcome_names_each_recipient_and_each_withheld_resource_with_its
 
 #[tokio::test]
 async fn the_same_document_is_filtered_differently_for_the_gp_the_drug_service_and_the_icb() {
-    let app = spawn_app().await;
+    let app = spawn_app_with(bristol_icb).await;
     let prison = app.token_for("prison").await;
     post_sample(&app, &prison).await;
 
@@ -420,12 +448,24 @@ async fn the_same_document_is_filtered_differently_for_the_gp_the_drug_service_a
     drug.assert_withheld(METHADONE, 4);
     drug.assert_withheld(CUSTODY_FLAG, 2);
 
-    // The ICB (asking for itself): covered by prison-to-icb through its role, with no
-    // relationship to this patient. Core, medications, allergies and care plan; no problems;
-    // no sensitive class at all, so the methadone is outside the agreement (rule 3).
-    let icb_token = app.token_for("icb").await;
-    let (icb, _) = decide(&app, "icb", &icb_token, ICB).await;
-    assert_eq!(icb.agreement.as_deref(), Some("prison-to-icb|1"));
+    // The ICB: prison-to-icb covers the ICB of the release area only (a relationship routing
+    // establishes), never every ICB by role. The patient has a GP, so this document has no
+    // release-area ICB and the ICB gets nothing (rule 1).
+    let (other_icb, _) = decide(&app, "prison", &prison, ICB).await;
+    assert_eq!(other_icb.agreement, None, "{other_icb:#?}");
+    assert!(
+        other_icb
+            .resources
+            .values()
+            .all(|r| !r.shared && r.rule == 1),
+        "{other_icb:#?}"
+    );
+
+    // Released with no GP, the ICB is the release-area ICB. Core, medications, allergies and
+    // care plan; no problems; no sensitive class at all, so the methadone is outside the
+    // agreement (rule 3).
+    let (icb, _) = release_area_icb_verdict(&app, &prison).await;
+    assert_eq!(icb.agreement.as_deref(), Some("prison-to-icb|2"));
     for r in [COMPOSITION, PATIENT, RAMIPRIL, ALLERGY] {
         icb.assert_shared(r);
     }
@@ -434,7 +474,7 @@ async fn the_same_document_is_filtered_differently_for_the_gp_the_drug_service_a
     let meth = icb.assert_withheld(METHADONE, 3);
     assert!(
         meth.basis
-            .contains("agreement prison-to-icb v1 does not permit ETH content"),
+            .contains("agreement prison-to-icb v2 does not permit ETH content"),
         "{meth:?}"
     );
     icb.assert_withheld(CUSTODY_FLAG, 2);
@@ -562,16 +602,16 @@ async fn a_deny_provision_for_the_gp_withholds_every_resource_from_the_gp_only()
 
 #[tokio::test]
 async fn custody_elements_are_removed_for_every_community_recipient_and_never_echoed() {
-    let app = spawn_app().await;
+    let app = spawn_app_with(bristol_icb).await;
     let prison = app.token_for("prison").await;
     post_sample(&app, &prison).await;
-    let icb_token = app.token_for("icb").await;
-    for (who, token, recipient) in [
-        ("prison", &prison, GP),
-        ("prison", &prison, DRUG_SERVICE),
-        ("icb", &icb_token, ICB),
-    ] {
-        let (v, text) = decide(&app, who, token, recipient).await;
+    for recipient in [GP, DRUG_SERVICE, ICB] {
+        // The ICB receives only releases with no GP (as the release-area ICB).
+        let (v, text) = if recipient == ICB {
+            release_area_icb_verdict(&app, &prison).await
+        } else {
+            decide(&app, "prison", &prison, recipient).await
+        };
         let paths = v.removal_paths();
         assert!(
             paths.contains(&PRISON_NUMBER_PATH),
@@ -806,12 +846,13 @@ async fn read_agreement(app: &TestApp, token: &str, id: &str) -> Value {
     body
 }
 
+/// PUTs an agreement as the gateway operator (`admin`, the only role that writes them).
 async fn put_agreement(app: &TestApp, token: &str, body: &Value) -> (u16, Value) {
     let id = body["id"].as_str().unwrap();
     let response = app
         .send_as(
             reqwest::Method::PUT,
-            "icb",
+            "admin",
             Some(token),
             &format!("/admin/agreements/{id}"),
             "application/json",
@@ -872,72 +913,77 @@ async fn agreements_are_listed_for_the_icb_and_refused_to_a_prison() {
 
 #[tokio::test]
 async fn agreement_versions_are_put_never_edited_in_place_and_audited() {
-    let mut app = spawn_app().await;
+    let mut app = spawn_app_with(bristol_icb).await;
     let icb = app.token_for("icb").await;
+    let admin = app.token_for("admin").await;
     let read = read_agreement(&app, &icb, "prison-to-icb").await;
     assert_eq!(read["id"], "prison-to-icb");
     let versions = read["versions"].as_array().unwrap();
     assert_eq!(versions.len(), 1, "{read}");
-    assert_eq!(versions[0]["version"], 1);
+    assert_eq!(versions[0]["version"], 2);
     assert_eq!(versions[0]["status"], "active");
     assert_eq!(versions[0]["recordedBy"], "agreement-file");
-    assert_eq!(read["current"]["version"], 1);
-    let v1 = read["current"]["agreement"].clone();
-    assert_eq!(v1["version"], 1, "{v1}");
+    assert_eq!(read["current"]["version"], 2);
+    let v2 = read["current"]["agreement"].clone();
+    assert_eq!(v2["version"], 2, "{v2}");
     assert_eq!(
-        v1["data_classes"],
+        v2["data_classes"],
         json!(["core", "medications", "allergies", "care-plan"])
     );
+    assert_eq!(
+        v2["recipients"],
+        json!([{"relationship": "release-area-icb"}])
+    );
 
-    // Version 2 adds the problems class.
-    let mut v2 = v1.clone();
-    v2["version"] = json!(2);
-    v2["data_classes"] = json!(["core", "medications", "problems", "allergies", "care-plan"]);
-    let (status, body) = put_agreement(&app, &icb, &v2).await;
+    // Version 3 adds the problems class.
+    let mut v3 = v2.clone();
+    v3["version"] = json!(3);
+    v3["data_classes"] = json!(["core", "medications", "problems", "allergies", "care-plan"]);
+    let (status, body) = put_agreement(&app, &admin, &v3).await;
     assert_eq!(status, 201, "{body}");
-    assert_eq!(body["versionBefore"], 1, "{body}");
-    assert_eq!(body["versionAfter"], 2, "{body}");
+    assert_eq!(body["versionBefore"], 2, "{body}");
+    assert_eq!(body["versionAfter"], 3, "{body}");
     assert_eq!(body["stored"], true);
 
     // The same version again, unchanged: a no-op.
-    let (status, body) = put_agreement(&app, &icb, &v2).await;
+    let (status, body) = put_agreement(&app, &admin, &v3).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["stored"], false);
 
     // The same version with other content: versions are never edited in place.
-    let mut edited = v2.clone();
+    let mut edited = v3.clone();
     edited["title"] = json!("Edited in place");
-    let (status, body) = put_agreement(&app, &icb, &edited).await;
+    let (status, body) = put_agreement(&app, &admin, &edited).await;
     assert_eq!(status, 409, "{body}");
 
     // An older version.
-    let mut older = v1.clone();
+    let mut older = v2.clone();
     older["title"] = json!("Older");
-    let (status, body) = put_agreement(&app, &icb, &older).await;
+    let (status, body) = put_agreement(&app, &admin, &older).await;
     assert_eq!(status, 422, "{body}");
     assert!(diagnostics(&body).contains("older"), "{body}");
 
     // An inconsistent agreement (consent for a label it does not permit at all).
-    let mut inconsistent = v2.clone();
-    inconsistent["version"] = json!(3);
+    let mut inconsistent = v3.clone();
+    inconsistent["version"] = json!(4);
     inconsistent["consent_required"] = json!(["ETH"]);
-    let (status, body) = put_agreement(&app, &icb, &inconsistent).await;
+    let (status, body) = put_agreement(&app, &admin, &inconsistent).await;
     assert_eq!(status, 422, "{body}");
 
     // A body for another agreement than the URL's.
     let response = app
         .send_as(
             reqwest::Method::PUT,
-            "icb",
-            Some(&icb),
+            "admin",
+            Some(&admin),
             "/admin/agreements/prison-to-prison",
             "application/json",
-            v2.to_string(),
+            v3.to_string(),
         )
         .await;
     assert_eq!(response.status().as_u16(), 400);
 
-    // The history shows both versions; version 2 is in force.
+    // The history shows both versions; version 3 is in force.
     let read = read_agreement(&app, &icb, "prison-to-icb").await;
     let versions: Vec<i64> = read["versions"]
         .as_array()
@@ -945,36 +991,39 @@ async fn agreement_versions_are_put_never_edited_in_place_and_audited() {
         .iter()
         .map(|v| v["version"].as_i64().unwrap())
         .collect();
-    assert_eq!(versions, vec![1, 2], "{read}");
-    assert_eq!(read["current"]["agreement"], v2);
-    assert_eq!(read["current"]["recordedBy"], "icb");
+    assert_eq!(versions, vec![2, 3], "{read}");
+    assert_eq!(read["current"]["agreement"], v3);
+    assert_eq!(read["current"]["recordedBy"], "admin");
 
-    // Decisions name the version they used: the ICB now receives the hepatitis C diagnosis.
+    // Decisions name the version they used: the release-area ICB now receives the hepatitis C
+    // diagnosis.
     let prison = app.token_for("prison").await;
-    post_sample(&app, &prison).await;
-    let (icb_verdict, _) = decide(&app, "icb", &icb, ICB).await;
-    assert_eq!(icb_verdict.agreement.as_deref(), Some("prison-to-icb|2"));
+    let (icb_verdict, _) = release_area_icb_verdict(&app, &prison).await;
+    assert_eq!(icb_verdict.agreement.as_deref(), Some("prison-to-icb|3"));
     icb_verdict.assert_shared(HEPATITIS_C);
     assert!(
         icb_verdict
             .resource(HEPATITIS_C)
             .basis
-            .contains("agreement prison-to-icb v2"),
+            .contains("agreement prison-to-icb v3"),
         "{icb_verdict:#?}"
     );
 
-    // A prison may not change agreements.
-    let response = app
-        .send_as(
-            reqwest::Method::PUT,
-            "prison",
-            Some(&prison),
-            "/admin/agreements/prison-to-icb",
-            "application/json",
-            v2.to_string(),
-        )
-        .await;
-    assert_eq!(response.status().as_u16(), 403);
+    // Neither a prison nor an ICB may change agreements.
+    for who in ["prison", "icb"] {
+        let token = app.token_for(who).await;
+        let response = app
+            .send_as(
+                reqwest::Method::PUT,
+                who,
+                Some(&token),
+                "/admin/agreements/prison-to-icb",
+                "application/json",
+                v3.to_string(),
+            )
+            .await;
+        assert_eq!(response.status().as_u16(), 403, "{who}");
+    }
 
     app.stop().await;
     let entries = app.audit_entries().await;
@@ -987,58 +1036,60 @@ async fn agreement_versions_are_put_never_edited_in_place_and_audited() {
     assert_eq!(
         changes,
         vec![
-            json!({"agreement": "prison-to-icb", "versionBefore": null, "versionAfter": 1, "status": "active"}),
-            json!({"agreement": "prison-to-icb", "versionBefore": 1, "versionAfter": 2, "status": "active"}),
+            json!({"agreement": "prison-to-icb", "versionBefore": null, "versionAfter": 2, "status": "active"}),
+            json!({"agreement": "prison-to-icb", "versionBefore": 2, "versionAfter": 3, "status": "active"}),
         ],
         "one entry per stored version; no-ops and refusals change nothing"
     );
-    let v2_entry = entries
+    let v3_entry = entries
         .iter()
-        .find(|e| e.action == "agreement-changed" && detail(e)["versionAfter"] == 2)
+        .find(|e| e.action == "agreement-changed" && detail(e)["versionAfter"] == 3)
         .unwrap();
-    assert_eq!(v2_entry.actor_client.as_deref(), Some("icb"));
-    let entities: Vec<String> = serde_json::from_str(&v2_entry.entities).unwrap();
+    assert_eq!(v3_entry.actor_client.as_deref(), Some("admin"));
+    let entities: Vec<String> = serde_json::from_str(&v3_entry.entities).unwrap();
     assert_eq!(
         entities,
-        vec!["Agreement/prison-to-icb/_history/2".to_string()]
+        vec!["Agreement/prison-to-icb/_history/3".to_string()]
     );
 }
 
 #[tokio::test]
 async fn a_retired_agreement_covers_nothing_and_decisions_name_the_retired_version() {
-    let mut app = spawn_app().await;
+    let mut app = spawn_app_with(bristol_icb).await;
     let icb = app.token_for("icb").await;
+    let admin = app.token_for("admin").await;
     let prison = app.token_for("prison").await;
-    post_sample(&app, &prison).await;
-    let (before, _) = decide(&app, "icb", &icb, ICB).await;
-    assert_eq!(before.agreement.as_deref(), Some("prison-to-icb|1"));
+    let (before, _) = release_area_icb_verdict(&app, &prison).await;
+    assert_eq!(before.agreement.as_deref(), Some("prison-to-icb|2"));
 
-    let prison_delete = app
-        .delete_as("prison", &prison, "/admin/agreements/prison-to-icb")
-        .await;
-    assert_eq!(prison_delete.status().as_u16(), 403);
+    for (who, token) in [("prison", &prison), ("icb", &icb)] {
+        let response = app
+            .delete_as(who, token, "/admin/agreements/prison-to-icb")
+            .await;
+        assert_eq!(response.status().as_u16(), 403, "{who}");
+    }
 
     let (status, _, body) = status_and_json(
-        app.delete_as("icb", &icb, "/admin/agreements/prison-to-icb")
+        app.delete_as("admin", &admin, "/admin/agreements/prison-to-icb")
             .await,
     )
     .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["status"], "retired");
-    assert_eq!(body["versionBefore"], 1);
-    assert_eq!(body["versionAfter"], 2);
+    assert_eq!(body["versionBefore"], 2);
+    assert_eq!(body["versionAfter"], 3);
 
     let read = read_agreement(&app, &icb, "prison-to-icb").await;
-    assert_eq!(read["current"]["version"], 2, "{read}");
+    assert_eq!(read["current"]["version"], 3, "{read}");
     assert_eq!(read["current"]["status"], "retired");
     assert_eq!(read["current"]["agreement"]["status"], "retired");
     assert_eq!(read["versions"].as_array().unwrap().len(), 2);
 
-    let (after, text) = decide(&app, "icb", &icb, ICB).await;
+    let (after, text) = release_area_icb_verdict(&app, &prison).await;
     assert_eq!(after.agreement, None, "{after:#?}");
     let refusal = after.refusal.as_deref().expect("a refusal");
     assert!(
-        refusal.contains("agreement prison-to-icb v2 is not active"),
+        refusal.contains("agreement prison-to-icb v3 is not active"),
         "{refusal}"
     );
     assert_eq!(after.resources.len(), 12);
@@ -1050,14 +1101,14 @@ async fn a_retired_agreement_covers_nothing_and_decisions_name_the_retired_versi
 
     // Retiring again changes nothing.
     let (status, _, body) = status_and_json(
-        app.delete_as("icb", &icb, "/admin/agreements/prison-to-icb")
+        app.delete_as("admin", &admin, "/admin/agreements/prison-to-icb")
             .await,
     )
     .await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(body["version"], 2, "{body}");
+    assert_eq!(body["version"], 3, "{body}");
     let (status, _, _) = status_and_json(
-        app.delete_as("icb", &icb, "/admin/agreements/no-such-agreement")
+        app.delete_as("admin", &admin, "/admin/agreements/no-such-agreement")
             .await,
     )
     .await;
@@ -1074,31 +1125,68 @@ async fn a_retired_agreement_covers_nothing_and_decisions_name_the_retired_versi
     assert_eq!(
         retired,
         vec![
-            json!({"agreement": "prison-to-icb", "versionBefore": 1, "versionAfter": 2, "status": "retired"})
+            json!({"agreement": "prison-to-icb", "versionBefore": 2, "versionAfter": 3, "status": "retired"})
         ]
     );
 }
 
 #[tokio::test]
 async fn a_retired_agreement_stays_retired_after_a_restart() {
-    let app = spawn_app().await;
-    let icb = app.token_for("icb").await;
+    let app = spawn_app_with(bristol_icb).await;
+    let admin = app.token_for("admin").await;
     let (status, _, body) = status_and_json(
-        app.delete_as("icb", &icb, "/admin/agreements/prison-to-icb")
+        app.delete_as("admin", &admin, "/admin/agreements/prison-to-icb")
             .await,
     )
     .await;
     assert_eq!(status, 200, "{body}");
 
-    // The agreement file still says version 1, active; the store holds version 2, retired.
+    // The agreement file still says version 2, active; the store holds version 3, retired.
     // The gateway must start and keep the newer, retired version in force.
     let app = app.restart().await;
     let icb = app.token_for("icb").await;
     let read = read_agreement(&app, &icb, "prison-to-icb").await;
-    assert_eq!(read["current"]["version"], 2, "{read}");
+    assert_eq!(read["current"]["version"], 3, "{read}");
     assert_eq!(read["current"]["status"], "retired");
     let prison = app.token_for("prison").await;
-    post_sample(&app, &prison).await;
-    let (after, _) = decide(&app, "icb", &icb, ICB).await;
+    let (after, _) = release_area_icb_verdict(&app, &prison).await;
     assert_eq!(after.agreement, None, "{after:#?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// (7) prison-to-icb: the release-area ICB only.
+
+#[tokio::test]
+async fn prison_to_icb_covers_the_release_area_icb_only() {
+    let app = spawn_app_with(bristol_icb).await;
+    let prison = app.token_for("prison").await;
+
+    // Released with no GP in Bristol: the sample ICB is the release-area ICB and receives its
+    // copy under prison-to-icb; the intake names it as a recipient.
+    let (status, _, outcome) = status_and_json(
+        app.post_bundle(&prison, FHIR_JSON, release_without_gp())
+            .await,
+    )
+    .await;
+    assert_eq!(status, 201, "{outcome}");
+    assert!(
+        diagnostics(&outcome)
+            .contains("Recipient Q99 (ReleaseAreaIcb) under agreement prison-to-icb v2"),
+        "{outcome}"
+    );
+    let (icb, _) = decide(&app, "prison", &prison, ICB).await;
+    assert_eq!(icb.agreement.as_deref(), Some("prison-to-icb|2"));
+    icb.assert_shared(RAMIPRIL);
+
+    // The same ICB (registered with the role icb) for a release that has a GP: it is not that
+    // document's release-area ICB, so it gets nothing (rule 1), role or not.
+    post_sample(&app, &prison).await;
+    let (not_routed, _) = decide(&app, "prison", &prison, ICB).await;
+    assert_eq!(not_routed.agreement, None, "{not_routed:#?}");
+    assert!(
+        not_routed
+            .resources
+            .values()
+            .all(|r| !r.shared && r.rule == 1)
+    );
 }
