@@ -6,7 +6,6 @@ use serde_json::{Value, json};
 use crate::app::App;
 use crate::audit::AuditEvent;
 use crate::auth::Principal;
-use crate::transport::endpoint::{Endpoint, EndpointAuth, EndpointKind};
 use crate::domain::{OdsCode, TaskStatus};
 use crate::error::{ApiError, codes};
 use crate::fhir::outcome::Issue;
@@ -14,6 +13,7 @@ use crate::policy::{Agreement, AgreementStatus};
 use crate::sharing::AgreementError;
 use crate::store::DeliveryFilter;
 use crate::translate::Target;
+use crate::transport::endpoint::{Endpoint, EndpointAuth, EndpointKind};
 
 impl From<AgreementError> for ApiError {
     fn from(e: AgreementError) -> Self {

@@ -12,7 +12,7 @@ use super::routes::{Access, AccessTable};
 use crate::app::App;
 use crate::audit::AuditEvent;
 use crate::auth::token::TokenService;
-use crate::auth::{Permission, PeerIdentity, Principal, Scope};
+use crate::auth::{PeerIdentity, Permission, Principal, Scope};
 use crate::domain::Role;
 use crate::error::{ApiError, codes};
 
@@ -110,7 +110,10 @@ fn check_access(
     if !roles.contains(&principal.role) {
         Err(ApiError::forbidden(
             codes::ROLE,
-            format!("The role '{}' may not use {endpoint}.", principal.role.as_str()),
+            format!(
+                "The role '{}' may not use {endpoint}.",
+                principal.role.as_str()
+            ),
         ))
     } else if !principal.has_scope(resource, permission) {
         Err(ApiError::forbidden(

@@ -434,4 +434,3 @@ fn describe_jwt_error(e: &jsonwebtoken::errors::Error) -> String {
         _ => "malformed token".into(),
     }
 }
-

@@ -7,9 +7,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::transport::endpoint::Endpoint;
-use crate::transport::retry::{Backoff, unit_random};
-use crate::transport::{DeliveryOutcome, PreparedCopy, SendContext};
 use crate::app::App;
 use crate::audit::AuditEvent;
 use crate::clock::rfc3339;
@@ -19,6 +16,9 @@ use crate::policy::{Purpose, Relationship};
 use crate::recipient::{CopyRequest, Subject, copy_for, gateway_actor};
 use crate::routing::Route;
 use crate::store::{DeliveryRecord, DeliveryUpdate, StoreError};
+use crate::transport::endpoint::Endpoint;
+use crate::transport::retry::{Backoff, unit_random};
+use crate::transport::{DeliveryOutcome, PreparedCopy, SendContext};
 
 /// Runs until the task is aborted.
 pub async fn run(state: Arc<App>) {
