@@ -9,12 +9,13 @@ use crate::audit::Audit;
 use crate::auth::token::TokenService;
 use crate::clock::SharedClock;
 use crate::config::Settings;
-use crate::transport::Transports;
+use crate::directory::PrisonRegister;
 use crate::domain::{OdsCode, Role};
 use crate::metrics::Metrics;
 use crate::sharing::Sharing;
 use crate::store::Store;
 use crate::translate::Translator;
+use crate::transport::Transports;
 use crate::validate::Validator;
 
 /// The gateway's context, shared by every use case.
@@ -40,8 +41,14 @@ pub struct App {
     pub metrics: Metrics,
     /// Mappings compiled at start-up.
     pub translator: Arc<Translator>,
+    /// The prison slice of the organisation directory (the MoJ prison register), loaded at
+    /// start-up.
+    pub prisons: PrisonRegister,
 }
 
+/// The organisation directory: registered clients, the prison register, the ICBs by postcode.
+/// (Endpoints are in the store; `recipient::Subject` adds them for the organisations a document
+/// names.)
 impl crate::routing::Directory for App {
     fn role_of(&self, ods: &OdsCode) -> Option<Role> {
         self.settings
@@ -49,6 +56,15 @@ impl crate::routing::Directory for App {
             .iter()
             .find(|c| &c.ods == ods)
             .map(|c| c.role)
+            .or_else(|| {
+                self.prisons
+                    .is_prison_healthcare(ods)
+                    .then_some(Role::Prison)
+            })
+    }
+
+    fn is_prison_healthcare(&self, ods: &OdsCode) -> bool {
+        self.prisons.is_prison_healthcare(ods)
     }
 
     fn icb_for_postcode(&self, postcode: Option<&str>) -> Option<OdsCode> {

@@ -13,6 +13,9 @@ pub const SHAPE: &str = "GW-INTAKE-05";
 pub const TYPED_MODEL: &str = "GW-INTAKE-06";
 pub const AUTHOR_MISMATCH: &str = "GW-INTAKE-07";
 pub const IDEMPOTENCY_CONFLICT: &str = "GW-INTAKE-08";
+pub const ROUTING_ODS: &str = "GW-ROUTING-01";
+pub const ROUTING_DIRECTORY: &str = "GW-ROUTING-02";
+pub const ROUTING_UNKNOWN_PERFORMER: &str = "GW-ROUTING-03";
 pub const NO_TOKEN: &str = "GW-AUTH-01";
 pub const BAD_TOKEN: &str = "GW-AUTH-02";
 pub const CERT_MISMATCH: &str = "GW-AUTH-03";
@@ -77,6 +80,18 @@ pub const ALL: &[(&str, &str)] = &[
     (
         IDEMPOTENCY_CONFLICT,
         "Bundle.identifier was already used by this sender for different content.",
+    ),
+    (
+        ROUTING_ODS,
+        "An organisation the document names for routing (registered GP, care-plan performer, transfer destination) has no ODS code, an ODS identifier that is not exactly an ODS code as registered (look-alike characters, case, spaces), or two that disagree.",
+    ),
+    (
+        ROUTING_DIRECTORY,
+        "The document names an organisation in a role the organisation directory does not hold it in: a transfer destination that is not an active prison healthcare unit on the prison register, or a registered GP that the directory holds as another kind of organisation.",
+    ),
+    (
+        ROUTING_UNKNOWN_PERFORMER,
+        "A care-plan performer is not in the organisation directory: it is granted nothing by role or relationship, only what an agreement grants its ODS code (a warning).",
     ),
     (NO_TOKEN, "No bearer access token."),
     (

@@ -110,6 +110,15 @@ pub struct PolicySettings {
     /// ICBs by postcode area prefix (e.g. `BS` to the Bristol ICB), longest prefix wins.
     #[serde(default)]
     pub icb_by_postcode: std::collections::BTreeMap<String, OdsCode>,
+    /// The prison slice of the organisation directory: the MoJ prison register's healthcare ODS
+    /// codes (CSV `nomis_prison_id,name,active,gp_practice_ods_codes`; `directory/README.md`).
+    /// Only an active row is a prison healthcare unit; a transfer is routed only to one.
+    #[serde(default = "default_prison_register")]
+    pub prison_register: PathBuf,
+}
+
+fn default_prison_register() -> PathBuf {
+    PathBuf::from("directory/prison-register.csv")
 }
 
 /// Audit log settings.
@@ -247,6 +256,7 @@ impl Default for Settings {
                 labels_dir: PathBuf::from("mappings/labels"),
                 default_icb: None,
                 icb_by_postcode: Default::default(),
+                prison_register: default_prison_register(),
             },
             audit: AuditSettings::default(),
             delivery: DeliverySettings::default(),
@@ -328,6 +338,7 @@ impl Settings {
         }
         fix(&mut self.policy.agreements_dir);
         fix(&mut self.policy.labels_dir);
+        fix(&mut self.policy.prison_register);
         fix(&mut self.fhir.profiles_dir);
         fix(&mut self.fhir.mappings_dir);
         for p in &mut self.fhir.packages {
@@ -344,6 +355,12 @@ impl Settings {
         for c in &self.clients {
             if !seen.insert(c.id.as_str()) {
                 anyhow::bail!("client id {:?} is registered twice", c.id);
+            }
+            if c.role == Role::Unknown {
+                anyhow::bail!(
+                    "client {:?}: 'unknown' is not a role a client can be registered with",
+                    c.id
+                );
             }
         }
         if self.limits.max_body_bytes == 0 || self.limits.max_json_depth < 8 {

@@ -1,6 +1,8 @@
 //! Intake (DESIGN §4): a prison EHR's document, from bytes to a durable acceptance.
 //!
-//! parse → validate → identify → route → `copy_for` per recipient → plan deliveries → commit
+//! parse → identify → validate → route (by the organisation directory: refused with 422 when an
+//! organisation is named with no exact ODS code or in a role the directory does not hold it in)
+//! → `copy_for` per recipient → plan deliveries → commit
 //! (the document, its deliveries and their audit entries in one transaction; the response only
 //! after it) → receipt. The receipt tells the sender at once, per recipient, what will be shared,
 //! withheld and lost in translation.
@@ -69,6 +71,15 @@ pub async fn submit(app: &App, principal: &Principal, body: &[u8]) -> Result<Rec
     let subject = Subject::incoming(app, tree, summary, sender, Some(id.clone()))
         .await
         .map_err(|e| named(e.into()))?;
+    // Routing by the organisation directory: an organisation named with no exact ODS code, or
+    // in a role the directory does not hold it in, refuses the document; nothing is routed.
+    if !subject.routing_errors.is_empty() {
+        return Err(named(ApiError::Unprocessable(
+            subject.routing_errors.clone(),
+        )));
+    }
+    let mut warnings = warnings;
+    warnings.extend(subject.routing_warnings.iter().cloned());
     let copies = preview(app, principal, &subject)
         .await
         .map_err(|e| named(e.into()))?;

@@ -19,6 +19,7 @@ pub mod consents;
 pub mod decisions;
 pub mod delivery;
 pub mod demo;
+pub mod directory;
 pub mod document;
 pub mod domain;
 pub mod error;

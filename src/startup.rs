@@ -169,6 +169,13 @@ impl Application {
         if sharing.agreements().is_empty() {
             tracing::warn!("No data-sharing agreements are loaded: nothing will be shared.");
         }
+        let prisons = crate::directory::PrisonRegister::load(&settings.policy.prison_register)?;
+        tracing::info!(units = prisons.active_units(), "Prison register loaded.");
+        for c in &settings.clients {
+            if c.role == crate::domain::Role::Prison && !prisons.is_prison_healthcare(&c.ods) {
+                tracing::warn!(client = %c.id, ods = %c.ods, "A client registered as a prison is not an active prison healthcare unit on the prison register: no transfer will be routed to it.");
+            }
+        }
         let state = web::Data::new(App {
             settings: settings.clone(),
             public_url,
@@ -183,6 +190,7 @@ impl Application {
             validator,
             metrics: crate::metrics::Metrics::new(),
             translator,
+            prisons,
         });
         let access = web::Data::new(api::routes::AccessTable::from_table());
 

@@ -5,6 +5,7 @@ mod audit;
 mod consent;
 mod delivery;
 mod demo;
+mod directory;
 mod helpers;
 mod intake;
 mod openapi;
