@@ -16,6 +16,8 @@ pub const IDEMPOTENCY_CONFLICT: &str = "GW-INTAKE-08";
 pub const ROUTING_ODS: &str = "GW-ROUTING-01";
 pub const ROUTING_DIRECTORY: &str = "GW-ROUTING-02";
 pub const ROUTING_UNKNOWN_PERFORMER: &str = "GW-ROUTING-03";
+pub const CUSTODY_CONSENT: &str = "GW-CUSTODY-01";
+pub const CUSTODY_DECISION: &str = "GW-CUSTODY-02";
 pub const NO_TOKEN: &str = "GW-AUTH-01";
 pub const BAD_TOKEN: &str = "GW-AUTH-02";
 pub const CERT_MISMATCH: &str = "GW-AUTH-03";
@@ -92,6 +94,14 @@ pub const ALL: &[(&str, &str)] = &[
     (
         ROUTING_UNKNOWN_PERFORMER,
         "A care-plan performer is not in the organisation directory: it is granted nothing by role or relationship, only what an agreement grants its ODS code (a warning).",
+    ),
+    (
+        CUSTODY_CONSENT,
+        "The caller's prison does not hold the patient: only the current prison records a Consent that permits; a prison that has sent or received the patient's documents records a denial or withdrawal and reads the patient's Consents.",
+    ),
+    (
+        CUSTODY_DECISION,
+        "$sharing-decision answers the patient's current prison and IG in full, and a recipient only about itself (counts only).",
     ),
     (NO_TOKEN, "No bearer access token."),
     (

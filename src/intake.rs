@@ -30,22 +30,8 @@ pub enum Receipt {
     Repeat { id: String, issues: Vec<Issue> },
 }
 
-/// A refused document, with the patient when the document got far enough to name one (for the
-/// audit entry the edge records).
-#[derive(Debug)]
-pub struct Rejected {
-    pub error: ApiError,
-    pub nhs_number: Option<String>,
-}
-
-impl From<ApiError> for Rejected {
-    fn from(error: ApiError) -> Self {
-        Rejected {
-            error,
-            nhs_number: None,
-        }
-    }
-}
+/// A refused document, with the patient when the document got far enough to name one.
+pub use crate::error::Rejected;
 
 /// SHA-256 of the document's compact JSON (whitespace-insensitive, order-preserving).
 pub fn content_hash(value: &Value) -> String {
@@ -205,6 +191,8 @@ async fn commit(
         event_code: summary.event.code().to_string(),
         event_date: Some(summary.event_date.clone()),
         received_at: rfc3339(app.clock.now()),
+        receiving_prison_ods: crate::routing::receiving_prison(&subject.routes)
+            .map(|o| o.to_string()),
         body: body.to_vec(),
     };
     let received = AuditEvent::DocumentReceived {

@@ -16,6 +16,7 @@ pub mod clock;
 pub mod codes;
 pub mod config;
 pub mod consents;
+pub mod custody;
 pub mod decisions;
 pub mod delivery;
 pub mod demo;

@@ -3,6 +3,7 @@
 
 mod audit;
 mod consent;
+mod custody;
 mod delivery;
 mod demo;
 mod directory;

@@ -416,11 +416,11 @@ async fn the_same_document_is_filtered_differently_for_the_gp_the_drug_service_a
     drug.assert_withheld(METHADONE, 4);
     drug.assert_withheld(CUSTODY_FLAG, 2);
 
-    // The ICB (asking for itself): covered by prison-to-icb through its role, with no
-    // relationship to this patient. Core, medications, allergies and care plan; no problems;
-    // no sensitive class at all, so the methadone is outside the agreement (rule 3).
-    let icb_token = app.token_for("icb").await;
-    let (icb, _) = decide(&app, "icb", &icb_token, ICB).await;
+    // The ICB (asked about by the current prison; the ICB itself learns only counts): covered
+    // by prison-to-icb through its role, with no relationship to this patient. Core,
+    // medications, allergies and care plan; no problems; no sensitive class at all, so the
+    // methadone is outside the agreement (rule 3).
+    let (icb, _) = decide(&app, "prison", &prison, ICB).await;
     assert_eq!(icb.agreement.as_deref(), Some("prison-to-icb|1"));
     for r in [COMPOSITION, PATIENT, RAMIPRIL, ALLERGY, CARE_PLAN] {
         icb.assert_shared(r);
@@ -560,11 +560,10 @@ async fn custody_elements_are_removed_for_every_community_recipient_and_never_ec
     let app = spawn_app().await;
     let prison = app.token_for("prison").await;
     post_sample(&app, &prison).await;
-    let icb_token = app.token_for("icb").await;
     for (who, token, recipient) in [
         ("prison", &prison, GP),
         ("prison", &prison, DRUG_SERVICE),
-        ("icb", &icb_token, ICB),
+        ("prison", &prison, ICB),
     ] {
         let (v, text) = decide(&app, who, token, recipient).await;
         let paths = v.removal_paths();
@@ -679,19 +678,23 @@ async fn sharing_decision_refuses_missing_or_wrong_parameters_with_422() {
 #[tokio::test]
 async fn sharing_decision_without_a_stored_or_given_document_is_not_found() {
     let app = spawn_app().await;
-    let prison = app.token_for("prison").await;
-    let (status, body, _) = ask(&app, "prison", &prison, &decision_request(GP)).await;
+    // IG asks: nothing is stored for the patient.
+    let auditor = app.token_for("auditor").await;
+    let (status, body, _) = ask(&app, "auditor", &auditor, &decision_request(GP)).await;
     assert_eq!(status, 404, "{body}");
     assert_outcome_code(&body, "GW-NOT-FOUND");
+    // A prison that does not hold the patient is not told even that.
+    let prison = app.token_for("prison").await;
+    let (status, body, _) = ask(&app, "prison", &prison, &decision_request(GP)).await;
+    assert_eq!(status, 403, "{body}");
+    assert_outcome_code(&body, "GW-CUSTODY-02");
 
-    // With the document given, nothing needs to be stored; an ICB may ask about a prison's
-    // document.
-    let icb = app.token_for("icb").await;
+    // With the document given, nothing needs to be stored.
     let (release, _) = unique_release();
     let (status, body, _) = ask(
         &app,
-        "icb",
-        &icb,
+        "auditor",
+        &auditor,
         &with_document(decision_request(GP), &release),
     )
     .await;
@@ -703,15 +706,15 @@ async fn sharing_decision_without_a_stored_or_given_document_is_not_found() {
 }
 
 #[tokio::test]
-async fn sharing_decision_is_refused_to_a_gp_and_to_a_drug_service() {
+async fn sharing_decision_about_another_recipient_is_refused_to_a_gp_and_to_a_drug_service() {
     let app = spawn_app().await;
     let prison = app.token_for("prison").await;
     post_sample(&app, &prison).await;
-    for who in ["gp", "drug-service"] {
+    for (who, about) in [("gp", DRUG_SERVICE), ("drug-service", GP)] {
         let token = app.token_for(who).await;
-        let (status, body, _) = ask(&app, who, &token, &decision_request(GP)).await;
+        let (status, body, _) = ask(&app, who, &token, &decision_request(about)).await;
         assert_eq!(status, 403, "{who}: {body}");
-        assert_outcome_code(&body, "GW-AUTH-04");
+        assert_outcome_code(&body, "GW-CUSTODY-02");
     }
     let response = app
         .send_as(
@@ -947,7 +950,7 @@ async fn agreement_versions_are_put_never_edited_in_place_and_audited() {
     // Decisions name the version they used: the ICB now receives the hepatitis C diagnosis.
     let prison = app.token_for("prison").await;
     post_sample(&app, &prison).await;
-    let (icb_verdict, _) = decide(&app, "icb", &icb, ICB).await;
+    let (icb_verdict, _) = decide(&app, "prison", &prison, ICB).await;
     assert_eq!(icb_verdict.agreement.as_deref(), Some("prison-to-icb|2"));
     icb_verdict.assert_shared(HEPATITIS_C);
     assert!(
@@ -1005,7 +1008,7 @@ async fn a_retired_agreement_covers_nothing_and_decisions_name_the_retired_versi
     let icb = app.token_for("icb").await;
     let prison = app.token_for("prison").await;
     post_sample(&app, &prison).await;
-    let (before, _) = decide(&app, "icb", &icb, ICB).await;
+    let (before, _) = decide(&app, "prison", &prison, ICB).await;
     assert_eq!(before.agreement.as_deref(), Some("prison-to-icb|1"));
 
     let prison_delete = app
@@ -1029,7 +1032,7 @@ async fn a_retired_agreement_covers_nothing_and_decisions_name_the_retired_versi
     assert_eq!(read["current"]["agreement"]["status"], "retired");
     assert_eq!(read["versions"].as_array().unwrap().len(), 2);
 
-    let (after, text) = decide(&app, "icb", &icb, ICB).await;
+    let (after, text) = decide(&app, "prison", &prison, ICB).await;
     assert_eq!(after.agreement, None, "{after:#?}");
     let refusal = after.refusal.as_deref().expect("a refusal");
     assert!(
@@ -1094,6 +1097,6 @@ async fn a_retired_agreement_stays_retired_after_a_restart() {
     assert_eq!(read["current"]["status"], "retired");
     let prison = app.token_for("prison").await;
     post_sample(&app, &prison).await;
-    let (after, _) = decide(&app, "icb", &icb, ICB).await;
+    let (after, _) = decide(&app, "prison", &prison, ICB).await;
     assert_eq!(after.agreement, None, "{after:#?}");
 }
