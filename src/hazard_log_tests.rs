@@ -82,6 +82,9 @@ fn hazard_log_covers_the_hazards_the_issue_names() {
         "Content is shared with no data-sharing agreement",
         "The wrong patient is matched",
         "A sensitive class leaks because it was not labelled",
+        "A document routes custody data to a non-prison by claiming it is a prison",
+        "Look-alike ODS code diverts a record",
+        "Consent recorded by a prison that does not hold the patient",
     ] {
         assert!(log.contains(hazard), "missing hazard: {hazard}");
     }
