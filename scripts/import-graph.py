@@ -9,7 +9,7 @@ SRC = os.path.join(os.path.dirname(__file__), "..", "src")
 # Layers, from the edge (high) down to the pure stages and values (low).
 LAYERS = [
     (4, ["main", "cli", "demo", "startup", "api"]),
-    (3, ["app", "intake", "pipeline", "sharing", "pull", "consents", "delivery", "recipient",
+    (3, ["app", "intake", "pipeline", "sharing", "pull", "consents", "custody", "delivery", "recipient",
          "admin", "decisions", "preview", "error"]),
     (2, ["audit", "store", "auth", "certs", "client", "tls", "metrics", "transport"]),
     (1, ["policy", "translate", "validate", "routing", "document", "directory"]),

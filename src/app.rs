@@ -12,6 +12,7 @@ use crate::auth::limits::{FailureNote, FailureSampler, MAX_UNVERIFIED_CHARS, Rat
 use crate::auth::token::TokenService;
 use crate::clock::SharedClock;
 use crate::config::Settings;
+use crate::directory::PrisonRegister;
 use crate::domain::{OdsCode, Role};
 use crate::metrics::Metrics;
 use crate::sharing::Sharing;
@@ -49,8 +50,14 @@ pub struct App {
     pub limits: RateLimits,
     /// Failed authentications, sampled into the audit log.
     pub failed_authentications: FailureSampler,
+    /// The prison slice of the organisation directory (the MoJ prison register), loaded at
+    /// start-up.
+    pub prisons: PrisonRegister,
 }
 
+/// The organisation directory: registered clients, the prison register, the ICBs by postcode.
+/// (Endpoints are in the store; `recipient::Subject` adds them for the organisations a document
+/// names.)
 impl crate::routing::Directory for App {
     fn role_of(&self, ods: &OdsCode) -> Option<Role> {
         self.settings
@@ -58,6 +65,15 @@ impl crate::routing::Directory for App {
             .iter()
             .find(|c| &c.ods == ods)
             .map(|c| c.role)
+            .or_else(|| {
+                self.prisons
+                    .is_prison_healthcare(ods)
+                    .then_some(Role::Prison)
+            })
+    }
+
+    fn is_prison_healthcare(&self, ods: &OdsCode) -> bool {
+        self.prisons.is_prison_healthcare(ods)
     }
 
     fn icb_for_postcode(&self, postcode: Option<&str>) -> Option<OdsCode> {

@@ -84,11 +84,9 @@ fn write(dir: &Path, name: &str, contents: &str) -> anyhow::Result<()> {
     std::fs::write(&path, contents).with_context(|| format!("writing {}", path.display()))
 }
 
-/// Writes a fresh development PKI into `out`.
-pub fn generate(out: &Path) -> anyhow::Result<()> {
-    std::fs::create_dir_all(out.join("clients"))?;
-
-    let ca_key = key()?;
+/// The development CA's parameters (its subject is what the certificates it signs name as
+/// their issuer).
+fn ca_params() -> anyhow::Result<CertificateParams> {
     let mut ca = CertificateParams::new(Vec::<String>::new())?;
     let mut dn = DistinguishedName::new();
     dn.push(
@@ -100,6 +98,50 @@ pub fn generate(out: &Path) -> anyhow::Result<()> {
     ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     validity(&mut ca, 20);
+    Ok(ca)
+}
+
+/// A client certificate (subject CN the client id, O its ODS code) and its key, both PEM.
+fn client_certificate(
+    id: &str,
+    ods: &str,
+    organisation: &str,
+    issuer: &Issuer<'_, KeyPair>,
+) -> anyhow::Result<(String, String)> {
+    let client_key = key()?;
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, id);
+    dn.push(DnType::OrganizationName, ods);
+    dn.push(DnType::OrganizationalUnitName, organisation);
+    params.distinguished_name = dn;
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    validity(&mut params, 10);
+    let cert = params.signed_by(&client_key, issuer)?;
+    Ok((cert.pem(), client_key.serialize_pem()))
+}
+
+/// Issues one more development client certificate with the development CA whose key is
+/// `ca_key_pem` (for tests and local set-ups that need an organisation beyond the samples).
+/// Returns the certificate and its key, PEM.
+pub fn issue_client(
+    ca_key_pem: &str,
+    id: &str,
+    ods: &str,
+    organisation: &str,
+) -> anyhow::Result<(String, String)> {
+    let ca_key = KeyPair::from_pem(ca_key_pem).context("reading the development CA key")?;
+    let issuer = Issuer::new(ca_params()?, ca_key);
+    client_certificate(id, ods, organisation, &issuer)
+}
+
+/// Writes a fresh development PKI into `out`.
+pub fn generate(out: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(out.join("clients"))?;
+
+    let ca_key = key()?;
+    let ca = ca_params()?;
     let ca_cert = ca.self_signed(&ca_key)?;
     write(out, "ca.crt", &ca_cert.pem())?;
     write(out, "ca.key", &ca_key.serialize_pem())?;
@@ -122,46 +164,28 @@ pub fn generate(out: &Path) -> anyhow::Result<()> {
     write(out, "server.key", &server_key.serialize_pem())?;
 
     for client in SAMPLE_CLIENTS {
-        write_client(
+        let (cert, client_key) =
+            client_certificate(client.id, client.ods, client.organisation, &issuer)?;
+        write(&out.join("clients"), &format!("{}.crt", client.id), &cert)?;
+        write(
             &out.join("clients"),
-            client.id,
-            client.ods,
-            client.organisation,
-            &issuer,
+            &format!("{}.key", client.id),
+            &client_key,
         )?;
     }
     write(out, "README.md", NOTICE)?;
     Ok(())
 }
 
-/// Signs a client certificate (subject CN the client id, O the ODS code, OU the organisation)
-/// with `issuer` and writes `<id>.crt` and `<id>.key` into `dir`.
-fn write_client(
-    dir: &Path,
-    id: &str,
-    ods: &str,
-    organisation: &str,
-    issuer: &Issuer<'_, KeyPair>,
-) -> anyhow::Result<()> {
-    let client_key = key()?;
-    let mut params = CertificateParams::new(Vec::<String>::new())?;
-    let mut dn = DistinguishedName::new();
-    dn.push(DnType::CommonName, id);
-    dn.push(DnType::OrganizationName, ods);
-    dn.push(DnType::OrganizationalUnitName, organisation);
-    params.distinguished_name = dn;
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    validity(&mut params, 10);
-    let cert = params.signed_by(&client_key, issuer)?;
-    write(dir, &format!("{id}.crt"), &cert.pem())?;
-    write(dir, &format!("{id}.key"), &client_key.serialize_pem())
-}
-
 /// Issues one client certificate signed by the development CA in `ca_dir` (`ca.crt`, `ca.key`)
 /// into `ca_dir/clients`, leaving every other certificate as it is. Refuses to overwrite an
 /// existing certificate or key of that client.
-pub fn issue_client(ca_dir: &Path, id: &str, ods: &str, organisation: &str) -> anyhow::Result<()> {
+pub fn issue_client_files(
+    ca_dir: &Path,
+    id: &str,
+    ods: &str,
+    organisation: &str,
+) -> anyhow::Result<()> {
     crate::domain::OdsCode::parse(ods).map_err(anyhow::Error::msg)?;
     if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
         anyhow::bail!("the client id must be letters, digits and hyphens");
@@ -180,5 +204,7 @@ pub fn issue_client(ca_dir: &Path, id: &str, ods: &str, organisation: &str) -> a
             anyhow::bail!("{} exists: not overwritten", dir.join(&file).display());
         }
     }
-    write_client(&dir, id, ods, organisation, &issuer)
+    let (cert, client_key) = client_certificate(id, ods, organisation, &issuer)?;
+    write(&dir, &format!("{id}.crt"), &cert)?;
+    write(&dir, &format!("{id}.key"), &client_key)
 }

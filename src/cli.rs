@@ -240,7 +240,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                     organisation,
                 },
         } => {
-            crate::certs::issue_client(&ca_dir, &id, &ods, &organisation)?;
+            crate::certs::issue_client_files(&ca_dir, &id, &ods, &organisation)?;
             println!(
                 "wrote {0}/clients/{id}.crt and {id}.key, signed by the development CA in {0} (NOT for production)",
                 ca_dir.display()

@@ -14,6 +14,11 @@ pub const TYPED_MODEL: &str = "GW-INTAKE-06";
 pub const AUTHOR_MISMATCH: &str = "GW-INTAKE-07";
 pub const IDEMPOTENCY_CONFLICT: &str = "GW-INTAKE-08";
 pub const DUPLICATE_KEY: &str = "GW-INTAKE-09";
+pub const ROUTING_ODS: &str = "GW-ROUTING-01";
+pub const ROUTING_DIRECTORY: &str = "GW-ROUTING-02";
+pub const ROUTING_UNKNOWN_PERFORMER: &str = "GW-ROUTING-03";
+pub const CUSTODY_CONSENT: &str = "GW-CUSTODY-01";
+pub const CUSTODY_DECISION: &str = "GW-CUSTODY-02";
 pub const NO_TOKEN: &str = "GW-AUTH-01";
 pub const BAD_TOKEN: &str = "GW-AUTH-02";
 pub const CERT_MISMATCH: &str = "GW-AUTH-03";
@@ -90,6 +95,26 @@ pub const ALL: &[(&str, &str)] = &[
     (
         DUPLICATE_KEY,
         "A JSON object or form has the same key twice: the body would read two ways.",
+    ),
+    (
+        ROUTING_ODS,
+        "An organisation the document names for routing (registered GP, care-plan performer, transfer destination) has no ODS code, an ODS identifier that is not exactly an ODS code as registered (look-alike characters, case, spaces), or two that disagree.",
+    ),
+    (
+        ROUTING_DIRECTORY,
+        "The document names an organisation in a role the organisation directory does not hold it in: a transfer destination that is not an active prison healthcare unit on the prison register, or a registered GP that the directory holds as another kind of organisation.",
+    ),
+    (
+        ROUTING_UNKNOWN_PERFORMER,
+        "A care-plan performer is not in the organisation directory: it is granted nothing by role or relationship, only what an agreement grants its ODS code (a warning).",
+    ),
+    (
+        CUSTODY_CONSENT,
+        "The caller's prison does not hold the patient: only the current prison records a Consent that permits; a prison that has sent or received the patient's documents records a denial or withdrawal and reads the patient's Consents.",
+    ),
+    (
+        CUSTODY_DECISION,
+        "$sharing-decision answers the patient's current prison and IG in full, and a recipient only about itself (counts only).",
     ),
     (NO_TOKEN, "No bearer access token."),
     (

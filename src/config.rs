@@ -180,6 +180,11 @@ pub struct PolicySettings {
     /// administers its own endpoint; the `admin` role administers every organisation.
     #[serde(default)]
     pub icb_areas: std::collections::BTreeMap<OdsCode, Vec<String>>,
+    /// The prison slice of the organisation directory: the MoJ prison register's healthcare ODS
+    /// codes (CSV `nomis_prison_id,name,active,gp_practice_ods_codes`; `directory/README.md`).
+    /// Only an active row is a prison healthcare unit; a transfer is routed only to one.
+    #[serde(default = "default_prison_register")]
+    pub prison_register: PathBuf,
 }
 
 impl PolicySettings {
@@ -215,6 +220,10 @@ impl PolicySettings {
         }
         Ok(())
     }
+}
+
+fn default_prison_register() -> PathBuf {
+    PathBuf::from("directory/prison-register.csv")
 }
 
 /// Audit log settings.
@@ -370,6 +379,7 @@ impl Default for Settings {
                 default_icb: None,
                 icb_by_postcode: Default::default(),
                 icb_areas: Default::default(),
+                prison_register: default_prison_register(),
             },
             audit: AuditSettings::default(),
             delivery: DeliverySettings::default(),
@@ -454,6 +464,7 @@ impl Settings {
         }
         fix(&mut self.policy.agreements_dir);
         fix(&mut self.policy.labels_dir);
+        fix(&mut self.policy.prison_register);
         fix(&mut self.fhir.profiles_dir);
         fix(&mut self.fhir.mappings_dir);
         for p in &mut self.fhir.packages {
@@ -470,6 +481,12 @@ impl Settings {
         for c in &self.clients {
             if !seen.insert(c.id.as_str()) {
                 anyhow::bail!("client id {:?} is registered twice", c.id);
+            }
+            if c.role == Role::Unknown {
+                anyhow::bail!(
+                    "client {:?}: 'unknown' is not a role a client can be registered with",
+                    c.id
+                );
             }
         }
         if self.limits.max_body_bytes == 0 || self.limits.max_json_depth < 8 {

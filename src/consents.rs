@@ -1,4 +1,8 @@
 //! Recording the patient's consent: validated, versioned (every version kept) and audited.
+//! Consent belongs to the prisons that hold the patient (`custody`): only the current prison
+//! records a Consent that permits; any prison that has sent or received the patient's documents
+//! records a denial or a withdrawal and reads the patient's Consents; any other caller gets 403
+//! (audited, naming the patient).
 
 use serde_json::{Value, json};
 
@@ -7,9 +11,9 @@ use crate::audit::AuditEvent;
 use crate::auth::Principal;
 use crate::clock::rfc3339;
 use crate::domain::{NhsNumber, systems};
-use crate::error::{ApiError, codes};
+use crate::error::{ApiError, Rejected, codes};
 use crate::fhir::outcome::Issue;
-use crate::policy::ConsentDirective;
+use crate::policy::{ConsentDirective, ProvisionKind};
 
 /// A recorded Consent version.
 pub struct Recorded {
@@ -43,8 +47,75 @@ pub fn patient_nhs_number(consent: &Value) -> Result<NhsNumber, ApiError> {
     }
 }
 
-/// Checks a Consent and records it as a new version of `id` (a new id when `None`).
+/// Why `principal` may not touch the Consents of a patient it has never held.
+fn not_a_holder(principal: &Principal) -> ApiError {
+    ApiError::forbidden(
+        codes::CUSTODY_CONSENT,
+        format!(
+            "{} has not sent or received this patient's documents: only a prison that holds or \
+             has held the patient records, reads or searches their Consents.",
+            principal.ods
+        ),
+    )
+}
+
+/// Consent belongs to the prisons that hold the patient: only the current prison records a
+/// Consent that permits; any prison that has held the patient records a denial or a withdrawal
+/// (never blocked); nobody else writes.
+async fn authorise_write(
+    app: &App,
+    principal: &Principal,
+    nhs: &NhsNumber,
+    permits: bool,
+) -> Result<(), ApiError> {
+    let custody = crate::custody::of(app, nhs.as_str()).await?;
+    if !custody.has_held(&principal.ods) {
+        return Err(not_a_holder(principal));
+    }
+    if permits && !custody.is_current(&principal.ods) {
+        return Err(ApiError::forbidden(
+            codes::CUSTODY_CONSENT,
+            format!(
+                "{} does not hold the patient now: only the patient's current prison (the author \
+                 of their latest custody document, or the receiving prison of their latest \
+                 transfer) records a Consent that permits sharing. A denial or a withdrawal may \
+                 be recorded.",
+                principal.ods
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Whether a Consent, once recorded, would permit anything: active, with a permit provision
+/// (the root's default, or a nested exception).
+fn permits(directive: &ConsentDirective) -> bool {
+    directive.active
+        && directive
+            .provisions
+            .iter()
+            .any(|p| p.kind == ProvisionKind::Permit)
+}
+
+/// Checks a Consent and records it as a new version of `id` (a new id when `None`), if the
+/// caller's prison may (see `authorise_write`). A refusal names the patient when the Consent
+/// does.
 pub async fn record(
+    app: &App,
+    principal: &Principal,
+    consent: Value,
+    id: Option<String>,
+) -> Result<Recorded, Rejected> {
+    let nhs = patient_nhs_number(&consent).ok();
+    record_checked(app, principal, consent, id)
+        .await
+        .map_err(|error| Rejected {
+            error,
+            nhs_number: nhs.map(|n| n.as_str().to_string()),
+        })
+}
+
+async fn record_checked(
     app: &App,
     principal: &Principal,
     mut consent: Value,
@@ -131,12 +202,20 @@ pub async fn record(
     if let Some(prev) = &existing
         && prev.nhs_number != nhs.as_str()
     {
+        // Say nothing about another patient's Consent to a prison that never held them.
+        if !crate::custody::of(app, &prev.nhs_number)
+            .await?
+            .has_held(&principal.ods)
+        {
+            return Err(not_a_holder(principal));
+        }
         return Err(ApiError::unprocessable(
             codes::CONSENT_ID_MISMATCH,
             "A Consent cannot be moved to another patient.",
             "Consent.patient.identifier.value",
         ));
     }
+    authorise_write(app, principal, &nhs, permits(&directive)).await?;
     let id = id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let now = rfc3339(app.clock.now());
     if let Some(obj) = consent.as_object_mut() {
@@ -177,7 +256,6 @@ pub async fn record(
             &audit,
         )
         .await?;
-    drop(directive);
     Ok(Recorded {
         id: id.clone(),
         version,
@@ -186,12 +264,29 @@ pub async fn record(
     })
 }
 
-/// The patient's Consents (every version's latest), audited as a search.
+/// The patient's Consents (every version's latest), audited as a search; only for a prison that
+/// holds or has held the patient.
 pub async fn search(
     app: &App,
     principal: &Principal,
     nhs: &NhsNumber,
+) -> Result<Vec<Value>, Rejected> {
+    search_checked(app, principal, nhs)
+        .await
+        .map_err(|e| e.about(nhs.as_str()))
+}
+
+async fn search_checked(
+    app: &App,
+    principal: &Principal,
+    nhs: &NhsNumber,
 ) -> Result<Vec<Value>, ApiError> {
+    if !crate::custody::of(app, nhs.as_str())
+        .await?
+        .has_held(&principal.ods)
+    {
+        return Err(not_a_holder(principal));
+    }
     let records = app.store.consents_for(nhs.as_str()).await?;
     app.audit
         .record(AuditEvent::Searched {
@@ -207,13 +302,23 @@ pub async fn search(
         .collect())
 }
 
-/// One Consent (its latest version, as stored) and that version, audited as a read.
-pub async fn read(app: &App, principal: &Principal, id: &str) -> Result<(String, i64), ApiError> {
+/// One Consent (its latest version, as stored) and that version, audited as a read; only for a
+/// prison that holds or has held the patient.
+pub async fn read(app: &App, principal: &Principal, id: &str) -> Result<(String, i64), Rejected> {
     let record = app
         .store
         .consent(id)
-        .await?
+        .await
+        .map_err(ApiError::from)?
         .ok_or_else(|| ApiError::not_found(format!("Consent/{id} is not known.")))?;
+    let about = |e: ApiError| e.about(&record.nhs_number);
+    if !crate::custody::of(app, &record.nhs_number)
+        .await
+        .map_err(|e| about(e.into()))?
+        .has_held(&principal.ods)
+    {
+        return Err(about(not_a_holder(principal)));
+    }
     app.audit
         .record(AuditEvent::Searched {
             actor: principal.actor(),
@@ -221,6 +326,7 @@ pub async fn read(app: &App, principal: &Principal, id: &str) -> Result<(String,
             nhs_number: Some(record.nhs_number.clone()),
             results: 1,
         })
-        .await?;
+        .await
+        .map_err(|e| about(e.into()))?;
     Ok((record.body, record.version))
 }

@@ -2,6 +2,11 @@
 //! resource by resource. The document is the one given in the Parameters, or the patient's
 //! latest stored document; the copy is made by `recipient::copy_for` at the `Decision` moment,
 //! exactly as it would be for a delivery, and the decision is audited.
+//!
+//! The answer is the patient's business: the patient's current prison (`custody`) and
+//! information governance (auditor, admin) get it in full; a recipient may ask about itself
+//! and learns only how many resources it would be sent and how many withheld; anyone else gets
+//! 403.
 
 use serde_json::{Value, json};
 
@@ -9,7 +14,7 @@ use crate::app::App;
 use crate::auth::Principal;
 use crate::document::ShapeError;
 use crate::domain::{Moment, NhsNumber, OdsCode, Role, systems};
-use crate::error::{ApiError, codes};
+use crate::error::{ApiError, Rejected, codes};
 use crate::fhir::json::parameter as param;
 use crate::policy::{Party, Purpose};
 use crate::recipient::{CopyRequest, Subject, copy_for};
@@ -129,6 +134,7 @@ async fn document(
             (value, Some(latest.id), sender)
         }
     };
+    let given = document_id.is_none();
     let summary = match crate::document::check(&document, &sender_ods) {
         Ok(s) => s,
         Err(ShapeError::Invalid(issues)) => return Err(ApiError::Unprocessable(issues)),
@@ -150,16 +156,72 @@ async fn document(
         ods: sender_ods,
         role: Role::Prison,
     };
-    Ok(Subject::incoming(app, document, summary, sender, document_id).await?)
+    let subject = Subject::incoming(app, document, summary, sender, document_id).await?;
+    // A document given here is routed as intake would route it: refused the same way.
+    if given && !subject.routing_errors.is_empty() {
+        return Err(ApiError::Unprocessable(subject.routing_errors));
+    }
+    Ok(subject)
 }
 
-/// Answers `$sharing-decision` as an R4 Parameters resource.
+/// How much of the answer the caller may see.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum View {
+    /// Every resource with its verdict, rule, basis and labels, the removals and the losses.
+    Full,
+    /// A recipient asking about itself: how many resources it would be sent and how many
+    /// withheld, never what (types, references, labels, consent ids).
+    Counts,
+}
+
+/// Who may ask: the patient's current prison and IG (auditor, admin) in full; a recipient about
+/// itself (counts only); anyone else is refused (403, audited by the edge with the patient).
+async fn view(app: &App, principal: &Principal, q: &Question) -> Result<View, ApiError> {
+    match principal.role {
+        Role::Auditor | Role::Admin => return Ok(View::Full),
+        Role::Prison
+            if crate::custody::of(app, q.nhs.as_str())
+                .await?
+                .is_current(&principal.ods) =>
+        {
+            return Ok(View::Full);
+        }
+        _ => {}
+    }
+    if q.recipient == principal.ods {
+        return Ok(View::Counts);
+    }
+    Err(ApiError::forbidden(
+        codes::CUSTODY_DECISION,
+        format!(
+            "{} may ask what it would receive itself (counts only), not what {} would: the \
+             full answer is for the patient's current prison and for information governance.",
+            principal.ods, q.recipient
+        ),
+    ))
+}
+
+/// Answers `$sharing-decision` as an R4 Parameters resource. A refusal names the patient when
+/// the question does.
 pub async fn sharing_decision(
     app: &App,
     principal: &Principal,
     params: &Value,
-) -> Result<Value, ApiError> {
+) -> Result<Value, Rejected> {
     let q = question(params)?;
+    let nhs = q.nhs.as_str().to_string();
+    answer(app, principal, params, q)
+        .await
+        .map_err(|e| e.about(&nhs))
+}
+
+async fn answer(
+    app: &App,
+    principal: &Principal,
+    params: &Value,
+    q: Question,
+) -> Result<Value, ApiError> {
+    let view = view(app, principal, &q).await?;
     let subject = document(app, principal, params, &q.nhs).await?;
     let recipient = subject.recipient(app, &q.recipient, None);
     let target = crate::delivery::target_for(app, &recipient.ods, recipient.role).await?;
@@ -180,6 +242,16 @@ pub async fn sharing_decision(
     let mut out = Vec::new();
     out.push(json!({"name": "recipient", "valueIdentifier": {"system": systems::ODS_ORGANISATION, "value": copy.recipient.ods.as_str()}}));
     out.push(json!({"name": "purpose", "valueCode": q.purpose.code()}));
+    if view == View::Counts {
+        let shared = if d.agreement.is_some() {
+            d.shared().count()
+        } else {
+            0
+        };
+        out.push(json!({"name": "shared", "valueInteger": shared}));
+        out.push(json!({"name": "withheld", "valueInteger": d.resources.len() - shared}));
+        return Ok(json!({"resourceType": "Parameters", "parameter": out}));
+    }
     if let Some((id, version)) = &d.agreement {
         out.push(json!({"name": "agreement", "valueString": format!("{id}|{version}")}));
     }

@@ -48,7 +48,8 @@ pub fn sample_registrations(certs_dir: &Path) -> Vec<ClientRegistration> {
                     ],
                 ),
                 "drug-service" => ("service", &["system/*.rs"]),
-                _ => ("auditor", &["system/AuditEvent.rs"]),
+                // IG: the audit log, and `$sharing-decision` in full.
+                _ => ("auditor", &["system/AuditEvent.rs", "system/Bundle.r"]),
             };
             ClientRegistration {
                 id: c.id.to_string(),

@@ -72,7 +72,7 @@ impl OdsCode {
             Ok(OdsCode(value.to_string()))
         } else {
             Err(format!(
-                "{value:?} is not an ODS code (3 to 10 upper-case letters and digits)"
+                "{value:?} is not an ODS code (3 to 10 ASCII upper-case letters and digits, exactly as registered)"
             ))
         }
     }
@@ -138,6 +138,11 @@ pub enum Role {
     Auditor,
     /// Gateway operators.
     Admin,
+    /// An organisation the directory does not know (a care-plan performer that is neither a
+    /// registered client, nor an endpoint, nor on the prison register): the document's word is
+    /// all there is, so it gets no grant by role or relationship, only what an agreement grants
+    /// its ODS code. Never a client's role, an agreement party's or a consent actor's.
+    Unknown,
 }
 
 impl Role {
@@ -149,6 +154,7 @@ impl Role {
             Role::Service => "service",
             Role::Auditor => "auditor",
             Role::Admin => "admin",
+            Role::Unknown => "unknown",
         }
     }
 }
@@ -163,6 +169,7 @@ impl FromStr for Role {
             "service" => Role::Service,
             "auditor" => Role::Auditor,
             "admin" => Role::Admin,
+            "unknown" => Role::Unknown,
             other => return Err(format!("unknown role {other:?}")),
         })
     }
@@ -434,5 +441,19 @@ mod tests {
         assert!(OdsCode::parse("Y02307").is_ok());
         assert!(OdsCode::parse("y02307").is_err());
         assert!(OdsCode::parse("Y0").is_err());
+    }
+
+    #[test]
+    fn ods_codes_with_look_alike_characters_or_spaces_are_refused() {
+        // Cyrillic А (U+0410) for Latin A, full-width digits, a trailing space.
+        for bad in [
+            "\u{0410}99001",
+            "A99\u{FF10}01",
+            "A99001 ",
+            " A99001",
+            "a99001",
+        ] {
+            assert!(OdsCode::parse(bad).is_err(), "{bad:?}");
+        }
     }
 }

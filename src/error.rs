@@ -44,6 +44,33 @@ pub enum ApiError {
 /// The gateway's stable failure codes.
 pub use crate::codes;
 
+/// A refused request, with the patient when the use case got far enough to name one (for the
+/// audit entry the edge records).
+#[derive(Debug)]
+pub struct Rejected {
+    pub error: ApiError,
+    pub nhs_number: Option<String>,
+}
+
+impl From<ApiError> for Rejected {
+    fn from(error: ApiError) -> Self {
+        Rejected {
+            error,
+            nhs_number: None,
+        }
+    }
+}
+
+impl ApiError {
+    /// This refusal, naming the patient it concerned.
+    pub fn about(self, nhs_number: &str) -> Rejected {
+        Rejected {
+            error: self,
+            nhs_number: Some(nhs_number.to_string()),
+        }
+    }
+}
+
 impl ApiError {
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> ApiError {
         ApiError::BadRequest(vec![Issue::error("invalid", message).with_code(code)])

@@ -85,6 +85,9 @@ fn hazard_log_covers_the_hazards_the_issue_names() {
         "Agreement widened by an ICB",
         "Recipient endpoint redirected to an attacker",
         "Consent choice silently ignored",
+        "A document routes custody data to a non-prison by claiming it is a prison",
+        "Look-alike ODS code diverts a record",
+        "Consent recorded by a prison that does not hold the patient",
     ] {
         assert!(log.contains(hazard), "missing hazard: {hazard}");
     }

@@ -1,6 +1,8 @@
 //! Intake (DESIGN §4): a prison EHR's document, from bytes to a durable acceptance.
 //!
-//! parse → validate → identify → route → `copy_for` per recipient → plan deliveries → commit
+//! parse → identify → validate → route (by the organisation directory: refused with 422 when an
+//! organisation is named with no exact ODS code or in a role the directory does not hold it in)
+//! → `copy_for` per recipient → plan deliveries → commit
 //! (the document, its deliveries and their audit entries in one transaction; the response only
 //! after it) → receipt. The receipt tells the sender at once, per recipient, what will be shared,
 //! withheld and lost in translation.
@@ -28,22 +30,8 @@ pub enum Receipt {
     Repeat { id: String, issues: Vec<Issue> },
 }
 
-/// A refused document, with the patient when the document got far enough to name one (for the
-/// audit entry the edge records).
-#[derive(Debug)]
-pub struct Rejected {
-    pub error: ApiError,
-    pub nhs_number: Option<String>,
-}
-
-impl From<ApiError> for Rejected {
-    fn from(error: ApiError) -> Self {
-        Rejected {
-            error,
-            nhs_number: None,
-        }
-    }
-}
+/// A refused document, with the patient when the document got far enough to name one.
+pub use crate::error::Rejected;
 
 /// SHA-256 of the document's compact JSON (whitespace-insensitive, order-preserving).
 pub fn content_hash(value: &Value) -> String {
@@ -69,6 +57,15 @@ pub async fn submit(app: &App, principal: &Principal, body: &[u8]) -> Result<Rec
     let subject = Subject::incoming(app, tree, summary, sender, Some(id.clone()))
         .await
         .map_err(|e| named(e.into()))?;
+    // Routing by the organisation directory: an organisation named with no exact ODS code, or
+    // in a role the directory does not hold it in, refuses the document; nothing is routed.
+    if !subject.routing_errors.is_empty() {
+        return Err(named(ApiError::Unprocessable(
+            subject.routing_errors.clone(),
+        )));
+    }
+    let mut warnings = warnings;
+    warnings.extend(subject.routing_warnings.iter().cloned());
     let copies = preview(app, principal, &subject)
         .await
         .map_err(|e| named(e.into()))?;
@@ -181,6 +178,8 @@ async fn commit(
         event_code: summary.event.code().to_string(),
         event_date: Some(summary.event_date.clone()),
         received_at: rfc3339(app.clock.now()),
+        receiving_prison_ods: crate::routing::receiving_prison(&subject.routes)
+            .map(|o| o.to_string()),
         body: body.to_vec(),
     };
     let received = AuditEvent::DocumentReceived {

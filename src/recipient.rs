@@ -14,6 +14,8 @@
 //! document, recipient, profile and the versions of consent and agreements has one place to
 //! live.
 
+use std::collections::BTreeSet;
+
 use serde_json::{Value, json};
 
 use crate::app::App;
@@ -26,7 +28,7 @@ use crate::policy::{
     ConsentDirective, Decision, DecisionRequest, Party, Purpose, RecipientContext, Removal, decide,
     labels,
 };
-use crate::routing::{Directory, Route};
+use crate::routing::{Directory, Route, Routing};
 use crate::store::{StoreError, StoredDocument};
 use crate::translate::{Loss, Source, Target, TranslateError};
 
@@ -40,10 +42,70 @@ pub struct Subject {
     pub sender: Party,
     /// The recipients the document routes to.
     pub routes: Vec<Route>,
+    /// Why the document cannot be routed as it stands (an organisation with no exact ODS code,
+    /// or in a role the directory does not hold it in): intake refuses it with these (422).
+    pub routing_errors: Vec<Issue>,
+    /// What routing tells the sender (a care-plan performer unknown to the directory).
+    pub routing_warnings: Vec<Issue>,
     pub consents: Vec<ConsentDirective>,
     /// Each resource as policy sees it (class, labels, free-text terms): read once for every
     /// recipient.
     pub views: Vec<labels::ResourceView>,
+}
+
+/// The directory as one document sees it: the App's (registered clients, the prison register,
+/// ICBs by postcode) and the endpoints registered for the organisations the document names.
+struct DocumentDirectory<'a> {
+    app: &'a App,
+    endpoints: BTreeSet<OdsCode>,
+}
+
+impl Directory for DocumentDirectory<'_> {
+    fn role_of(&self, ods: &OdsCode) -> Option<Role> {
+        self.app.role_of(ods)
+    }
+
+    fn is_known(&self, ods: &OdsCode) -> bool {
+        self.app.is_known(ods) || self.endpoints.contains(ods)
+    }
+
+    fn is_prison_healthcare(&self, ods: &OdsCode) -> bool {
+        self.app.is_prison_healthcare(ods)
+    }
+
+    fn icb_for_postcode(&self, postcode: Option<&str>) -> Option<OdsCode> {
+        self.app.icb_for_postcode(postcode)
+    }
+}
+
+/// Routes `document` by the organisation directory: first by the App's, then, when an
+/// organisation it names is unknown there, with the endpoints registered for it.
+async fn route_by_directory(
+    app: &App,
+    document: &Value,
+    summary: &DocumentSummary,
+    sender: &OdsCode,
+) -> Result<Routing, StoreError> {
+    let route = |directory: &dyn Directory| {
+        crate::routing::route(
+            document,
+            summary.patient_entry,
+            summary.event,
+            sender,
+            directory,
+        )
+    };
+    let routing = route(app);
+    let mut endpoints = BTreeSet::new();
+    for r in routing.routes.iter().filter(|r| r.role == Role::Unknown) {
+        if app.store.endpoint(r.ods.as_str()).await?.is_some() {
+            endpoints.insert(r.ods.clone());
+        }
+    }
+    if endpoints.is_empty() {
+        return Ok(routing);
+    }
+    Ok(route(&DocumentDirectory { app, endpoints }))
 }
 
 /// Why a stored document could not be prepared for sharing. Never the caller's fault: the
@@ -72,13 +134,7 @@ impl Subject {
         sender: Party,
         document_id: Option<String>,
     ) -> Result<Subject, StoreError> {
-        let routes = crate::routing::route(
-            &document,
-            summary.patient_entry,
-            summary.event,
-            &sender.ods,
-            app,
-        );
+        let routing = route_by_directory(app, &document, &summary, &sender.ods).await?;
         let consents = app
             .sharing
             .consents(app.store.as_ref(), summary.nhs_number.as_str())
@@ -89,7 +145,9 @@ impl Subject {
             summary,
             document_id,
             sender,
-            routes,
+            routes: routing.routes,
+            routing_errors: routing.errors,
+            routing_warnings: routing.warnings,
             consents,
             views,
         })
@@ -114,8 +172,8 @@ impl Subject {
     }
 
     /// The recipient `ods` as this document sees it: its route (role and relationships) when
-    /// the document routes to it, else `role` (or its registered role) with no relationship to
-    /// the patient.
+    /// the document routes to it, else `role` (or its directory role, else [`Role::Unknown`])
+    /// with no relationship to the patient.
     pub fn recipient(&self, app: &App, ods: &OdsCode, role: Option<Role>) -> Route {
         if let Some(route) = self.routes.iter().find(|r| &r.ods == ods) {
             let mut route = route.clone();
@@ -124,9 +182,10 @@ impl Subject {
             }
             return route;
         }
+        // An organisation the directory does not know has no role to be granted anything by.
         Route {
             ods: ods.clone(),
-            role: role.or_else(|| app.role_of(ods)).unwrap_or(Role::Service),
+            role: role.or_else(|| app.role_of(ods)).unwrap_or(Role::Unknown),
             relationships: Default::default(),
             needs_gp_registration: false,
         }

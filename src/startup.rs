@@ -196,6 +196,13 @@ impl Application {
                 "audit.signing_key is the token signing key: the audit log needs a key of its own"
             );
         }
+        let prisons = crate::directory::PrisonRegister::load(&settings.policy.prison_register)?;
+        tracing::info!(units = prisons.active_units(), "Prison register loaded.");
+        for c in &settings.clients {
+            if c.role == crate::domain::Role::Prison && !prisons.is_prison_healthcare(&c.ods) {
+                tracing::warn!(client = %c.id, ods = %c.ods, "A client registered as a prison is not an active prison healthcare unit on the prison register: no transfer will be routed to it.");
+            }
+        }
         let state = web::Data::new(App {
             settings: settings.clone(),
             public_url,
@@ -215,6 +222,7 @@ impl Application {
             failed_authentications: FailureSampler::new(
                 settings.rate_limits.failure_audit_interval_secs,
             ),
+            prisons,
         });
         let access = web::Data::new(api::routes::AccessTable::from_table());
 

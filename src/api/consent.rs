@@ -21,7 +21,9 @@ async fn write(
     id: Option<String>,
 ) -> Result<HttpResponse, ApiError> {
     let consent = super::read_json(&req, payload, &app, app.settings.limits.max_body_bytes).await?;
-    let recorded = crate::consents::record(&app, &principal, consent, id).await?;
+    let recorded = crate::consents::record(&app, &principal, consent, id)
+        .await
+        .map_err(|r| super::refused(&req, r))?;
     let status = if recorded.created {
         StatusCode::CREATED
     } else {
@@ -100,6 +102,7 @@ pub fn nhs_from_param(value: &str) -> Result<NhsNumber, ApiError> {
 
 #[tracing::instrument(name = "Search consents", skip_all)]
 pub async fn search_consents(
+    req: HttpRequest,
     principal: Principal,
     query: web::Query<ConsentSearch>,
     app: web::Data<App>,
@@ -116,7 +119,8 @@ pub async fn search_consents(
         })?;
     let nhs = nhs_from_param(param)?;
     let entries: Vec<Value> = crate::consents::search(&app, &principal, &nhs)
-        .await?
+        .await
+        .map_err(|r| super::refused(&req, r))?
         .into_iter()
         .map(|c| {
             let id = c.get("id").and_then(Value::as_str).unwrap_or_default().to_string();
@@ -131,11 +135,14 @@ pub async fn search_consents(
 
 #[tracing::instrument(name = "Read consent", skip_all)]
 pub async fn read_consent(
+    req: HttpRequest,
     principal: Principal,
     path: web::Path<String>,
     app: web::Data<App>,
 ) -> Result<HttpResponse, ApiError> {
-    let (body, version) = crate::consents::read(&app, &principal, &path.into_inner()).await?;
+    let (body, version) = crate::consents::read(&app, &principal, &path.into_inner())
+        .await
+        .map_err(|r| super::refused(&req, r))?;
     Ok(HttpResponse::Ok()
         .content_type(FHIR_JSON)
         .insert_header((header::ETAG, format!("W/\"{version}\"")))

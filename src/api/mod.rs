@@ -143,6 +143,14 @@ pub fn query_pairs(req: &HttpRequest) -> Result<Vec<(String, String)>, ApiError>
 #[derive(Debug, Clone)]
 pub struct RefusedPatient(pub String);
 
+/// A use case's refusal: the patient it named is kept for the audit entry of the refusal.
+pub fn refused(req: &HttpRequest, rejected: crate::error::Rejected) -> ApiError {
+    if let Some(nhs) = rejected.nhs_number {
+        req.extensions_mut().insert(RefusedPatient(nhs));
+    }
+    rejected.error
+}
+
 /// Audits every refusal made after authentication (400, 403, 409, 413, 415, 422) as
 /// `input-rejected`, naming the route, the status and the reason. Authentication failures and
 /// access denials are audited by the `Principal` extractor, which then keeps no principal here;

@@ -59,7 +59,16 @@ const PRISON: &[Role] = &[Role::Prison];
 const OPERATORS: &[Role] = &[Role::Icb, Role::Admin];
 /// The gateway operator alone: writes data-sharing agreements (an ICB may only read them).
 const ADMINS: &[Role] = &[Role::Admin];
-const DECIDERS: &[Role] = &[Role::Prison, Role::Icb, Role::Admin, Role::Auditor];
+/// `$sharing-decision`: the use case answers the patient's current prison and IG in full, and a
+/// recipient (GP, ICB, service) only about itself, with counts.
+const DECIDERS: &[Role] = &[
+    Role::Prison,
+    Role::Gp,
+    Role::Icb,
+    Role::Service,
+    Role::Admin,
+    Role::Auditor,
+];
 const AUDITORS: &[Role] = &[Role::Auditor];
 
 const fn protected(

@@ -16,7 +16,9 @@ pub async fn sharing_decision(
     app: web::Data<App>,
 ) -> Result<HttpResponse, ApiError> {
     let params = super::read_json(&req, payload, &app, app.settings.limits.max_body_bytes).await?;
-    let answer = crate::decisions::sharing_decision(&app, &principal, &params).await?;
+    let answer = crate::decisions::sharing_decision(&app, &principal, &params)
+        .await
+        .map_err(|r| super::refused(&req, r))?;
     Ok(HttpResponse::Ok()
         .content_type(FHIR_JSON)
         .body(answer.to_string()))

@@ -154,6 +154,12 @@ impl Agreement {
             if n != 1 {
                 return Err("each party names exactly one of ods, role or relationship".into());
             }
+            if p.role == Some(Role::Unknown) {
+                return Err(
+                    "a party cannot be 'any unknown organisation': name its ODS code instead"
+                        .into(),
+                );
+            }
         }
         if let Some(to) = self.valid_to
             && to < self.valid_from
@@ -252,4 +258,74 @@ pub fn load_dir(dir: &std::path::Path) -> anyhow::Result<Vec<Agreement>> {
         out.push(agreement);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn agreement(recipients: Vec<PartySelector>) -> Agreement {
+        Agreement {
+            id: "test".into(),
+            version: 1,
+            title: "test".into(),
+            status: AgreementStatus::Active,
+            senders: vec![PartySelector {
+                ods: None,
+                role: Some(Role::Prison),
+                relationship: None,
+            }],
+            recipients,
+            direction: "prison-to-community".into(),
+            purposes: vec![Purpose::Treat],
+            data_classes: BTreeSet::new(),
+            sensitive_permitted: BTreeSet::new(),
+            consent_required: BTreeSet::new(),
+            custody_data: false,
+            permitted_security_labels: BTreeSet::new(),
+            legal_basis: "test".into(),
+            valid_from: time::macros::date!(2026 - 01 - 01),
+            valid_to: None,
+            review_date: None,
+            ig_contact: "ig@example.org".into(),
+        }
+    }
+
+    fn by_role(role: Role) -> PartySelector {
+        PartySelector {
+            ods: None,
+            role: Some(role),
+            relationship: None,
+        }
+    }
+
+    #[test]
+    fn an_organisation_unknown_to_the_directory_is_covered_only_by_its_ods_code() {
+        let prison = OdsCode::parse("Y02307").unwrap();
+        let unknown = OdsCode::parse("X99077").unwrap();
+        let none = BTreeSet::new();
+        let on = time::macros::date!(2026 - 11 - 30);
+        let covers = |a: &Agreement| {
+            a.covers(
+                (&prison, Role::Prison),
+                (&unknown, Role::Unknown, &none),
+                Purpose::Treat,
+                on,
+            )
+        };
+        // No role-based grant: "any service" does not cover it.
+        assert_eq!(
+            covers(&agreement(vec![by_role(Role::Service)])),
+            Err(NotCovered::Recipient)
+        );
+        // An agreement naming its ODS code does.
+        let named = agreement(vec![PartySelector {
+            ods: Some(unknown.clone()),
+            role: None,
+            relationship: None,
+        }]);
+        assert_eq!(covers(&named), Ok(()));
+        // And no agreement may name "any unknown organisation".
+        assert!(agreement(vec![by_role(Role::Unknown)]).check().is_err());
+    }
 }

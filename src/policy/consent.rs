@@ -315,9 +315,15 @@ fn read_provision(
             (Some(s), Some(v)) if s == systems::ODS_ORGANISATION => {
                 actors.push(ActorSelector::Ods(v.to_string()))
             }
-            (Some(s), Some(v)) if s == RECIPIENT_ROLE_SYSTEM => actors.push(ActorSelector::Role(
-                v.parse().map_err(|e| format!("{path}.actor[{i}]: {e}"))?,
-            )),
+            (Some(s), Some(v)) if s == RECIPIENT_ROLE_SYSTEM => {
+                let role: Role = v.parse().map_err(|e| format!("{path}.actor[{i}]: {e}"))?;
+                if role == Role::Unknown {
+                    return Err(format!(
+                        "{path}.actor[{i}]: organisations unknown to the directory are named by ODS code, not by role"
+                    ));
+                }
+                actors.push(ActorSelector::Role(role))
+            }
             _ => {
                 return Err(format!(
                     "{path}.actor[{i}].reference.identifier must be an ODS code or a recipient role"
@@ -520,4 +526,27 @@ pub fn find_permit(
             .filter(|p| p.kind == ProvisionKind::Permit && p.labels.contains(&label))
             .map(|p| format!("{} {}", c.reference, p.path))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn a_consent_cannot_grant_organisations_unknown_to_the_directory_by_role() {
+        let consent = |role: &str| {
+            json!({"resourceType": "Consent", "id": "c", "status": "active", "provision": {
+                "type": "permit",
+                "actor": [{"reference": {"identifier": {"system": RECIPIENT_ROLE_SYSTEM, "value": role}}}]
+            }})
+        };
+        assert!(ConsentDirective::from_resource(&consent("service"), 1).is_ok());
+        let refused = ConsentDirective::from_resource(&consent("unknown"), 1).unwrap_err();
+        assert!(
+            refused.starts_with("Consent.provision.actor[0]"),
+            "{refused}"
+        );
+    }
 }

@@ -40,6 +40,8 @@ pub struct NewDocument {
     pub event_code: String,
     pub event_date: Option<String>,
     pub received_at: String,
+    /// The receiving prison of a transfer, as routing established it (None otherwise).
+    pub receiving_prison_ods: Option<String>,
     /// The bytes exactly as received.
     pub body: Vec<u8>,
 }
@@ -57,7 +59,19 @@ pub struct StoredDocument {
     pub event_code: String,
     pub event_date: Option<String>,
     pub received_at: String,
+    /// The receiving prison of a transfer, as routing established it at intake.
+    pub receiving_prison_ods: Option<String>,
     pub body: Vec<u8>,
+}
+
+/// One accepted custody document, as custody is read from it: who sent it, what happened and,
+/// for a transfer, the receiving prison.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CustodyRecord {
+    pub sender_ods: String,
+    pub event_code: String,
+    pub receiving_prison_ods: Option<String>,
+    pub received_at: String,
 }
 
 /// A delivery (outbox row) written with the document that causes it.
@@ -306,6 +320,11 @@ pub trait Store: Send + Sync {
 
     /// A patient's documents, newest first.
     async fn documents_for(&self, nhs_number: &str) -> Result<Vec<StoredDocument>, StoreError>;
+
+    /// Which prisons have sent or received a patient's documents: one record per accepted
+    /// document (sender, event, a transfer's receiving prison), newest first. The latest says
+    /// which prison holds the patient now.
+    async fn custody_records(&self, nhs_number: &str) -> Result<Vec<CustodyRecord>, StoreError>;
 
     /// Appends entries to the audit chain in one transaction.
     async fn append_audit(&self, drafts: Vec<AuditDraft>) -> Result<(), StoreError>;

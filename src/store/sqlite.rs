@@ -13,8 +13,8 @@ use sqlx::{Row, Sqlite, Transaction};
 
 use super::{
     Acceptance, AgreementRecord, AuditFilter, Checkpoint, ConsentRecord, ConsentWrite,
-    DeliveryFilter, DeliveryRecord, DeliveryUpdate, EndpointRecord, NewDelivery, NewDocument,
-    Store, StoreError, StoredDocument, VersionOutcome,
+    CustodyRecord, DeliveryFilter, DeliveryRecord, DeliveryUpdate, EndpointRecord, NewDelivery,
+    NewDocument, Store, StoreError, StoredDocument, VersionOutcome,
 };
 use crate::chain::{AuditDraft, AuditEntry};
 use crate::clock::{SharedClock, rfc3339};
@@ -113,6 +113,7 @@ fn document_from_row(row: &SqliteRow) -> Result<StoredDocument, sqlx::Error> {
         event_code: row.try_get("event_code")?,
         event_date: row.try_get("event_date")?,
         received_at: row.try_get("received_at")?,
+        receiving_prison_ods: row.try_get("receiving_prison_ods")?,
         body: row.try_get("body")?,
     })
 }
@@ -234,8 +235,8 @@ impl Store for SqliteStore {
         }
         sqlx::query(
             "INSERT INTO documents (id, sender_client, sender_ods, identifier_system, \
-             identifier_value, content_hash, nhs_number, event_code, event_date, received_at, body) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             identifier_value, content_hash, nhs_number, event_code, event_date, received_at, \
+             receiving_prison_ods, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&doc.id)
         .bind(&doc.sender_client)
@@ -247,6 +248,7 @@ impl Store for SqliteStore {
         .bind(&doc.event_code)
         .bind(&doc.event_date)
         .bind(&doc.received_at)
+        .bind(&doc.receiving_prison_ods)
         .bind(&doc.body)
         .execute(&mut *tx)
         .await?;
@@ -301,6 +303,27 @@ impl Store for SqliteStore {
             .iter()
             .map(document_from_row)
             .collect::<Result<_, _>>()?)
+    }
+
+    async fn custody_records(&self, nhs_number: &str) -> Result<Vec<CustodyRecord>, StoreError> {
+        let rows: Vec<(String, String, Option<String>, String)> = sqlx::query_as(
+            "SELECT sender_ods, event_code, receiving_prison_ods, received_at FROM documents \
+             WHERE nhs_number = ? ORDER BY received_at DESC, rowid DESC",
+        )
+        .bind(nhs_number)
+        .fetch_all(&self.readers)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(
+                |(sender_ods, event_code, receiving_prison_ods, received_at)| CustodyRecord {
+                    sender_ods,
+                    event_code,
+                    receiving_prison_ods,
+                    received_at,
+                },
+            )
+            .collect())
     }
 
     async fn append_audit(&self, drafts: Vec<AuditDraft>) -> Result<(), StoreError> {

@@ -45,6 +45,14 @@ pub fn eth_permit_for(ods: &str) -> Value {
     })
 }
 
+/// The sample prison reports the sample patient's release, so that it holds the patient: only a
+/// prison that holds the patient records their Consents.
+pub async fn admit_sample_patient(app: &TestApp, prison_token: &str) {
+    let (release, _) = unique_release();
+    let response = app.post_bundle(prison_token, FHIR_JSON, release).await;
+    assert_eq!(response.status().as_u16(), 201);
+}
+
 /// Posts a Consent as the prison; returns status, headers and body.
 pub async fn post_consent(
     app: &TestApp,
@@ -118,6 +126,7 @@ async fn assert_refused(app: &TestApp, token: &str, consent: Value, status: u16,
 async fn consent_is_created_with_201_a_versioned_location_and_etag() {
     let app = spawn_app().await;
     let token = app.token_for("prison").await;
+    admit_sample_patient(&app, &token).await;
     let (status, headers, body) = post_consent(&app, &token, &eth_permit_for("X99001")).await;
     assert_eq!(status, 201, "{body}");
     assert_eq!(body["resourceType"], "Consent");
@@ -139,6 +148,7 @@ async fn consent_is_created_with_201_a_versioned_location_and_etag() {
 async fn consent_put_records_version_2_and_reads_return_the_latest_version() {
     let app = spawn_app().await;
     let token = app.token_for("prison").await;
+    admit_sample_patient(&app, &token).await;
     let consent = eth_permit_for("X99001");
     let id = record_consent(&app, &token, &consent).await;
 
@@ -171,6 +181,7 @@ async fn consent_put_records_version_2_and_reads_return_the_latest_version() {
 async fn consent_search_by_nhs_number_returns_the_latest_version_of_each_consent() {
     let app = spawn_app().await;
     let token = app.token_for("prison").await;
+    admit_sample_patient(&app, &token).await;
     let consent = eth_permit_for("X99001");
     let id = record_consent(&app, &token, &consent).await;
     withdraw_consent(&app, &token, &id, &consent).await;
@@ -203,8 +214,8 @@ async fn consent_search_by_nhs_number_returns_the_latest_version_of_each_consent
         );
     }
 
-    // Another patient has none.
-    let (status, _, bundle) = status_and_json(
+    // Another patient, whom this prison has never held: not its business.
+    let (status, _, outcome) = status_and_json(
         app.get_as(
             "prison",
             &token,
@@ -214,8 +225,8 @@ async fn consent_search_by_nhs_number_returns_the_latest_version_of_each_consent
         .await,
     )
     .await;
-    assert_eq!(status, 200, "{bundle}");
-    assert_eq!(bundle["total"], 0, "{bundle}");
+    assert_eq!(status, 403, "{outcome}");
+    assert_outcome_code(&outcome, "GW-CUSTODY-01");
 }
 
 #[tokio::test]
@@ -304,6 +315,7 @@ async fn consent_with_an_unknown_status_is_unprocessable() {
 async fn consent_cannot_be_moved_to_another_patient() {
     let app = spawn_app().await;
     let token = app.token_for("prison").await;
+    admit_sample_patient(&app, &token).await;
     let consent = eth_permit_for("X99001");
     let id = record_consent(&app, &token, &consent).await;
     let mut moved = consent.clone();
@@ -345,6 +357,7 @@ async fn consent_that_is_not_json_is_a_bad_request() {
 async fn consent_put_whose_body_id_differs_from_the_url_is_a_bad_request() {
     let app = spawn_app().await;
     let token = app.token_for("prison").await;
+    admit_sample_patient(&app, &token).await;
     let consent = eth_permit_for("X99001");
     let id = record_consent(&app, &token, &consent).await;
     let mut other = consent.clone();
@@ -383,6 +396,7 @@ async fn consent_in_another_media_type_is_unsupported() {
 async fn consent_cannot_be_written_by_a_gp_or_an_icb() {
     let app = spawn_app().await;
     let prison = app.token_for("prison").await;
+    admit_sample_patient(&app, &prison).await;
     let consent = eth_permit_for("X99001");
     let id = record_consent(&app, &prison, &consent).await;
     for who in ["gp", "icb"] {
@@ -453,6 +467,7 @@ async fn unknown_consent_is_not_found() {
 async fn every_consent_version_is_audited_with_its_entity_and_nhs_number() {
     let mut app = spawn_app().await;
     let token = app.token_for("prison").await;
+    admit_sample_patient(&app, &token).await;
     let consent = eth_permit_for("X99001");
     let id = record_consent(&app, &token, &consent).await;
     withdraw_consent(&app, &token, &id, &consent).await;
@@ -492,6 +507,12 @@ async fn every_consent_version_is_audited_with_its_entity_and_nhs_number() {
 async fn consent_provisions_the_gateway_cannot_evaluate_are_refused_not_ignored() {
     let app = spawn_app().await;
     let token = app.token_for("prison").await;
+    // The prison holds the patient: it has sent their release document.
+    let (release, _) = unique_release();
+    assert_eq!(
+        app.post_bundle(&token, FHIR_JSON, release).await.status().as_u16(),
+        201
+    );
     let gp = json!({"system": "https://fhir.nhs.uk/Id/ods-organization-code", "value": "A99001"});
     // Each element the engine does not evaluate, set on the root provision of a deny-all
     // consent, and the element the refusal must name. Ignoring any of them would apply a

@@ -844,6 +844,13 @@ mod flaky {
             self.inner.renew_claims(ids, until).await
         }
 
+        async fn custody_records(
+            &self,
+            nhs_number: &str,
+        ) -> Result<Vec<throughcare::store::CustodyRecord>, StoreError> {
+            self.inner.custody_records(nhs_number).await
+        }
+
         async fn put_endpoint(
             &self,
             endpoint: EndpointRecord,

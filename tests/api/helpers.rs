@@ -351,9 +351,28 @@ impl TestApp {
         format!("{}{path}", self.base_url)
     }
 
-    /// An HTTP client presenting the certificate of the sample client `name`.
+    /// The certificate and key PEM of `name`: a client registered for this gateway alone
+    /// ([`register_client`]), else a sample client.
+    fn identity_of(&self, name: &str) -> Vec<u8> {
+        let extra = self.dir.path().join("clients");
+        match std::fs::read(extra.join(format!("{name}.crt"))) {
+            Ok(mut pem) => {
+                pem.extend_from_slice(&std::fs::read(extra.join(format!("{name}.key"))).unwrap());
+                pem
+            }
+            Err(_) => client_identity(name),
+        }
+    }
+
+    fn key_of(&self, name: &str) -> Vec<u8> {
+        std::fs::read(self.dir.path().join("clients").join(format!("{name}.key")))
+            .unwrap_or_else(|_| client_key(name))
+    }
+
+    /// An HTTP client presenting the certificate of the client `name` (a sample client, or one
+    /// registered with [`register_client`]).
     pub fn client_for(&self, name: &str) -> reqwest::Client {
-        http_client(&ca_pem(), Some(&client_identity(name))).unwrap()
+        http_client(&ca_pem(), Some(&self.identity_of(name))).unwrap()
     }
 
     /// An HTTP client presenting no client certificate.
@@ -369,7 +388,7 @@ impl TestApp {
 
     /// A token for `name` through the real token endpoint, over the given client.
     pub async fn token_over(&self, name: &str, http: reqwest::Client) -> String {
-        GatewayClient::new(&self.base_url, name, client_key(name), http)
+        GatewayClient::new(&self.base_url, name, self.key_of(name), http)
             .token()
             .await
             .unwrap_or_else(|e| panic!("a token for {name} should be issued: {e:#}"))
@@ -494,6 +513,64 @@ impl TestApp {
     pub fn database_file(&self) -> PathBuf {
         self.data_dir().join(throughcare::store::sqlite_file_name())
     }
+}
+
+/// Registers one more client, `id` for organisation `ods` in `role` with `scopes`, with a
+/// certificate issued now by the development CA into the test's own folder (beside
+/// `settings.server.data_dir`), for a gateway started with these settings.
+pub fn register_client(
+    settings: &mut Settings,
+    id: &str,
+    ods: &str,
+    role: throughcare::domain::Role,
+    scopes: &[&str],
+) {
+    let dir = settings
+        .server
+        .data_dir
+        .parent()
+        .expect("the data directory is inside the test folder")
+        .join("clients");
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca_key = std::fs::read_to_string(certs_dir().join("ca.key")).unwrap();
+    let (cert, key) =
+        throughcare::certs::issue_client(&ca_key, id, ods, &format!("Test organisation {ods}"))
+            .unwrap();
+    let certificate = dir.join(format!("{id}.crt"));
+    std::fs::write(&certificate, cert).unwrap();
+    std::fs::write(dir.join(format!("{id}.key")), key).unwrap();
+    // Start from a sample registration, so that settings added to registrations keep their
+    // defaults here.
+    let mut registration = settings
+        .clients
+        .first()
+        .cloned()
+        .expect("the sample clients are registered");
+    registration.id = id.to_string();
+    registration.ods = throughcare::domain::OdsCode::parse(ods).unwrap();
+    registration.role = role;
+    registration.scopes = scopes.iter().map(|s| s.to_string()).collect();
+    registration.certificate = certificate;
+    registration.name = Some(format!("Test organisation {ods}"));
+    registration.break_glass = false;
+    registration.profile = None;
+    settings.clients.push(registration);
+}
+
+/// Registers a prison healthcare unit's client with the sample prison's scopes.
+pub fn register_prison(settings: &mut Settings, id: &str, ods: &str) {
+    register_client(
+        settings,
+        id,
+        ods,
+        throughcare::domain::Role::Prison,
+        &[
+            "system/Bundle.crs",
+            "system/Consent.crus",
+            "system/Task.rs",
+            "system/Patient.rs",
+        ],
+    );
 }
 
 /// The sample document with its `Bundle.identifier.value` made unique.

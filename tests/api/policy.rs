@@ -250,7 +250,15 @@ fn bristol_icb(settings: &mut throughcare::config::Settings) {
 /// The decision for the sample ICB on the sample released with no GP (the ICB is then the
 /// release-area ICB), asked by the prison that wrote it.
 async fn release_area_icb_verdict(app: &TestApp, prison: &str) -> (Verdict, String) {
-    let params = with_document(decision_request(ICB), &release_without_gp());
+    // Only the patient's current prison is answered: it has sent the patient's document.
+    let document = release_without_gp();
+    let status = app
+        .post_bundle(prison, FHIR_JSON, document.clone())
+        .await
+        .status()
+        .as_u16();
+    assert!(status == 201 || status == 200, "{status}");
+    let params = with_document(decision_request(ICB), &document);
     let (status, body, text) = ask(app, "prison", prison, &params).await;
     assert_eq!(status, 200, "{body}");
     (verdict(&body), text)
@@ -724,19 +732,23 @@ async fn sharing_decision_refuses_missing_or_wrong_parameters_with_422() {
 #[tokio::test]
 async fn sharing_decision_without_a_stored_or_given_document_is_not_found() {
     let app = spawn_app().await;
-    let prison = app.token_for("prison").await;
-    let (status, body, _) = ask(&app, "prison", &prison, &decision_request(GP)).await;
+    // IG asks: nothing is stored for the patient.
+    let auditor = app.token_for("auditor").await;
+    let (status, body, _) = ask(&app, "auditor", &auditor, &decision_request(GP)).await;
     assert_eq!(status, 404, "{body}");
     assert_outcome_code(&body, "GW-NOT-FOUND");
+    // A prison that does not hold the patient is not told even that.
+    let prison = app.token_for("prison").await;
+    let (status, body, _) = ask(&app, "prison", &prison, &decision_request(GP)).await;
+    assert_eq!(status, 403, "{body}");
+    assert_outcome_code(&body, "GW-CUSTODY-02");
 
-    // With the document given, nothing needs to be stored; an ICB may ask about a prison's
-    // document.
-    let icb = app.token_for("icb").await;
+    // With the document given, nothing needs to be stored.
     let (release, _) = unique_release();
     let (status, body, _) = ask(
         &app,
-        "icb",
-        &icb,
+        "auditor",
+        &auditor,
         &with_document(decision_request(GP), &release),
     )
     .await;
@@ -748,15 +760,15 @@ async fn sharing_decision_without_a_stored_or_given_document_is_not_found() {
 }
 
 #[tokio::test]
-async fn sharing_decision_is_refused_to_a_gp_and_to_a_drug_service() {
+async fn sharing_decision_about_another_recipient_is_refused_to_a_gp_and_to_a_drug_service() {
     let app = spawn_app().await;
     let prison = app.token_for("prison").await;
     post_sample(&app, &prison).await;
-    for who in ["gp", "drug-service"] {
+    for (who, about) in [("gp", DRUG_SERVICE), ("drug-service", GP)] {
         let token = app.token_for(who).await;
-        let (status, body, _) = ask(&app, who, &token, &decision_request(GP)).await;
+        let (status, body, _) = ask(&app, who, &token, &decision_request(about)).await;
         assert_eq!(status, 403, "{who}: {body}");
-        assert_outcome_code(&body, "GW-AUTH-04");
+        assert_outcome_code(&body, "GW-CUSTODY-02");
     }
     let response = app
         .send_as(
