@@ -10,7 +10,7 @@ SRC = os.path.join(os.path.dirname(__file__), "..", "src")
 LAYERS = [
     (4, ["main", "cli", "demo", "startup", "api"]),
     (3, ["app", "intake", "pipeline", "sharing", "pull", "consents", "custody", "delivery", "recipient",
-         "admin", "decisions", "preview", "error"]),
+         "admin", "decisions", "preview", "error", "custody"]),
     (2, ["audit", "store", "auth", "certs", "client", "tls", "metrics", "transport"]),
     (1, ["policy", "translate", "validate", "routing", "document", "directory"]),
     (0, ["domain", "fhir", "config", "clock", "codes", "chain", "lib", "hazard_log_tests"]),

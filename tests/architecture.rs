@@ -38,6 +38,7 @@ const LAYERS: &[(u8, &[&str])] = &[
             "recipient",
             "admin",
             "decisions",
+            "custody",
             "preview",
             "error",
         ],
