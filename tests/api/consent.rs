@@ -510,7 +510,10 @@ async fn consent_provisions_the_gateway_cannot_evaluate_are_refused_not_ignored(
     // The prison holds the patient: it has sent their release document.
     let (release, _) = unique_release();
     assert_eq!(
-        app.post_bundle(&token, FHIR_JSON, release).await.status().as_u16(),
+        app.post_bundle(&token, FHIR_JSON, release)
+            .await
+            .status()
+            .as_u16(),
         201
     );
     let gp = json!({"system": "https://fhir.nhs.uk/Id/ods-organization-code", "value": "A99001"});
