@@ -34,6 +34,10 @@ pub enum Command {
         /// Directory for the SQLite store and the signing key.
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        /// Start even when a FHIR package is missing or unreadable (development only: the
+        /// gateway then validates against less than its profiles need).
+        #[arg(long)]
+        allow_missing_packages: bool,
     },
     /// Run a release end to end on the embedded defaults, printing each step.
     Demo,
@@ -111,8 +115,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             config,
             listen,
             data_dir,
+            allow_missing_packages,
         } => {
-            let settings = Settings::load(config.as_deref(), &Overrides { listen, data_dir })?;
+            let mut settings = Settings::load(config.as_deref(), &Overrides { listen, data_dir })?;
+            if allow_missing_packages {
+                tracing::warn!(
+                    "--allow-missing-packages: the gateway may validate against less than its profiles need (development only)."
+                );
+                settings.fhir.allow_missing_packages = true;
+            }
             let app = crate::startup::Application::build(settings).await?;
             tracing::info!(url = app.public_url(), "Gateway listening.");
             app.run_until_stopped().await?;

@@ -152,11 +152,16 @@ impl Default for RateLimitSettings {
 pub struct FhirSettings {
     /// Our own StructureDefinitions (the prison profiles), one JSON file per profile.
     pub profiles_dir: PathBuf,
-    /// External packages (FHIR R4 core, UK Core R4, GP Connect STU3): folders of JSON
-    /// conformance resources, loaded like implementation-guide packages. A folder that does not
-    /// exist is reported at start-up and skipped.
+    /// External packages (FHIR R4 core, UK Core R4, GP Connect STU3): folders of conformance
+    /// resources (`.json`, or gzip-compressed `.json.gz`), loaded like implementation-guide
+    /// packages. The repository ships them in `packages/` (`packages/README.md`).
     #[serde(default)]
     pub packages: Vec<PathBuf>,
+    /// Start even when a package folder is missing or a package file cannot be read
+    /// (development only: the gateway then validates against less than its profiles need, and
+    /// says so at start-up and in `/readyz`). Without it, `serve` refuses to start.
+    #[serde(default)]
+    pub allow_missing_packages: bool,
     /// Declarative translation rules and ConceptMaps.
     pub mappings_dir: PathBuf,
 }
@@ -365,12 +370,12 @@ impl Default for Settings {
             rate_limits: RateLimitSettings::default(),
             fhir: FhirSettings {
                 profiles_dir: PathBuf::from("profiles"),
-                // The example set-up reads the public corpus beside the repository; a deployment
-                // names its own package folders (missing ones are reported at start-up).
-                packages: ["fhir-r4-core", "uk-core-r4-json", "gpconnect-stu3-json"]
+                // The packages the repository ships (packages/README.md: sources, licences).
+                packages: ["hl7.fhir.r4.core", "uk.core.r4", "gpconnect.stu3"]
                     .iter()
-                    .map(|p| PathBuf::from("../shared/corpus").join(p))
+                    .map(|p| PathBuf::from("packages").join(p))
                     .collect(),
+                allow_missing_packages: false,
                 mappings_dir: PathBuf::from("mappings"),
             },
             policy: PolicySettings {

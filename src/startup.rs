@@ -163,8 +163,30 @@ impl Application {
             code_systems = report.code_systems,
             "Profiles loaded."
         );
-        for missing in &report.missing_packages {
-            tracing::warn!(package = %missing.display(), "FHIR package folder is missing: validation covers only what is loaded.");
+        // Fail closed: without its packages the gateway would accept documents it cannot check.
+        let broken: Vec<String> = report
+            .missing_packages
+            .iter()
+            .map(|p| format!("FHIR package folder is missing: {}", p.display()))
+            .chain(
+                report
+                    .unreadable_files
+                    .iter()
+                    .map(|p| format!("FHIR package file cannot be read: {}", p.display())),
+            )
+            .collect();
+        if !broken.is_empty() {
+            if !settings.fhir.allow_missing_packages {
+                anyhow::bail!(
+                    "{}; the gateway will not start without its FHIR packages (packages/ ships them; --allow-missing-packages is for development only)",
+                    broken.join("; ")
+                );
+            }
+            for b in &broken {
+                tracing::error!(
+                    "{b}: validation covers only what is loaded (--allow-missing-packages; development only)."
+                );
+            }
         }
         for warning in &report.warnings {
             tracing::debug!(%warning, "Profile loading warning.");

@@ -16,7 +16,27 @@ pub async fn readyz(app: web::Data<App>) -> Result<HttpResponse, ApiError> {
         tracing::warn!(error = %e, "Store is not ready.");
         ApiError::Unavailable(Issue::error("transient", "The store is not ready."))
     })?;
-    Ok(HttpResponse::Ok().json(json!({"status": "ready"})))
+    let report = app.validator.report();
+    let packages: Vec<String> = report
+        .loaded_packages
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
+    let missing: Vec<String> = report
+        .missing_packages
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({
+        "status": "ready",
+        "fhir": {
+            "packages": packages,
+            "missingPackages": missing,
+            "profiles": report.profiles,
+            "valueSets": report.value_sets,
+            "codeSystems": report.code_systems,
+        }
+    })))
 }
 
 /// `GET /metrics`: Prometheus text exposition. Carries counts only, never patient data.

@@ -544,7 +544,8 @@ pub(crate) fn parse_conformance(bytes: &[u8]) -> Result<Vec<Conformance>, serde_
     serde_json::from_slice::<FileContent>(bytes).map(|c| c.0)
 }
 
-/// Every `.json` file under `dir`, recursively, in a stable order.
+/// Every `.json` (or gzip-compressed `.json.gz`) file under `dir`, recursively, in a stable
+/// order.
 pub(crate) fn json_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
@@ -559,6 +560,9 @@ pub(crate) fn json_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
             } else if p
                 .extension()
                 .is_some_and(|e| e.eq_ignore_ascii_case("json"))
+                || p.to_string_lossy()
+                    .to_ascii_lowercase()
+                    .ends_with(".json.gz")
             {
                 out.push(p);
             }

@@ -71,6 +71,10 @@ pub struct LoadReport {
     pub code_systems: usize,
     /// Package folders (and the profiles folder) that do not exist.
     pub missing_packages: Vec<PathBuf>,
+    /// Package folders that were read.
+    pub loaded_packages: Vec<PathBuf>,
+    /// Package files that could not be read or parsed (skipped).
+    pub unreadable_files: Vec<PathBuf>,
     /// Files that could not be read, definitions that could not be compiled, invariants that
     /// are not evaluated, and similar.
     pub warnings: Vec<String>,
@@ -116,6 +120,9 @@ impl Validator {
             }
             let found = json_files(&dir)
                 .with_context(|| format!("reading the folder {}", dir.display()))?;
+            if !own {
+                report.loaded_packages.push(dir.clone());
+            }
             files.extend(found.into_iter().map(|f| (f, own)));
         }
         let loaded = parse_files(files);
@@ -136,6 +143,7 @@ impl Validator {
                     report
                         .warnings
                         .push(format!("{} was skipped: {e}", file.path.display()));
+                    report.unreadable_files.push(file.path.clone());
                     continue;
                 }
             };
@@ -403,6 +411,18 @@ impl ResourceProfiles for NestedScope<'_> {
 fn parse_files(files: Vec<(PathBuf, bool)>) -> Vec<LoadedFile> {
     fn load_one(path: &Path, own: bool) -> LoadedFile {
         let result = std::fs::read(path)
+            .and_then(|bytes| {
+                if path.extension().is_some_and(|e| e == "gz") {
+                    let mut out = Vec::with_capacity(bytes.len() * 12);
+                    std::io::Read::read_to_end(
+                        &mut flate2::read::GzDecoder::new(bytes.as_slice()),
+                        &mut out,
+                    )?;
+                    Ok(out)
+                } else {
+                    Ok(bytes)
+                }
+            })
             .map_err(|e| e.to_string())
             .and_then(|bytes| parse_conformance(&bytes).map_err(|e| e.to_string()));
         LoadedFile {

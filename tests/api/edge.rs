@@ -102,3 +102,58 @@ async fn two_authorization_headers_are_refused_with_400() {
     let outcome: Value = response.json().await.unwrap();
     assert_outcome_code(&outcome, "GW-REQ-06");
 }
+
+/// The gateway carries its own FHIR packages and fails closed: a configured package that is
+/// missing stops start-up (it would otherwise accept documents it cannot check), unless the
+/// development flag is given, and `/readyz` says what was loaded.
+#[tokio::test]
+async fn the_gateway_refuses_to_start_without_its_fhir_packages_unless_told_to() {
+    use throughcare::startup::{Application, BuildOptions};
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = test_settings(&dir.path().join("data"));
+    settings
+        .fhir
+        .packages
+        .push(dir.path().join("no-such-package"));
+    let options = BuildOptions {
+        disable_signals: true,
+        ..BuildOptions::default()
+    };
+    let refused = Application::build_with(settings.clone(), options.clone()).await;
+    let message = format!("{:#}", refused.err().expect("start-up is refused"));
+    assert!(
+        message.contains("FHIR package folder is missing"),
+        "{message}"
+    );
+    settings.fhir.allow_missing_packages = true;
+    let app = Application::build_with(settings, options)
+        .await
+        .expect("the development flag lets it start");
+    let url = format!("{}/readyz", app.public_url());
+    let handle = app.handle();
+    let server = tokio::spawn(app.run_until_stopped());
+    let ready: Value = throughcare::client::http_client(&ca_pem(), None)
+        .unwrap()
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        ready["fhir"]["packages"].as_array().unwrap().len(),
+        3,
+        "{ready}"
+    );
+    assert!(
+        ready["fhir"]["missingPackages"][0]
+            .as_str()
+            .unwrap()
+            .ends_with("no-such-package"),
+        "{ready}"
+    );
+    assert!(ready["fhir"]["profiles"].as_u64().unwrap() > 500, "{ready}");
+    handle.stop(true).await;
+    let _ = server.await;
+}
