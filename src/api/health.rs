@@ -35,6 +35,7 @@ pub async fn readyz(app: web::Data<App>) -> Result<HttpResponse, ApiError> {
             "profiles": report.profiles,
             "valueSets": report.value_sets,
             "codeSystems": report.code_systems,
+            "invariantsNotEvaluated": report.invariants_not_evaluated.len(),
         }
     })))
 }

@@ -20,6 +20,8 @@ pub(crate) struct Walker<'a, 'v> {
     path: String,
     resource: &'v Value,
     root: &'v Value,
+    /// The Bundle the resource is an entry of, for `resolve()`.
+    bundle: Option<&'v Value>,
     scratch: String,
 }
 
@@ -38,8 +40,15 @@ impl<'a, 'v> Walker<'a, 'v> {
             path: path.to_string(),
             resource,
             root: resource,
+            bundle: None,
             scratch: String::new(),
         }
+    }
+
+    /// The Bundle the resource is an entry of (references resolve within it).
+    pub fn in_bundle(mut self, bundle: Option<&'v Value>) -> Self {
+        self.bundle = bundle;
+        self
     }
 
     fn node(&self, t: TreeId, n: NodeId) -> &'a Node {
@@ -241,13 +250,22 @@ impl<'a, 'v> Walker<'a, 'v> {
     fn constraints(&mut self, t: TreeId, n: NodeId, focus: &'v Value) {
         let node = self.node(t, n);
         for c in &node.constraints {
-            if c.expr.check(focus, self.resource, self.root) == Some(false) {
-                let severity = if c.error {
-                    Severity::Error
-                } else {
-                    Severity::Warning
-                };
-                self.report(severity, "invariant", format!("{}: {}", c.key, c.human));
+            match c.expr.check(focus, self.resource, self.root, self.bundle) {
+                Ok(Some(false)) => {
+                    let severity = if c.error {
+                        Severity::Error
+                    } else {
+                        Severity::Warning
+                    };
+                    self.report(severity, "invariant", format!("{}: {}", c.key, c.human));
+                }
+                Ok(_) => {}
+                // An invariant that cannot be evaluated here is said so, never passed silently.
+                Err(why) => self.report(
+                    Severity::Warning,
+                    "not-supported",
+                    format!("{} could not be evaluated ({why}): {}", c.key, c.human),
+                ),
             }
         }
     }

@@ -15,6 +15,7 @@ mod fhirpath;
 mod loader;
 mod snapshot;
 mod terminology;
+pub mod xhtml;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -75,6 +76,9 @@ pub struct LoadReport {
     pub loaded_packages: Vec<PathBuf>,
     /// Package files that could not be read or parsed (skipped).
     pub unreadable_files: Vec<PathBuf>,
+    /// Invariants (by key) whose expression this evaluator cannot compile: they are not
+    /// evaluated, and `/readyz` says how many.
+    pub invariants_not_evaluated: Vec<String>,
     /// Files that could not be read, definitions that could not be compiled, invariants that
     /// are not evaluated, and similar.
     pub warnings: Vec<String>,
@@ -185,6 +189,8 @@ impl Validator {
             registry.tree(url);
         }
         report.warnings.append(&mut registry.warnings);
+        report.invariants_not_evaluated = registry.unsupported.keys().cloned().collect();
+        report.invariants_not_evaluated.sort();
         if !registry.unsupported.is_empty() {
             let list: Vec<String> = registry
                 .unsupported
@@ -249,7 +255,7 @@ impl Validator {
             .and_then(Value::as_str)
             .unwrap_or("Resource")
             .to_string();
-        self.validate_into(resource, profile, defaults, &root, &mut issues);
+        self.validate_into(resource, profile, defaults, &root, &mut issues, None);
         dedupe(&mut issues);
         issues
     }
@@ -261,6 +267,7 @@ impl Validator {
         defaults: ProfileSet,
         path: &str,
         issues: &mut Vec<Issue>,
+        bundle: Option<&Value>,
     ) {
         let Some(rt) = resource.get("resourceType").and_then(Value::as_str) else {
             issues.push(
@@ -274,7 +281,8 @@ impl Validator {
             defaults,
         };
         for t in trees {
-            let mut walker = Walker::new(&self.compiled, &scope, issues, path, resource);
+            let mut walker =
+                Walker::new(&self.compiled, &scope, issues, path, resource).in_bundle(bundle);
             walker.resource(t, resource);
         }
         if rt == "Bundle"
@@ -283,7 +291,7 @@ impl Validator {
             for (i, entry) in entries.iter().enumerate() {
                 if let Some(r) = entry.get("resource") {
                     let p = format!("{path}.entry[{i}].resource");
-                    self.validate_into(r, None, defaults, &p, issues);
+                    self.validate_into(r, None, defaults, &p, issues, Some(resource));
                 }
             }
         }

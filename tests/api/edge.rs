@@ -154,6 +154,11 @@ async fn the_gateway_refuses_to_start_without_its_fhir_packages_unless_told_to()
         "{ready}"
     );
     assert!(ready["fhir"]["profiles"].as_u64().unwrap() > 500, "{ready}");
+    // Invariants this evaluator cannot compile are counted, not hidden.
+    assert!(
+        ready["fhir"]["invariantsNotEvaluated"].as_u64().is_some(),
+        "{ready}"
+    );
     handle.stop(true).await;
     let _ = server.await;
 }

@@ -197,3 +197,19 @@ async fn a_long_issue_list_is_capped_and_the_rest_counted() {
         list[200]
     );
 }
+
+/// Narrative is checked by the XHTML rules of FHIR R4 (txt-1, `htmlChecks()`): a script in a
+/// Patient's narrative refuses the document, where it used to pass unchecked.
+#[tokio::test]
+async fn a_narrative_with_a_script_is_refused_at_intake() {
+    let app = spawn_app().await;
+    let token = app.token_for("prison").await;
+    let document = release_tree(|b| {
+        b["entry"][1]["resource"]["text"] = json!({"status": "generated",
+            "div": "<div xmlns=\"http://www.w3.org/1999/xhtml\"><p>Patient</p><script>alert(1)</script></div>"});
+    });
+    let (status, _, outcome) =
+        status_and_json(app.post_bundle(&token, FHIR_JSON, document).await).await;
+    assert_eq!(status, 422, "{outcome}");
+    assert!(diagnostics(&outcome).contains("txt-1"), "{outcome}");
+}

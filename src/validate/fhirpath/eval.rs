@@ -15,6 +15,8 @@ pub(super) struct Env<'a> {
     pub(super) resource: &'a Value,
     pub(super) root: &'a Value,
     pub(super) context: &'a Value,
+    /// The Bundle the resource is an entry of, for `resolve()`.
+    pub(super) bundle: Option<&'a Value>,
 }
 
 #[derive(Debug, Clone)]

@@ -106,6 +106,34 @@ pub(super) fn func_by_name(name: &str) -> Option<Func> {
     })
 }
 
+/// Resolves a reference within the resource (`#id`: a contained resource) or the Bundle it is
+/// an entry of (by `fullUrl`, or by `Type/id`, absolute or relative). Nothing outside them.
+fn resolve<'a>(reference: &str, env: &Env<'a>) -> Option<&'a Value> {
+    if let Some(id) = reference.strip_prefix('#') {
+        return env
+            .resource
+            .get("contained")
+            .and_then(Value::as_array)?
+            .iter()
+            .find(|c| c.get("id").and_then(Value::as_str) == Some(id));
+    }
+    let entries = env.bundle?.get("entry").and_then(Value::as_array)?;
+    let relative = |r: &Value| match (
+        r.get("resourceType").and_then(Value::as_str),
+        r.get("id").and_then(Value::as_str),
+    ) {
+        (Some(t), Some(id)) => Some(format!("{t}/{id}")),
+        _ => None,
+    };
+    entries.iter().find_map(|e| {
+        let r = e.get("resource")?;
+        let by_url = e.get("fullUrl").and_then(Value::as_str) == Some(reference);
+        let by_id = relative(r)
+            .is_some_and(|tid| reference == tid || reference.ends_with(&format!("/{tid}")));
+        (by_url || by_id).then_some(r)
+    })
+}
+
 fn children<'a>(input: &Coll<'a>, out: &mut Coll<'a>) {
     for item in input {
         if let Some(Value::Object(obj)) = item.json() {
@@ -383,7 +411,20 @@ pub(super) fn call<'a>(
             }
         }
         // No resolution of references in an invariant: unknown, so empty.
-        Func::Resolve => Vec::new(),
+        Func::Resolve => {
+            let mut out = Vec::new();
+            for item in &input {
+                let reference = match item.json() {
+                    Some(Value::String(s)) => Some(s.as_str()),
+                    Some(Value::Object(o)) => o.get("reference").and_then(Value::as_str),
+                    _ => None,
+                };
+                if let Some(found) = reference.and_then(|r| resolve(r, env)) {
+                    out.push(Item::Json(found));
+                }
+            }
+            out
+        }
         Func::Extension => {
             let Some(url) = str_arg(args, 0, focus, this, env)? else {
                 return Ok(Vec::new());
@@ -402,7 +443,14 @@ pub(super) fn call<'a>(
             }
             out
         }
-        // The narrative's XHTML is not parsed here.
-        Func::HtmlChecks => boolean(Some(true)),
+        Func::HtmlChecks => match single(&input)? {
+            None => Vec::new(),
+            Some(item) => match item.json() {
+                Some(Value::String(div)) => {
+                    boolean(Some(crate::validate::xhtml::check(div).is_ok()))
+                }
+                _ => boolean(Some(false)),
+            },
+        },
     })
 }

@@ -37,21 +37,30 @@ impl Expr {
         parser::parse(src).map(Expr)
     }
 
-    /// Evaluates an invariant at `focus`: `Some(true/false)`, or `None` when the result is empty
-    /// or not a boolean, or evaluation failed (treated as "not violated" by callers).
-    pub fn check(&self, focus: &Value, resource: &Value, root: &Value) -> Option<bool> {
+    /// Evaluates an invariant at `focus`: `Ok(Some(true/false))`, `Ok(None)` when the result is
+    /// empty or not a boolean, or `Err` when evaluation failed (the caller reports it: an
+    /// invariant that cannot be evaluated is never passed silently). `bundle` is the Bundle the
+    /// resource is an entry of, for `resolve()`.
+    pub fn check(
+        &self,
+        focus: &Value,
+        resource: &Value,
+        root: &Value,
+        bundle: Option<&Value>,
+    ) -> Result<Option<bool>, String> {
         let env = Env {
             resource,
             root,
             context: focus,
+            bundle,
         };
         let input = vec![Item::Json(focus)];
-        let out = eval(&self.0, &input, &input, &env).ok()?;
-        match out.as_slice() {
+        let out = eval(&self.0, &input, &input, &env)?;
+        Ok(match out.as_slice() {
             [] => None,
             [one] => one.as_bool(),
             // A non-empty collection that is not a single boolean counts as true.
             _ => Some(true),
-        }
+        })
     }
 }

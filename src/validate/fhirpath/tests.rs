@@ -2,7 +2,10 @@ use super::*;
 use serde_json::json;
 
 fn check(expr: &str, focus: &Value) -> Option<bool> {
-    Expr::compile(expr).unwrap().check(focus, focus, focus)
+    Expr::compile(expr)
+        .unwrap()
+        .check(focus, focus, focus, None)
+        .unwrap()
 }
 
 #[test]
@@ -97,4 +100,43 @@ fn contained_resources_must_be_referenced() {
 fn unsupported_functions_fail_to_compile() {
     assert!(Expr::compile("code.memberOf('http://x')").is_err());
     assert!(Expr::compile("name.where(").is_err());
+}
+
+#[test]
+fn resolve_finds_references_in_the_bundle_and_contained_resources() {
+    let bundle = json!({"resourceType": "Bundle", "entry": [
+        {"fullUrl": "urn:uuid:p1", "resource": {"resourceType": "Patient", "id": "p1"}},
+        {"fullUrl": "https://x/fhir/Practitioner/d1", "resource": {"resourceType": "Practitioner", "id": "d1"}}
+    ]});
+    let obs = json!({"resourceType": "Observation", "subject": {"reference": "urn:uuid:p1"},
+        "performer": [{"reference": "Practitioner/d1"}, {"reference": "#dev"}],
+        "contained": [{"resourceType": "Device", "id": "dev"}]});
+    let e = |src: &str| {
+        Expr::compile(src)
+            .unwrap()
+            .check(&obs, &obs, &obs, Some(&bundle))
+            .unwrap()
+    };
+    assert_eq!(e("subject.resolve() is Patient"), Some(true));
+    assert_eq!(e("performer[0].resolve() is Practitioner"), Some(true));
+    assert_eq!(e("performer[1].resolve() is Device"), Some(true));
+    assert_eq!(e("performer.resolve().count() = 2"), Some(true));
+    // A reference that leads nowhere resolves to nothing.
+    let lost = json!({"resourceType": "Observation", "subject": {"reference": "urn:uuid:zz"}});
+    assert_eq!(
+        Expr::compile("subject.resolve().exists()")
+            .unwrap()
+            .check(&lost, &lost, &lost, Some(&bundle))
+            .unwrap(),
+        Some(false)
+    );
+}
+
+#[test]
+fn html_checks_apply_the_narrative_rules() {
+    let ok = json!({"div": "<div xmlns=\"http://www.w3.org/1999/xhtml\"><p>a</p></div>"});
+    let bad =
+        json!({"div": "<div xmlns=\"http://www.w3.org/1999/xhtml\"><script>x()</script></div>"});
+    assert_eq!(check("div.htmlChecks()", &ok), Some(true));
+    assert_eq!(check("div.htmlChecks()", &bad), Some(false));
 }
