@@ -14,6 +14,8 @@ pub const TYPED_MODEL: &str = "GW-INTAKE-06";
 pub const AUTHOR_MISMATCH: &str = "GW-INTAKE-07";
 pub const IDEMPOTENCY_CONFLICT: &str = "GW-INTAKE-08";
 pub const DUPLICATE_KEY: &str = "GW-INTAKE-09";
+pub const REPLACES_UNKNOWN: &str = "GW-INTAKE-10";
+pub const DELIVERY_REPLACED: &str = "GW-DELIVERY-11";
 pub const ROUTING_ODS: &str = "GW-ROUTING-01";
 pub const ROUTING_DIRECTORY: &str = "GW-ROUTING-02";
 pub const ROUTING_UNKNOWN_PERFORMER: &str = "GW-ROUTING-03";
@@ -91,6 +93,14 @@ pub const ALL: &[(&str, &str)] = &[
     (
         IDEMPOTENCY_CONFLICT,
         "Bundle.identifier was already used by this sender for different content.",
+    ),
+    (
+        REPLACES_UNKNOWN,
+        "A correction replaces a document this sender did not send about this patient.",
+    ),
+    (
+        DELIVERY_REPLACED,
+        "A correcting document replaced the document before this copy went out.",
     ),
     (
         DUPLICATE_KEY,

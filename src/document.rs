@@ -18,6 +18,9 @@ pub struct DocumentSummary {
     pub author_ods: OdsCode,
     /// Index of the Patient entry.
     pub patient_entry: usize,
+    /// The `Bundle.identifier` (system, value) of the document this one corrects
+    /// (`Composition.relatesTo` with code `replaces`).
+    pub replaces: Option<(String, String)>,
 }
 
 /// Why a document does not have the required shape.
@@ -112,6 +115,32 @@ pub fn check(bundle: &Value, caller: &OdsCode) -> Result<DocumentSummary, ShapeE
         return invalid(issues);
     };
     let cpath = "Bundle.entry[0].resource";
+
+    // A correction names the document it replaces by its Bundle.identifier.
+    let mut replaces = None;
+    for (i, r) in array(composition, "relatesTo").iter().enumerate() {
+        if get_str(r, &["code"]) != Some("replaces") {
+            continue;
+        }
+        match (
+            get_str(r, &["targetIdentifier", "system"]),
+            get_str(r, &["targetIdentifier", "value"]),
+        ) {
+            (Some(s), Some(v)) if replaces.is_none() => {
+                replaces = Some((s.to_string(), v.to_string()));
+            }
+            (Some(_), Some(_)) => issues.push(issue(
+                "value",
+                "A document replaces one document only.",
+                format!("{cpath}.relatesTo[{i}]"),
+            )),
+            _ => issues.push(issue(
+                "required",
+                "relatesTo 'replaces' must give targetIdentifier: the Bundle.identifier (system and value) of the document it corrects.",
+                format!("{cpath}.relatesTo[{i}].targetIdentifier"),
+            )),
+        }
+    }
 
     if !composition
         .get("type")
@@ -271,5 +300,6 @@ pub fn check(bundle: &Value, caller: &OdsCode) -> Result<DocumentSummary, ShapeE
         event_date,
         author_ods,
         patient_entry,
+        replaces,
     })
 }

@@ -254,6 +254,8 @@ pub enum TaskStatus {
     Completed,
     Failed,
     Rejected,
+    /// A correction replaced the document before this copy went out.
+    Cancelled,
 }
 
 /// Why a delivery is where it is: the Task's business status.
@@ -276,6 +278,8 @@ pub enum BusinessStatus {
     NothingToShare,
     /// A failure no retry will mend.
     PermanentError,
+    /// A correcting document replaced the document before this copy went out.
+    Replaced,
 }
 
 macro_rules! string_enum {
@@ -315,6 +319,7 @@ string_enum!(TaskStatus, "Task status", {
     Completed => "completed",
     Failed => "failed",
     Rejected => "rejected",
+    Cancelled => "cancelled",
 });
 
 string_enum!(BusinessStatus, "delivery business status", {
@@ -327,6 +332,7 @@ string_enum!(BusinessStatus, "delivery business status", {
     NoAgreement => "no-agreement",
     NothingToShare => "nothing-to-share",
     PermanentError => "permanent-error",
+    Replaced => "replaced",
 });
 
 /// Who did it, as established by authentication (never by the request body).

@@ -49,6 +49,9 @@ pub async fn submit(app: &App, principal: &Principal, body: &[u8]) -> Result<Rec
         nhs_number: Some(nhs_number.clone()),
     };
     let warnings = validate(app, &tree).map_err(named)?;
+    let replaced = replaced_document(app, principal, &summary)
+        .await
+        .map_err(named)?;
     let sender = Party {
         ods: principal.ods.clone(),
         role: principal.role,
@@ -69,7 +72,7 @@ pub async fn submit(app: &App, principal: &Principal, body: &[u8]) -> Result<Rec
     let copies = preview(app, principal, &subject)
         .await
         .map_err(|e| named(e.into()))?;
-    commit(app, principal, body, &subject, copies, warnings)
+    commit(app, principal, body, &subject, copies, warnings, replaced)
         .await
         .map_err(named)
 }
@@ -162,6 +165,7 @@ async fn commit(
     subject: &Subject,
     copies: Vec<RecipientCopy>,
     warnings: Vec<Issue>,
+    replaced: Option<crate::store::StoredDocument>,
 ) -> Result<Receipt, ApiError> {
     let summary = &subject.summary;
     let id = subject.document_id.clone().unwrap_or_default();
@@ -203,6 +207,9 @@ async fn commit(
                 summary.event.code()
             ))];
             issues.extend(warnings);
+            if let Some(old) = &replaced {
+                issues.push(cancel_replaced(app, principal, old, &id).await?);
+            }
             issues.extend(translation_issues(&copies));
             issues.extend(verdict_issues(&copies));
             for d in &deliveries {
@@ -239,6 +246,76 @@ async fn commit(
             .with_code(codes::IDEMPOTENCY_CONFLICT),
         )),
     }
+}
+
+/// The document a correction replaces (`Composition.relatesTo` `replaces`): one this sender sent
+/// about this patient, else 422.
+async fn replaced_document(
+    app: &App,
+    principal: &Principal,
+    summary: &DocumentSummary,
+) -> Result<Option<crate::store::StoredDocument>, ApiError> {
+    let Some((system, value)) = &summary.replaces else {
+        return Ok(None);
+    };
+    let refuse = |why: &str| {
+        ApiError::unprocessable(
+            codes::REPLACES_UNKNOWN,
+            format!("The document this one replaces ({system}|{value}) {why}."),
+            "Bundle.entry[0].resource.relatesTo",
+        )
+    };
+    let old = app
+        .store
+        .document_by_identifier(principal.ods.as_str(), system, value)
+        .await?
+        .ok_or_else(|| refuse("was not sent by this organisation"))?;
+    if old.nhs_number != summary.nhs_number.as_str() {
+        return Err(refuse("is about another patient"));
+    }
+    Ok(Some(old))
+}
+
+/// Cancels the copies of the replaced document that have not gone out (the correction goes
+/// instead); those that went out are followed by the correction, which their recipients see as
+/// a replacement. Audited per delivery; said in the receipt.
+async fn cancel_replaced(
+    app: &App,
+    principal: &Principal,
+    old: &crate::store::StoredDocument,
+    new_id: &str,
+) -> Result<Issue, ApiError> {
+    let reason = format!("replaced by Bundle/{new_id}");
+    let cancelled = app
+        .store
+        .cancel_deliveries(&old.id, &reason, codes::DELIVERY_REPLACED, &app.now_stamp())
+        .await?;
+    let events = cancelled
+        .iter()
+        .map(|d| {
+            AuditEvent::DeliveryChanged {
+                actor: Some(principal.actor()),
+                what: "delivery-cancelled",
+                delivery_id: d.id.clone(),
+                document_id: d.document_id.clone(),
+                nhs_number: d.nhs_number.clone(),
+                recipient: d.recipient_ods.clone(),
+                attempt: d.attempts,
+                status_code: None,
+                reason: Some(reason.clone()),
+                success: true,
+            }
+            .into_draft()
+        })
+        .collect::<Vec<_>>();
+    if !events.is_empty() {
+        app.store.append_audit(events).await?;
+    }
+    Ok(Issue::information(format!(
+        "Replaces Bundle/{}: {} copies not yet sent were cancelled; copies already sent are followed by this correction.",
+        old.id,
+        cancelled.len()
+    )))
 }
 
 /// What each recipient's copy loses in translation, and whether it conforms to its profile, as

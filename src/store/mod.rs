@@ -318,6 +318,24 @@ pub trait Store: Send + Sync {
 
     async fn document(&self, id: &str) -> Result<Option<StoredDocument>, StoreError>;
 
+    /// The document `sender_ods` sent under `Bundle.identifier` `system|value`.
+    async fn document_by_identifier(
+        &self,
+        sender_ods: &str,
+        system: &str,
+        value: &str,
+    ) -> Result<Option<StoredDocument>, StoreError>;
+
+    /// Cancels the deliveries of `document_id` that have not gone out (waiting, or failed or
+    /// held), because a correction replaces the document; returns them as they were.
+    async fn cancel_deliveries(
+        &self,
+        document_id: &str,
+        reason: &str,
+        reason_code: &str,
+        now: &str,
+    ) -> Result<Vec<DeliveryRecord>, StoreError>;
+
     /// A patient's documents, newest first.
     async fn documents_for(&self, nhs_number: &str) -> Result<Vec<StoredDocument>, StoreError>;
 

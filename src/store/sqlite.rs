@@ -284,6 +284,49 @@ impl Store for SqliteStore {
         Ok(Acceptance::Created { id: doc.id })
     }
 
+    async fn document_by_identifier(
+        &self,
+        sender_ods: &str,
+        system: &str,
+        value: &str,
+    ) -> Result<Option<StoredDocument>, StoreError> {
+        let row = sqlx::query(
+            "SELECT * FROM documents WHERE sender_ods = ? AND identifier_system = ? \
+             AND identifier_value = ?",
+        )
+        .bind(sender_ods)
+        .bind(system)
+        .bind(value)
+        .fetch_optional(&self.readers)
+        .await?;
+        Ok(row.as_ref().map(document_from_row).transpose()?)
+    }
+
+    async fn cancel_deliveries(
+        &self,
+        document_id: &str,
+        reason: &str,
+        reason_code: &str,
+        now: &str,
+    ) -> Result<Vec<DeliveryRecord>, StoreError> {
+        let rows = sqlx::query(
+            "UPDATE deliveries SET status = 'cancelled', business_status = 'replaced', \
+             reason = ?, reason_code = ?, next_attempt_at = NULL, claimed_until = NULL, \
+             updated_at = ? WHERE document_id = ? AND status IN ('requested', 'failed') \
+             RETURNING *",
+        )
+        .bind(reason)
+        .bind(reason_code)
+        .bind(now)
+        .bind(document_id)
+        .fetch_all(&self.writer)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(delivery_from_row)
+            .collect::<Result<_, _>>()?)
+    }
+
     async fn document(&self, id: &str) -> Result<Option<StoredDocument>, StoreError> {
         let row = sqlx::query("SELECT * FROM documents WHERE id = ?")
             .bind(id)

@@ -844,6 +844,29 @@ mod flaky {
             self.inner.renew_claims(ids, until).await
         }
 
+        async fn document_by_identifier(
+            &self,
+            sender_ods: &str,
+            system: &str,
+            value: &str,
+        ) -> Result<Option<throughcare::store::StoredDocument>, StoreError> {
+            self.inner
+                .document_by_identifier(sender_ods, system, value)
+                .await
+        }
+
+        async fn cancel_deliveries(
+            &self,
+            document_id: &str,
+            reason: &str,
+            reason_code: &str,
+            now: &str,
+        ) -> Result<Vec<DeliveryRecord>, StoreError> {
+            self.inner
+                .cancel_deliveries(document_id, reason, reason_code, now)
+                .await
+        }
+
         async fn custody_records(
             &self,
             nhs_number: &str,

@@ -5,6 +5,7 @@ mod abuse;
 mod admin;
 mod audit;
 mod consent;
+mod corrections;
 mod custody;
 mod delivery;
 mod demo;
