@@ -139,7 +139,7 @@ pub async fn run() -> anyhow::Result<()> {
 
     step(
         2,
-        "Starting the gateway on the embedded defaults (SQLite, TLS with optional client certificates).",
+        "Starting the gateway on the embedded defaults (SQLite, TLS with client certificates required).",
     );
     let settings = settings_in(dir.path());
     let app = Application::build_with(
