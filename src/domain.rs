@@ -287,7 +287,7 @@ macro_rules! string_enum {
         impl $ty {
             pub const ALL: &'static [$ty] = &[$($ty::$variant),+];
 
-            pub fn as_str(self) -> &'static str {
+            pub const fn as_str(self) -> &'static str {
                 match self {
                     $($ty::$variant => $text),+
                 }

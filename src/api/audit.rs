@@ -5,6 +5,7 @@
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde_json::{Value, json};
 
+use super::query::{self, Params};
 use crate::app::App;
 use crate::auth::Principal;
 use crate::error::{ApiError, codes};
@@ -15,34 +16,13 @@ fn bad(msg: impl Into<String>) -> ApiError {
     ApiError::bad_request(codes::PARAMETER, msg)
 }
 
-/// Normalises a FHIR date or dateTime to the stored RFC 3339 UTC form, with the end of the
-/// period it denotes (a day for a date).
-fn bounds(value: &str) -> Result<(String, String), ApiError> {
-    use time::format_description::well_known::Rfc3339;
-    if let Ok(t) = time::OffsetDateTime::parse(value, &Rfc3339) {
-        let s = crate::clock::rfc3339(t);
-        let e = crate::clock::rfc3339(t + time::Duration::milliseconds(1));
-        return Ok((s, e));
-    }
-    let d = time::Date::parse(
-        value,
-        time::macros::format_description!("[year]-[month]-[day]"),
-    )
-    .map_err(|_| bad(format!("date {value:?} is not a FHIR date or dateTime")))?;
-    let start = d.midnight().assume_utc();
-    Ok((
-        crate::clock::rfc3339(start),
-        crate::clock::rfc3339(start + time::Duration::days(1)),
-    ))
-}
-
-fn parse_filter(query: &str) -> Result<AuditFilter, ApiError> {
+/// The store's filter for a query the route declaration has checked (`super::query`): the
+/// values are inside their schemas here.
+fn parse_filter(params: &Params) -> Result<AuditFilter, ApiError> {
     let mut f = AuditFilter {
         limit: 100,
         ..AuditFilter::default()
     };
-    let pairs: Vec<(String, String)> =
-        serde_urlencoded::from_str(query).map_err(|_| bad("the query string is unreadable"))?;
     let mut actions: Option<Vec<String>> = None;
     let mut narrow = |list: Vec<&'static str>| {
         let list: Vec<String> = list.into_iter().map(str::to_string).collect();
@@ -51,18 +31,15 @@ fn parse_filter(query: &str) -> Result<AuditFilter, ApiError> {
             Some(prev) => prev.into_iter().filter(|a| list.contains(a)).collect(),
         });
     };
-    for (key, value) in pairs {
+    for (key, value) in params.pairs() {
         match key.as_str() {
             "patient" | "patient:identifier" | "entity:identifier" => {
-                let nhs = super::consent::nhs_from_param(&value)?;
+                let nhs = super::consent::nhs_from_param(key, value)?;
                 f.nhs_number = Some(nhs.as_str().to_string());
             }
             "date" => {
-                let (prefix, rest) = match value.get(..2) {
-                    Some(p @ ("ge" | "gt" | "le" | "lt" | "eq")) => (p, &value[2..]),
-                    _ => ("eq", value.as_str()),
-                };
-                let (start, end) = bounds(rest)?;
+                let (prefix, start, end) = query::date(value, DATE_PREFIXES)
+                    .map_err(|why| bad(format!("The query parameter \"date\" {why}.")))?;
                 match prefix {
                     "ge" => f.since = Some(start),
                     "gt" => f.since = Some(end),
@@ -75,9 +52,9 @@ fn parse_filter(query: &str) -> Result<AuditFilter, ApiError> {
                 }
             }
             "agent" | "agent:identifier" => {
-                f.agent = Some(value.rsplit('|').next().unwrap_or(&value).to_string());
+                f.agent = Some(value.rsplit('|').next().unwrap_or(value).to_string());
             }
-            "entity" => f.entity = Some(value),
+            "entity" => f.entity = Some(value.clone()),
             "type" | "subtype" | "action" => {
                 let mut selected = Vec::new();
                 for v in value.split(',') {
@@ -98,10 +75,8 @@ fn parse_filter(query: &str) -> Result<AuditFilter, ApiError> {
                 )
             }
             "_count" => {
-                f.limit = value
-                    .parse::<i64>()
-                    .map_err(|_| bad("_count must be a number"))?
-                    .clamp(1, 1000);
+                f.limit = query::count(value)
+                    .ok_or_else(|| bad("_count must be a whole number of at least 1"))?;
             }
             other => {
                 return Err(bad(format!(
@@ -114,13 +89,16 @@ fn parse_filter(query: &str) -> Result<AuditFilter, ApiError> {
     Ok(f)
 }
 
+/// The comparison prefixes `date` takes.
+const DATE_PREFIXES: &[&str] = &["ge", "gt", "le", "lt", "eq"];
+
 #[tracing::instrument(name = "Search audit events", skip_all)]
 pub async fn search_audit_events(
     req: HttpRequest,
     principal: Principal,
     app: web::Data<App>,
 ) -> Result<HttpResponse, ApiError> {
-    let filter = parse_filter(req.query_string())?;
+    let filter = parse_filter(&query::params(&req)?)?;
     let entries = app.audit.search(principal.actor(), &filter).await?;
     let entry: Vec<Value> = entries
         .iter()

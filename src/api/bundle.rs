@@ -113,12 +113,8 @@ pub fn reader_target(
     principal: &Principal,
     app: &App,
 ) -> Result<Target, ApiError> {
-    let query: Vec<(String, String)> =
-        serde_urlencoded::from_str(req.query_string()).unwrap_or_default();
-    let profile = query
-        .iter()
-        .find(|(k, _)| k == "_profile")
-        .map(|(_, v)| v.as_str());
+    let params = super::query::params(req)?;
+    let profile = params.get("_profile");
     let accept = req
         .headers()
         .get(actix_web::http::header::ACCEPT)

@@ -4,12 +4,11 @@
 use actix_web::http::StatusCode;
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
-use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::app::App;
 use crate::auth::Principal;
-use crate::domain::{NhsNumber, systems};
+use crate::domain::NhsNumber;
 use crate::error::{ApiError, codes};
 use crate::fhir::FHIR_JSON;
 
@@ -73,29 +72,13 @@ pub async fn update_consent(
     write(req, principal, payload, app, Some(id)).await
 }
 
-#[derive(Debug, Deserialize)]
-pub struct ConsentSearch {
-    patient: Option<String>,
-    #[serde(rename = "patient:identifier")]
-    patient_identifier: Option<String>,
-}
-
-/// Reads an NHS number from `9990000018` or `https://fhir.nhs.uk/Id/nhs-number|9990000018`.
-pub fn nhs_from_param(value: &str) -> Result<NhsNumber, ApiError> {
-    let digits = match value.split_once('|') {
-        Some((system, v)) if system == systems::NHS_NUMBER => v,
-        Some(_) => {
-            return Err(ApiError::bad_request(
-                codes::PARAMETER,
-                "Only NHS numbers (https://fhir.nhs.uk/Id/nhs-number) identify patients here.",
-            ));
-        }
-        None => value,
-    };
-    NhsNumber::parse(digits).map_err(|e| {
+/// Reads an NHS number from the query parameter `name`: `9990000018` or
+/// `https://fhir.nhs.uk/Id/nhs-number|9990000018`.
+pub fn nhs_from_param(name: &str, value: &str) -> Result<NhsNumber, ApiError> {
+    super::query::nhs_number(value).map_err(|why| {
         ApiError::bad_request(
             codes::PARAMETER,
-            format!("The patient parameter is not a valid NHS number: {e}."),
+            format!("The query parameter {name:?} {why}."),
         )
     })
 }
@@ -104,20 +87,19 @@ pub fn nhs_from_param(value: &str) -> Result<NhsNumber, ApiError> {
 pub async fn search_consents(
     req: HttpRequest,
     principal: Principal,
-    query: web::Query<ConsentSearch>,
     app: web::Data<App>,
 ) -> Result<HttpResponse, ApiError> {
-    let param = query
-        .patient
-        .as_deref()
-        .or(query.patient_identifier.as_deref())
+    let params = super::query::params(&req)?;
+    let param = ["patient", "patient:identifier"]
+        .into_iter()
+        .find_map(|name| params.get(name).map(|v| (name, v)))
         .ok_or_else(|| {
             ApiError::bad_request(
                 codes::PARAMETER,
                 "Search consents by patient (an NHS number).",
             )
         })?;
-    let nhs = nhs_from_param(param)?;
+    let nhs = nhs_from_param(param.0, param.1)?;
     let entries: Vec<Value> = crate::consents::search(&app, &principal, &nhs)
         .await
         .map_err(|r| super::refused(&req, r))?

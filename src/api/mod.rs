@@ -16,6 +16,7 @@ pub mod mtls;
 pub mod oauth;
 pub mod patient;
 pub mod principal;
+pub mod query;
 pub mod routes;
 pub mod sharing;
 pub mod task;
@@ -130,12 +131,6 @@ pub async fn read_json(
     let body = read_body(req, payload, limit).await?;
     check_media_type(req)?;
     Ok(crate::fhir::json::parse_body(&body, &app.settings.limits)?)
-}
-
-/// The query string as pairs; an unreadable one is a 400.
-pub fn query_pairs(req: &HttpRequest) -> Result<Vec<(String, String)>, ApiError> {
-    serde_urlencoded::from_str(req.query_string())
-        .map_err(|_| ApiError::bad_request(codes::PARAMETER, "The query string is unreadable."))
 }
 
 /// The patient a refused request concerned, when the use case got far enough to know, for the

@@ -120,7 +120,7 @@ pub async fn jwks(app: web::Data<App>) -> HttpResponse {
 
 /// Reads the token request form. A parameter given twice is refused (RFC 6749 §3.2: parameters
 /// must not be included more than once), so that no two readers see two requests.
-fn read_form(body: &[u8]) -> Result<TokenRequest, TokenError> {
+pub fn read_form(body: &[u8]) -> Result<TokenRequest, TokenError> {
     let unreadable = || TokenError::InvalidRequest {
         description: "the form body is unreadable".into(),
     };

@@ -33,27 +33,14 @@ pub async fn search_patients(
     principal: Principal,
     app: web::Data<App>,
 ) -> Result<HttpResponse, ApiError> {
-    let pairs = super::query_pairs(&req)?;
-    let identifier = pairs
-        .iter()
-        .find(|(k, _)| k == "identifier")
-        .map(|(_, v)| v.clone())
-        .ok_or_else(|| {
-            ApiError::bad_request(
-                codes::PARAMETER,
-                "Search patients by identifier (https://fhir.nhs.uk/Id/nhs-number|N).",
-            )
-        })?;
-    if let Some((k, _)) = pairs
-        .iter()
-        .find(|(k, _)| k != "identifier" && k != "_profile")
-    {
-        return Err(ApiError::bad_request(
+    let params = super::query::params(&req)?;
+    let identifier = params.get("identifier").ok_or_else(|| {
+        ApiError::bad_request(
             codes::PARAMETER,
-            format!("search parameter {k:?} is not supported on Patient"),
-        ));
-    }
-    let nhs = super::consent::nhs_from_param(&identifier)?;
+            "Search patients by identifier (https://fhir.nhs.uk/Id/nhs-number|N).",
+        )
+    })?;
+    let nhs = super::consent::nhs_from_param("identifier", identifier)?;
     let target = super::bundle::reader_target(&req, &principal, &app)?;
     let found = crate::pull::patient(&app, &principal, &nhs, target).await?;
     let entries = found

@@ -113,6 +113,14 @@ async fn extract(req: HttpRequest) -> Result<Principal, ApiError> {
         return Err(err);
     }
     req.extensions_mut().insert(principal.clone());
+    // The query string the route declares, checked once here (refusals are audited as input
+    // rejected, with the principal now known).
+    let declared = req
+        .app_data::<web::Data<AccessTable>>()
+        .map(|t| t.query(req.method(), &req.match_pattern().unwrap_or_default()))
+        .unwrap_or_default();
+    let params = super::query::check(req.query_string(), declared)?;
+    req.extensions_mut().insert(params);
     Ok(principal)
 }
 

@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use actix_web::http::Method;
 use actix_web::{HttpRequest, HttpResponse, Route, web};
 
+use super::query::{self, Kind, Param, param};
 use super::{admin, audit, bundle, consent, health, metadata, oauth, patient, sharing, task};
 use super::{translate, validate};
 use crate::auth::Permission;
@@ -42,7 +43,18 @@ pub struct RouteDef {
     pub method: Method,
     pub path: &'static str,
     pub access: Access,
+    /// The query parameters the route reads, with their schemas (checked with the access rule;
+    /// any other parameter is refused on the routes that take a token).
+    pub query: &'static [Param],
     pub route: fn() -> Route,
+}
+
+impl RouteDef {
+    /// The route reads these query parameters.
+    fn query(mut self, query: &'static [Param]) -> RouteDef {
+        self.query = query;
+        self
+    }
 }
 
 const CARE: &[Role] = &[Role::Prison, Role::Gp, Role::Icb, Role::Service];
@@ -88,9 +100,64 @@ fn def(method: Method, path: &'static str, access: Access, route: fn() -> Route)
         method,
         path,
         access,
+        query: &[],
         route,
     }
 }
+
+/// `POST /fhir/Bundle/$translate`.
+const TRANSLATE_QUERY: &[Param] = &[param("target", Kind::OneOf(query::TARGETS)).required()];
+/// Reads of a copy: `GET /fhir/Bundle/{id}`, `/fhir/Patient/{id}`, `/fhir/Patient/{id}/$everything`.
+const READ_QUERY: &[Param] = &[query::PROFILE];
+/// `GET /fhir/Patient`.
+const PATIENT_SEARCH: &[Param] = &[
+    param("identifier", Kind::NhsNumber).required(),
+    query::PROFILE,
+];
+/// `GET /fhir/Consent`.
+const CONSENT_SEARCH: &[Param] = &[
+    param("patient", Kind::NhsNumber),
+    param("patient:identifier", Kind::NhsNumber),
+];
+/// `POST /fhir/$validate`.
+const VALIDATE_QUERY: &[Param] = &[param("profile", Kind::Text)];
+/// `GET /fhir/Task`.
+const TASK_SEARCH: &[Param] = &[
+    param("focus", Kind::Text),
+    param("owner", Kind::Text),
+    param("owner:identifier", Kind::Text),
+    param("status", Kind::OneOf(query::TASK_STATUSES)),
+    param("business-status", Kind::OneOf(query::BUSINESS_STATUSES)),
+    param("_lastUpdated", Kind::Date(&["ge", "gt"])),
+    param("_count", Kind::Count),
+];
+/// `GET /fhir/AuditEvent`.
+const AUDIT_SEARCH: &[Param] = &[
+    param("patient", Kind::NhsNumber),
+    param("patient:identifier", Kind::NhsNumber),
+    param("entity:identifier", Kind::NhsNumber),
+    param("date", Kind::Date(&["ge", "gt", "le", "lt", "eq"])).repeats(),
+    param("agent", Kind::Text),
+    param("agent:identifier", Kind::Text),
+    param("entity", Kind::Text),
+    param("type", Kind::Text),
+    param("subtype", Kind::Text),
+    param("action", Kind::Text),
+    param(
+        "outcome",
+        Kind::OneOf(&["0", "4", "8", "12", "success", "failure"]),
+    ),
+    param("_count", Kind::Count),
+];
+/// `GET /admin/deliveries`.
+const DELIVERY_SEARCH: &[Param] = &[
+    param("status", Kind::OneOf(query::TASK_STATUSES)),
+    param("business-status", Kind::OneOf(query::BUSINESS_STATUSES)),
+    param("at-risk", Kind::Bool),
+    param("recipient", Kind::Text),
+    param("document", Kind::Text),
+    param("_count", Kind::Count),
+];
 
 /// Every route the gateway serves. More specific paths come before parameterised ones.
 pub fn route_table() -> Vec<RouteDef> {
@@ -110,7 +177,8 @@ pub fn route_table() -> Vec<RouteDef> {
             "/fhir/Bundle/$translate",
             protected(TOOLS, "Bundle", Read),
             || web::post().to(translate::translate_bundle),
-        ),
+        )
+        .query(TRANSLATE_QUERY),
         def(
             Method::POST,
             "/fhir/ConceptMap/$translate",
@@ -122,7 +190,8 @@ pub fn route_table() -> Vec<RouteDef> {
             "/fhir/Bundle/{id}",
             protected(CARE, "Bundle", Read),
             || web::get().to(bundle::read_document),
-        ),
+        )
+        .query(READ_QUERY),
         def(
             Method::POST,
             "/fhir/Consent",
@@ -134,7 +203,8 @@ pub fn route_table() -> Vec<RouteDef> {
             "/fhir/Consent",
             protected(PRISON, "Consent", Search),
             || web::get().to(consent::search_consents),
-        ),
+        )
+        .query(CONSENT_SEARCH),
         def(
             Method::GET,
             "/fhir/Consent/{id}",
@@ -158,13 +228,15 @@ pub fn route_table() -> Vec<RouteDef> {
             "/fhir/$validate",
             protected(TOOLS, "Bundle", Read),
             || web::post().to(validate::validate_resource),
-        ),
+        )
+        .query(VALIDATE_QUERY),
         def(
             Method::GET,
             "/fhir/Patient",
             protected(CARE, "Patient", Search),
             || web::get().to(patient::search_patients),
-        ),
+        )
+        .query(PATIENT_SEARCH),
         def(
             Method::POST,
             "/fhir/Patient/$gpc.getstructuredrecord",
@@ -176,19 +248,22 @@ pub fn route_table() -> Vec<RouteDef> {
             "/fhir/Patient/{id}",
             protected(CARE, "Patient", Read),
             || web::get().to(patient::read_patient),
-        ),
+        )
+        .query(READ_QUERY),
         def(
             Method::GET,
             "/fhir/Patient/{id}/$everything",
             protected(CARE, "Patient", Read),
             || web::get().to(patient::everything),
-        ),
+        )
+        .query(READ_QUERY),
         def(
             Method::GET,
             "/fhir/Task",
             protected(CARE, "Task", Search),
             || web::get().to(task::search_tasks),
-        ),
+        )
+        .query(TASK_SEARCH),
         def(
             Method::GET,
             "/fhir/Task/{id}",
@@ -212,7 +287,8 @@ pub fn route_table() -> Vec<RouteDef> {
             "/admin/deliveries",
             protected(OPERATORS, "Task", Search),
             || web::get().to(admin::deliveries::list_deliveries),
-        ),
+        )
+        .query(DELIVERY_SEARCH),
         def(
             Method::POST,
             "/admin/deliveries/{id}/retry",
@@ -224,7 +300,8 @@ pub fn route_table() -> Vec<RouteDef> {
             "/fhir/AuditEvent",
             protected(AUDITORS, "AuditEvent", Search),
             || web::get().to(audit::search_audit_events),
-        ),
+        )
+        .query(AUDIT_SEARCH),
         def(
             Method::GET,
             "/admin/agreements",
@@ -281,26 +358,44 @@ pub fn routes() -> Vec<(Method, &'static str)> {
         .collect()
 }
 
-/// The access rule of every route, by method and path pattern, for the `Principal` extractor.
+/// The access rule and query parameters of every route, by method and path pattern, for the
+/// `Principal` extractor.
 #[derive(Debug, Default)]
-pub struct AccessTable(HashMap<(Method, &'static str), Access>);
+pub struct AccessTable(HashMap<(Method, &'static str), (Access, &'static [Param])>);
 
 impl AccessTable {
     pub fn from_table() -> AccessTable {
         AccessTable(
             route_table()
                 .into_iter()
-                .map(|r| ((r.method, r.path), r.access))
+                .map(|r| ((r.method, r.path), (r.access, r.query)))
                 .collect(),
         )
     }
 
     pub fn get(&self, method: &Method, pattern: &str) -> Option<Access> {
+        self.rule(method, pattern).map(|(a, _)| a)
+    }
+
+    /// The query parameters the route declares (none for a route not in the table).
+    pub fn query(&self, method: &Method, pattern: &str) -> &'static [Param] {
+        self.rule(method, pattern).map(|(_, q)| q).unwrap_or(&[])
+    }
+
+    fn rule(&self, method: &Method, pattern: &str) -> Option<(Access, &'static [Param])> {
         self.0
             .iter()
             .find(|((m, p), _)| m == method && *p == pattern)
-            .map(|(_, a)| *a)
+            .map(|(_, rule)| *rule)
     }
+}
+
+/// Every route's declared query parameters, by (method, path), for the OpenAPI test.
+pub fn route_queries() -> Vec<(Method, &'static str, &'static [Param])> {
+    route_table()
+        .into_iter()
+        .map(|r| (r.method, r.path, r.query))
+        .collect()
 }
 
 /// Mounts the route table. Paths are grouped so that a known path with another method answers

@@ -37,16 +37,14 @@ fn filter_for(pairs: &[(String, String)]) -> Result<DeliveryFilter, ApiError> {
             "status" => f.status = Some(value.parse().map_err(bad)?),
             "business-status" => f.business_status = Some(value.parse().map_err(bad)?),
             "_lastUpdated" => {
-                let v = value
-                    .strip_prefix("ge")
-                    .or_else(|| value.strip_prefix("gt"))
-                    .unwrap_or(&value);
-                f.updated_since = Some(v.to_string());
+                // `ge` (or no prefix): from that moment; `gt`: after it.
+                let (prefix, start, end) = super::query::date(&value, &["ge", "gt"])
+                    .map_err(|why| bad(format!("The query parameter \"_lastUpdated\" {why}.")))?;
+                f.updated_since = Some(if prefix == "gt" { end } else { start });
             }
             "_count" => {
-                f.limit = value
-                    .parse::<i64>()
-                    .map_err(|_| bad("_count must be a number"))?
+                f.limit = super::query::count(&value)
+                    .ok_or_else(|| bad("_count must be a whole number of at least 1"))?
             }
             other => {
                 return Err(bad(format!(
@@ -63,7 +61,7 @@ pub async fn search_tasks(
     principal: Principal,
     app: web::Data<App>,
 ) -> Result<HttpResponse, ApiError> {
-    let filter = filter_for(&super::query_pairs(&req)?)?;
+    let filter = filter_for(super::query::params(&req)?.pairs())?;
     let entry: Vec<Value> = crate::delivery::task::search(&app, &principal, filter)
         .await?
         .into_iter()

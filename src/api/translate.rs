@@ -17,17 +17,13 @@ pub async fn translate_bundle(
     payload: web::Payload,
     app: web::Data<App>,
 ) -> Result<HttpResponse, ApiError> {
-    let query = super::query_pairs(&req)?;
-    let target = query
-        .iter()
-        .find(|(k, _)| k == "target")
-        .map(|(_, v)| v.as_str())
-        .ok_or_else(|| {
-            ApiError::bad_request(
-                codes::PARAMETER,
-                "Give ?target=uk-core-r4, gp-connect-stu3 or prison.",
-            )
-        })?;
+    let params = super::query::params(&req)?;
+    let target = params.get("target").ok_or_else(|| {
+        ApiError::bad_request(
+            codes::PARAMETER,
+            "Give ?target=uk-core-r4, gp-connect-stu3 or prison.",
+        )
+    })?;
     let target: Target = target.parse().map_err(|_| {
         ApiError::bad_request(
             codes::PARAMETER,

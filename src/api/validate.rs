@@ -14,13 +14,11 @@ use crate::error::{ApiError, codes};
 use crate::fhir::FHIR_JSON;
 use crate::fhir::outcome::{Issue, operation_outcome};
 
-/// Picks the resource and profile from a `$validate` body and query string.
-pub fn resource_and_profile(body: Value, query: &str) -> Result<(Value, Option<String>), ApiError> {
-    let query: Vec<(String, String)> = serde_urlencoded::from_str(query).unwrap_or_default();
-    let query_profile = query
-        .into_iter()
-        .find(|(k, _)| k == "profile")
-        .map(|(_, v)| v);
+/// Picks the resource and profile from a `$validate` body and the `profile` query parameter.
+pub fn resource_and_profile(
+    body: Value,
+    query_profile: Option<String>,
+) -> Result<(Value, Option<String>), ApiError> {
     if body.get("resourceType").and_then(Value::as_str) == Some("Parameters") {
         let resource = param(&body, "resource")
             .and_then(|p| p.get("resource"))
@@ -55,7 +53,10 @@ pub async fn validate_resource(
     app: web::Data<App>,
 ) -> Result<HttpResponse, ApiError> {
     let value = super::read_json(&req, payload, &app, app.settings.limits.max_body_bytes).await?;
-    let (resource, profile) = resource_and_profile(value, req.query_string())?;
+    let query_profile = super::query::params(&req)?
+        .get("profile")
+        .map(str::to_string);
+    let (resource, profile) = resource_and_profile(value, query_profile)?;
     let issues = crate::preview::validate(&app, &principal, &resource, profile.as_deref()).await?;
     Ok(HttpResponse::Ok()
         .content_type(FHIR_JSON)

@@ -255,9 +255,11 @@ impl TokenService {
                 )
             })?;
 
+        // Times are the client's numbers: saturating arithmetic, so that an `exp` of i64::MAX is
+        // "too far ahead", not an overflow (found by tests/fuzz).
         let skew = self.settings.clock_skew_secs as i64;
         let exp = unverified.exp.unwrap_or(0);
-        if exp + skew < now {
+        if exp.saturating_add(skew) < now {
             return Err(TokenError::client(cid, "assertion rejected: expired"));
         }
         if unverified.nbf.is_some_and(|nbf| nbf > now + skew) {
@@ -266,7 +268,7 @@ impl TokenService {
                 "assertion rejected: not yet valid (nbf)",
             ));
         }
-        if exp - now > self.settings.max_assertion_lifetime_secs as i64 + skew {
+        if exp.saturating_sub(now) > self.settings.max_assertion_lifetime_secs as i64 + skew {
             return Err(TokenError::client(
                 cid,
                 "assertion lifetime is longer than allowed (exp too far ahead)",
@@ -306,7 +308,7 @@ impl TokenService {
 
         // Last, so that a refused assertion does not burn its jti.
         if !store
-            .remember_assertion(&client_id, jti, exp.max(now) + skew, now)
+            .remember_assertion(&client_id, jti, exp.max(now).saturating_add(skew), now)
             .await?
         {
             return Err(TokenError::client(

@@ -11,7 +11,8 @@
 
 mod check;
 mod compile;
-mod fhirpath;
+/// Public for the fuzz targets (`tests/fuzz`); only `Expr` is visible.
+pub mod fhirpath;
 mod loader;
 mod snapshot;
 mod terminology;

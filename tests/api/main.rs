@@ -15,6 +15,7 @@ mod helpers;
 mod intake;
 mod mtls;
 mod openapi;
+mod parameters;
 mod policy;
 mod restart;
 mod sharing_safety;

@@ -23,14 +23,19 @@ pub async fn list_deliveries(
         limit: 200,
         ..Default::default()
     };
-    for (k, v) in crate::api::query_pairs(&req)? {
+    // The route declaration has checked every value against its schema (`api::query`).
+    let params = crate::api::query::params(&req)?;
+    for (k, v) in params.pairs() {
         match k.as_str() {
             "status" => f.status = Some(v.parse().map_err(bad)?),
             "business-status" => f.business_status = Some(v.parse().map_err(bad)?),
-            "at-risk" => f.at_risk = Some(v == "true"),
-            "recipient" => f.recipient_ods = Some(v),
-            "document" => f.document_id = Some(v),
-            "_count" => f.limit = v.parse().unwrap_or(200),
+            "at-risk" => f.at_risk = params.flag("at-risk"),
+            "recipient" => f.recipient_ods = Some(v.clone()),
+            "document" => f.document_id = Some(v.clone()),
+            "_count" => {
+                f.limit = crate::api::query::count(v)
+                    .ok_or_else(|| bad("_count must be a whole number of at least 1"))?
+            }
             other => return Err(bad(format!("filter {other:?} is not supported"))),
         }
     }

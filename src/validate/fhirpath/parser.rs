@@ -54,11 +54,21 @@ pub(super) enum Op {
     Implies,
 }
 
+/// The deepest expression tree compiled (and so evaluated and dropped, both recursively), and
+/// the deepest the parser recurses (parentheses, unary minus). The R4 core, UK Core and prison
+/// invariants stay far below both; an expression past them fails to compile instead of
+/// overflowing the stack (found by `tests/fuzz`).
+pub(super) const MAX_DEPTH: usize = 128;
+
 /// Lexes and parses a whole expression; anything left over after it is an error.
 pub(super) fn parse(src: &str) -> Result<Node, String> {
     let toks = lex(src)?;
-    let mut p = Parser { toks, pos: 0 };
-    let node = p.expr(0)?;
+    let mut p = Parser {
+        toks,
+        pos: 0,
+        nesting: 0,
+    };
+    let (node, _) = p.expr(0)?;
     if p.peek() != &Tok::End {
         return Err(format!("unexpected {:?}", p.peek()));
     }
@@ -68,6 +78,23 @@ pub(super) fn parse(src: &str) -> Result<Node, String> {
 struct Parser {
     toks: Vec<Tok>,
     pos: usize,
+    /// How deep the parser has recursed.
+    nesting: usize,
+}
+
+/// A parsed node and the depth of its tree.
+type Parsed = (Node, usize);
+
+/// The depth of a node over children of these depths; an error past [`MAX_DEPTH`].
+fn over(children: &[usize]) -> Result<usize, String> {
+    let depth = children.iter().copied().max().unwrap_or(0) + 1;
+    if depth > MAX_DEPTH {
+        Err(format!(
+            "the expression is nested more than {MAX_DEPTH} levels deep"
+        ))
+    } else {
+        Ok(depth)
+    }
 }
 
 impl Parser {
@@ -128,8 +155,28 @@ impl Parser {
         Some(op)
     }
 
-    fn expr(&mut self, min_bp: u8) -> Result<Node, String> {
-        let mut lhs = self.unary()?;
+    /// Runs `parse` one level deeper, refusing past [`MAX_DEPTH`].
+    fn nested<T>(
+        &mut self,
+        parse: impl FnOnce(&mut Self) -> Result<T, String>,
+    ) -> Result<T, String> {
+        if self.nesting >= MAX_DEPTH {
+            return Err(format!(
+                "the expression is nested more than {MAX_DEPTH} levels deep"
+            ));
+        }
+        self.nesting += 1;
+        let result = parse(self);
+        self.nesting -= 1;
+        result
+    }
+
+    fn expr(&mut self, min_bp: u8) -> Result<Parsed, String> {
+        self.nested(|p| p.expr_at(min_bp))
+    }
+
+    fn expr_at(&mut self, min_bp: u8) -> Result<Parsed, String> {
+        let (mut lhs, mut depth) = self.unary()?;
         loop {
             // `is` / `as` bind at level 7.
             if let Tok::Ident(w) = self.peek()
@@ -139,6 +186,7 @@ impl Parser {
                 let is = w == "is";
                 self.pos += 1;
                 let name = self.type_name()?;
+                depth = over(&[depth])?;
                 lhs = Node::TypeTest(is, Box::new(lhs), name);
                 continue;
             }
@@ -149,10 +197,11 @@ impl Parser {
                 break;
             }
             self.pos += 1;
-            let rhs = self.expr(bp + 1)?;
+            let (rhs, rhs_depth) = self.expr(bp + 1)?;
+            depth = over(&[depth, rhs_depth])?;
             lhs = Node::Binary(op, Box::new(lhs), Box::new(rhs));
         }
-        Ok(lhs)
+        Ok((lhs, depth))
     }
 
     fn type_name(&mut self) -> Result<String, String> {
@@ -168,48 +217,55 @@ impl Parser {
         Ok(name)
     }
 
-    fn unary(&mut self) -> Result<Node, String> {
+    fn unary(&mut self) -> Result<Parsed, String> {
         if self.eat_sym("-") {
-            return Ok(Node::Neg(Box::new(self.unary()?)));
+            let (operand, depth) = self.nested(Self::unary)?;
+            return Ok((Node::Neg(Box::new(operand)), over(&[depth])?));
         }
         if self.eat_sym("+") {
-            return self.unary();
+            return self.nested(Self::unary);
         }
         self.postfix()
     }
 
-    fn postfix(&mut self) -> Result<Node, String> {
-        let mut node = self.term()?;
+    fn postfix(&mut self) -> Result<Parsed, String> {
+        let (mut node, mut depth) = self.term()?;
         loop {
             if self.eat_sym(".") {
                 let Tok::Ident(name) = self.next() else {
                     return Err("expected a name after '.'".into());
                 };
                 if self.eat_sym("(") {
-                    node = self.call(Some(node), &name)?;
+                    (node, depth) = self.call(Some((node, depth)), &name)?;
                 } else {
+                    depth = over(&[depth])?;
                     node = Node::Member(Box::new(node), name);
                 }
             } else if self.eat_sym("[") {
-                let idx = self.expr(0)?;
+                let (idx, idx_depth) = self.expr(0)?;
                 self.expect_sym("]")?;
+                depth = over(&[depth, idx_depth])?;
                 node = Node::Index(Box::new(node), Box::new(idx));
             } else {
                 break;
             }
         }
-        Ok(node)
+        Ok((node, depth))
     }
 
-    fn call(&mut self, target: Option<Node>, name: &str) -> Result<Node, String> {
+    fn call(&mut self, target: Option<Parsed>, name: &str) -> Result<Parsed, String> {
         let func = func_by_name(name).ok_or_else(|| format!("unsupported function {name}()"))?;
+        let mut depths = vec![target.as_ref().map_or(0, |(_, d)| *d)];
+        let target = target.map(|(node, _)| node);
         let mut args = Vec::new();
         if !self.eat_sym(")") {
             loop {
                 if matches!(func, Func::Is | Func::As | Func::OfType) {
                     args.push(Node::Str(self.type_name()?));
                 } else {
-                    args.push(self.expr(0)?);
+                    let (arg, depth) = self.expr(0)?;
+                    depths.push(depth);
+                    args.push(arg);
                 }
                 if self.eat_sym(")") {
                     break;
@@ -226,21 +282,26 @@ impl Parser {
             }
             _ => None,
         };
-        Ok(Node::Call {
-            target: target.map(Box::new),
-            func,
-            args,
-            regex,
-        })
+        let depth = over(&depths)?;
+        Ok((
+            Node::Call {
+                target: target.map(Box::new),
+                func,
+                args,
+                regex,
+            },
+            depth,
+        ))
     }
 
-    fn term(&mut self) -> Result<Node, String> {
+    fn term(&mut self) -> Result<Parsed, String> {
+        let leaf = |node| Ok((node, 1));
         match self.next() {
-            Tok::Str(s) => Ok(Node::Str(s)),
-            Tok::Int(i) => Ok(Node::Int(i)),
-            Tok::Dec(d) => Ok(Node::Dec(d)),
-            Tok::Var(v) => Ok(Node::Var(v)),
-            Tok::Special(s) if s == "this" => Ok(Node::This),
+            Tok::Str(s) => leaf(Node::Str(s)),
+            Tok::Int(i) => leaf(Node::Int(i)),
+            Tok::Dec(d) => leaf(Node::Dec(d)),
+            Tok::Var(v) => leaf(Node::Var(v)),
+            Tok::Special(s) if s == "this" => leaf(Node::This),
             Tok::Special(s) => Err(format!("unsupported ${s}")),
             Tok::Sym("(") => {
                 let e = self.expr(0)?;
@@ -249,19 +310,19 @@ impl Parser {
             }
             Tok::Sym("{") => {
                 self.expect_sym("}")?;
-                Ok(Node::Empty)
+                leaf(Node::Empty)
             }
             Tok::Ident(name) => {
                 if name == "true" {
-                    return Ok(Node::Bool(true));
+                    return leaf(Node::Bool(true));
                 }
                 if name == "false" {
-                    return Ok(Node::Bool(false));
+                    return leaf(Node::Bool(false));
                 }
                 if self.eat_sym("(") {
                     return self.call(None, &name);
                 }
-                Ok(Node::Ident(name))
+                leaf(Node::Ident(name))
             }
             t => Err(format!("unexpected {t:?}")),
         }
