@@ -4,7 +4,8 @@
 //! for the matched route. Failures are audited here (authentication failed, sampled; access
 //! denied); a failed authentication also counts against the source address's bucket. A
 //! principal that passes is kept in the request's extensions, where the rejection auditor finds
-//! it.
+//! it. Last, the query string is checked against the parameters the route table declares for the
+//! route ([`super::query`]), and kept there too for the handler ([`super::query::params`]).
 
 use std::future::Future;
 use std::pin::Pin;

@@ -1,5 +1,6 @@
-//! The route table: the single source for the router, the access rule of each route, the
-//! CapabilityStatement and the test that holds `openapi.yaml` to the router.
+//! The route table: the single source for the router, the access rule of each route, the query
+//! parameters each route takes (with their schemas), the CapabilityStatement and the tests that
+//! hold `openapi.yaml` to the router.
 //!
 //! Each protected route declares once who may use it (roles), on which resource and with which
 //! permission; the [`Principal`](crate::auth::Principal) extractor checks that declaration for
