@@ -94,11 +94,20 @@ pub async fn put_agreement(
             "The body's id differs from the URL's.",
         ));
     }
+    store_version(app, principal, &agreement).await
+}
+
+/// Stores a new agreement version, audited, as the caller.
+async fn store_version(
+    app: &App,
+    principal: &Principal,
+    agreement: &Agreement,
+) -> Result<AgreementChange, ApiError> {
     let (before, after, stored) = app
         .sharing
         .store_version(
             app.store.as_ref(),
-            &agreement,
+            agreement,
             &principal.actor(),
             &app.now_stamp(),
         )
@@ -134,20 +143,7 @@ pub async fn retire_agreement(
     let mut retired = current;
     retired.version += 1;
     retired.status = AgreementStatus::Retired;
-    let (before, after, stored) = app
-        .sharing
-        .store_version(
-            app.store.as_ref(),
-            &retired,
-            &principal.actor(),
-            &app.now_stamp(),
-        )
-        .await?;
-    Ok(AgreementChange {
-        before,
-        after,
-        stored,
-    })
+    store_version(app, principal, &retired).await
 }
 
 /// The endpoint directory, with secrets redacted.

@@ -69,10 +69,10 @@ pub async fn submit(app: &App, principal: &Principal, body: &[u8]) -> Result<Rec
     }
     let mut warnings = warnings;
     warnings.extend(subject.routing_warnings.iter().cloned());
-    let copies = preview(app, principal, &subject)
+    let preview = preview(app, principal, &subject)
         .await
         .map_err(|e| named(e.into()))?;
-    commit(app, principal, body, &subject, copies, warnings, replaced)
+    commit(app, principal, body, &subject, preview, warnings, replaced)
         .await
         .map_err(named)
 }
@@ -132,15 +132,30 @@ fn validate(app: &App, tree: &Value) -> Result<Vec<Issue>, ApiError> {
     }
 }
 
+/// Each routed recipient's copy as it would be made now, and which recipients have a push
+/// endpoint: the directory is read once per recipient, for the profile and for the plan.
+struct Preview {
+    copies: Vec<RecipientCopy>,
+    with_endpoint: std::collections::HashSet<crate::domain::OdsCode>,
+}
+
 /// Each routed recipient's copy, as it would be made now, in the profile it receives.
 async fn preview(
     app: &App,
     principal: &Principal,
     subject: &Subject,
-) -> Result<Vec<RecipientCopy>, crate::store::StoreError> {
+) -> Result<Preview, crate::store::StoreError> {
     let mut copies = Vec::with_capacity(subject.routes.len());
+    let mut with_endpoint = std::collections::HashSet::new();
     for route in &subject.routes {
-        let target = crate::delivery::target_for(app, &route.ods, route.role).await?;
+        let record = app.store.endpoint(route.ods.as_str()).await?;
+        if record.is_some() {
+            with_endpoint.insert(route.ods.clone());
+        }
+        let profile = record
+            .and_then(|r| crate::transport::endpoint::Endpoint::from_record(&r).ok())
+            .map(|e| e.profile);
+        let target = crate::recipient::default_target(profile, route.role);
         copies.push(copy_for(
             app,
             subject,
@@ -154,7 +169,10 @@ async fn preview(
             },
         ));
     }
-    Ok(copies)
+    Ok(Preview {
+        copies,
+        with_endpoint,
+    })
 }
 
 /// Commit the document, its deliveries and the audit entries in one transaction, then answer.
@@ -163,10 +181,14 @@ async fn commit(
     principal: &Principal,
     body: &[u8],
     subject: &Subject,
-    copies: Vec<RecipientCopy>,
+    preview: Preview,
     warnings: Vec<Issue>,
     replaced: Option<crate::store::StoredDocument>,
 ) -> Result<Receipt, ApiError> {
+    let Preview {
+        copies,
+        with_endpoint,
+    } = preview;
     let summary = &subject.summary;
     let id = subject.document_id.clone().unwrap_or_default();
     let hash = content_hash(&subject.document);
@@ -194,7 +216,8 @@ async fn commit(
         event: summary.event.code().to_string(),
         content_hash: hash,
     };
-    let (deliveries, delivery_events) = crate::delivery::plan(app, &id, summary, &copies).await?;
+    let (deliveries, delivery_events) =
+        crate::delivery::plan(app, &id, summary, &copies, &with_endpoint);
     let mut audit = vec![received.into_draft()];
     audit.extend(copies.iter().map(|c| c.audit.clone()));
     audit.extend(delivery_events);

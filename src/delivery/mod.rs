@@ -47,13 +47,15 @@ pub async fn target_for(app: &App, ods: &OdsCode, role: Role) -> Result<Target, 
 
 /// Plans the deliveries of a newly accepted document: one per routed recipient, from the copy
 /// previewed for it at intake (its loss report is kept with the delivery). A recipient no
-/// agreement covers gets a rejected Task with its reason; one with no endpoint waits for a pull.
-pub async fn plan(
+/// agreement covers gets a rejected Task with its reason; one with no endpoint (not in
+/// `with_endpoint`) waits for a pull.
+pub fn plan(
     app: &App,
     document_id: &str,
     summary: &DocumentSummary,
     copies: &[RecipientCopy],
-) -> Result<(Vec<NewDelivery>, Vec<AuditDraft>), StoreError> {
+    with_endpoint: &std::collections::HashSet<OdsCode>,
+) -> (Vec<NewDelivery>, Vec<AuditDraft>) {
     let now = rfc3339(app.clock.now());
     let release_date = matches!(
         summary.event,
@@ -81,7 +83,7 @@ pub async fn plan(
                 None,
                 "delivery-rejected",
             )
-        } else if app.store.endpoint(route.ods.as_str()).await?.is_some() {
+        } else if with_endpoint.contains(&route.ods) {
             (
                 TaskStatus::Requested,
                 BusinessStatus::Scheduled,
@@ -130,5 +132,5 @@ pub async fn plan(
             loss_report: c.copy.is_some().then(|| c.loss_report().to_string()),
         });
     }
-    Ok((deliveries, events))
+    (deliveries, events)
 }
