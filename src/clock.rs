@@ -3,7 +3,6 @@
 use std::sync::Arc;
 
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
 pub trait Clock: Send + Sync + std::fmt::Debug {
     fn now(&self) -> OffsetDateTime;
@@ -36,6 +35,7 @@ pub fn rfc3339(t: OffsetDateTime) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use time::format_description::well_known::Rfc3339;
 
     #[test]
     fn stamps_have_a_fixed_width_so_that_they_order_as_text() {
