@@ -46,6 +46,8 @@ pub struct App {
     pub metrics: Metrics,
     /// Mappings compiled at start-up.
     pub translator: Arc<Translator>,
+    /// Medicines that must not be interrupted at release (`mappings/medicines/`).
+    pub medicines: crate::medicines::ContinuityCritical,
     /// Rate limits: per source address before authentication, per client after it.
     pub limits: RateLimits,
     /// Failed authentications, sampled into the audit log.

@@ -156,6 +156,10 @@ impl Application {
                 )
             })?,
         );
+        let medicines = crate::medicines::ContinuityCritical::load_dir(
+            &settings.fhir.mappings_dir.join("medicines"),
+        )
+        .context("loading the continuity-critical medicines")?;
         let report = validator.report();
         tracing::info!(
             profiles = report.profiles,
@@ -240,6 +244,7 @@ impl Application {
             validator,
             metrics: crate::metrics::Metrics::new(),
             translator,
+            medicines,
             limits: RateLimits::new(&settings.rate_limits),
             failed_authentications: FailureSampler::new(
                 settings.rate_limits.failure_audit_interval_secs,

@@ -65,6 +65,7 @@ const LAYERS: &[(u8, &[&str])] = &[
             "routing",
             "document",
             "directory",
+            "medicines",
         ],
     ),
     (

@@ -257,7 +257,7 @@ const FREE_TEXT_KEYS: &[&str] = &["title", "description", "display", "text", "co
 
 /// Lower case, markup removed, runs of anything that is not a letter or a digit as one space,
 /// so that terms match on word boundaries: " methadone " in " daily methadone 30 mg ".
-fn normalise(text: &str) -> String {
+pub fn normalise(text: &str) -> String {
     let mut out = String::with_capacity(text.len() + 2);
     out.push(' ');
     let mut in_tag = false;
