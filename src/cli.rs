@@ -174,7 +174,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             println!("{}", serde_json::to_string_pretty(&translation.output)?);
             for loss in &translation.losses {
                 eprintln!(
-                    "not mapped: {} {}: {}",
+                    "{}: {} {}: {}",
+                    if loss.is_assumption() {
+                        "assumed"
+                    } else {
+                        "not mapped"
+                    },
                     loss.path,
                     loss.code.as_deref().unwrap_or(""),
                     loss.reason

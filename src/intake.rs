@@ -353,14 +353,20 @@ fn translation_issues(copies: &[RecipientCopy]) -> Vec<Issue> {
                 .as_deref()
                 .map(|c| format!(" ({c})"))
                 .unwrap_or_default();
-            issues.push(
+            let issue = if l.is_assumption() {
+                Issue::new(
+                    Severity::Information,
+                    "informational",
+                    format!("Assumed in the copy for {whom}: {}{code}.", l.reason),
+                )
+            } else {
                 Issue::new(
                     Severity::Warning,
                     "incomplete",
                     format!("Not carried in the copy for {whom}: {}{code}.", l.reason),
                 )
-                .at(l.path.clone()),
-            );
+            };
+            issues.push(issue.at(l.path.clone()));
         }
         if let Some(e) = &c.translation_error {
             issues.push(Issue::new(

@@ -829,3 +829,485 @@ fn fhir_io_accepts_a_fractional_decimal_outside_a_choice_element() {
         "amount":{"numerator":{"value":2.5,"unit":"mg"},"denominator":{"value":1,"unit":"capsule"}}}]}"#;
     assert_eq!(fhir_io::check_stu3_resource(stu3), Ok(()));
 }
+
+// ---------------------------------------------------------------------------------------------
+// Derivation rules (issue 12, item 2): what a target requires and DESIGN §5a does not is derived
+// soundly or marked absent by the mapping, and each rule is reported as an assumption. One test
+// per rule: on the minimal §5a document the rule writes the element and reports it; where the
+// sender gave the element, the sender's value stands and nothing is assumed.
+
+const DAR: &str = "http://hl7.org/fhir/StructureDefinition/data-absent-reason";
+
+fn minimal_document() -> Value {
+    read_json(&Path::new(MANIFEST).join("samples/minimal-5a-bundle.json"))
+}
+
+/// The first resource of `resource_type` in `document` (mutable).
+fn resource_mut<'a>(document: &'a mut Value, resource_type: &str) -> &'a mut Value {
+    document["entry"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .map(|e| &mut e["resource"])
+        .find(|r| r["resourceType"] == resource_type)
+        .unwrap_or_else(|| panic!("no {resource_type}"))
+}
+
+fn resource_of<'a>(document: &'a Value, resource_type: &str) -> &'a Value {
+    document["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| &e["resource"])
+        .find(|r| r["resourceType"] == resource_type)
+        .unwrap_or_else(|| panic!("no {resource_type}"))
+}
+
+/// Translates `document` to `target`; the output must validate against the target's profiles.
+fn derived(target: Target, document: &Value) -> (Value, Vec<Loss>) {
+    let Translation { output, losses } = translator()
+        .translate(Source::Prison, target, document)
+        .unwrap();
+    let errors = validation_errors(target, &output);
+    assert!(errors.is_empty(), "{target} copy: {errors:#?}");
+    (output, losses)
+}
+
+/// The assumptions reported for `element` of the first `resource_type` of the minimal
+/// document (`Bundle.entry[i].resource.element`).
+fn assumed<'a>(losses: &'a [Loss], resource_type: &str, element: &str) -> Vec<&'a Loss> {
+    let doc = minimal_document();
+    let i = doc["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .position(|e| e["resource"]["resourceType"] == resource_type)
+        .unwrap_or_else(|| panic!("no {resource_type}"));
+    let path = format!("Bundle.entry[{i}].resource.{element}");
+    losses
+        .iter()
+        .filter(|l| l.is_assumption() && l.path == path)
+        .collect()
+}
+
+fn composition_date() -> Value {
+    resource_of(&minimal_document(), "Composition")["date"].clone()
+}
+
+fn has_dar(v: &Value) -> bool {
+    v["extension"].as_array().is_some_and(|x| {
+        x.iter()
+            .any(|e| e["url"] == DAR && e["valueCode"] == "unknown")
+    })
+}
+
+/// Checks one rule both ways: `check` on the copy of the minimal document (where the rule
+/// applies and is reported at `element`), and `given` (an edit supplying the element) leaves
+/// the sender's value (`kept`) and assumes nothing there.
+fn rule(
+    target: Target,
+    resource_type: &str,
+    element: &str,
+    check: impl Fn(&Value),
+    given: impl Fn(&mut Value),
+    kept: impl Fn(&Value),
+) {
+    let (copy, losses) = derived(target, &minimal_document());
+    check(&copy);
+    let reported = assumed(&losses, resource_type, element);
+    assert_eq!(
+        reported.len(),
+        1,
+        "one assumption at {element}: {losses:#?}"
+    );
+    assert_eq!(
+        serde_json::to_value(reported[0]).unwrap()["kind"],
+        "assumption"
+    );
+    let mut full = minimal_document();
+    given(&mut full);
+    let (copy, losses) = derived(target, &full);
+    kept(&copy);
+    assert!(
+        assumed(&losses, resource_type, element).is_empty(),
+        "nothing is assumed at {element} when the sender gave it: {losses:#?}"
+    );
+}
+
+fn nhs_status(copy: &Value) -> String {
+    let patient = resource_of(copy, "Patient");
+    patient["identifier"][0]["extension"][0]["valueCodeableConcept"]["coding"][0]["code"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn with_verified_nhs_number(doc: &mut Value) {
+    resource_mut(doc, "Patient")["identifier"][0]["extension"] = serde_json::json!([{
+        "url": "https://fhir.hl7.org.uk/StructureDefinition/Extension-UKCore-NHSNumberVerificationStatus",
+        "valueCodeableConcept": {"coding": [{"system": "https://fhir.hl7.org.uk/CodeSystem/UKCore-NHSNumberVerificationStatusEngland", "code": "01", "display": "Number present and verified"}]}
+    }]);
+}
+
+#[test]
+fn rule_gp_connect_nhs_number_untraced_unless_the_sender_gave_a_status() {
+    rule(
+        Target::GpConnectStu3,
+        "Patient",
+        "identifier",
+        |c| assert_eq!(nhs_status(c), "02"),
+        with_verified_nhs_number,
+        |c| assert_eq!(nhs_status(c), "01"),
+    );
+}
+
+#[test]
+fn rule_uk_core_nhs_number_untraced_unless_the_sender_gave_a_status() {
+    rule(
+        Target::UkCoreR4,
+        "Patient",
+        "identifier",
+        |c| assert_eq!(nhs_status(c), "02"),
+        with_verified_nhs_number,
+        |c| assert_eq!(nhs_status(c), "01"),
+    );
+}
+
+#[test]
+fn rule_gp_connect_a_single_unqualified_name_is_the_official_name() {
+    rule(
+        Target::GpConnectStu3,
+        "Patient",
+        "name.use",
+        |c| assert_eq!(resource_of(c, "Patient")["name"][0]["use"], "official"),
+        |d| {
+            resource_mut(d, "Patient")["name"] = serde_json::json!([
+                {"use": "usual", "given": ["Al"], "family": "TESTPATIENT"},
+                {"use": "official", "given": ["Alex"], "family": "TESTPATIENT"}
+            ])
+        },
+        |c| {
+            let names = &resource_of(c, "Patient")["name"];
+            assert_eq!(names[0]["use"], "usual");
+            assert_eq!(names[1]["use"], "official");
+        },
+    );
+}
+
+#[test]
+fn rule_gp_connect_prescription_date_from_the_document_date() {
+    rule(
+        Target::GpConnectStu3,
+        "MedicationRequest",
+        "authoredOn",
+        |c| {
+            let mr = resource_of(c, "MedicationRequest");
+            assert_eq!(mr["authoredOn"], composition_date());
+            // The authorisation began when the prescription was authored.
+            assert_eq!(
+                mr["dispenseRequest"]["validityPeriod"]["start"],
+                composition_date()
+            );
+        },
+        |d| {
+            for e in d["entry"].as_array_mut().unwrap() {
+                if e["resource"]["resourceType"] == "MedicationRequest" {
+                    e["resource"]["authoredOn"] = "2026-06-10".into();
+                }
+            }
+        },
+        |c| {
+            assert_eq!(
+                resource_of(c, "MedicationRequest")["authoredOn"],
+                "2026-06-10"
+            )
+        },
+    );
+}
+
+#[test]
+fn rule_gp_connect_prescription_recorder_is_the_prescriber_else_marked_absent() {
+    rule(
+        Target::GpConnectStu3,
+        "MedicationRequest",
+        "recorder",
+        |c| assert!(has_dar(&resource_of(c, "MedicationRequest")["recorder"])),
+        |d| {
+            let practitioner = serde_json::json!({"fullUrl": "urn:uuid:5f0c8a52-6a4e-4c1e-9f0f-0c5b2a7e1099", "resource": {
+                "resourceType": "Practitioner", "id": "5f0c8a52-6a4e-4c1e-9f0f-0c5b2a7e1099",
+                "name": [{"use": "official", "family": "PRESCRIBER", "given": ["Sam"]}]}});
+            d["entry"].as_array_mut().unwrap().push(practitioner);
+            for e in d["entry"].as_array_mut().unwrap() {
+                if e["resource"]["resourceType"] == "MedicationRequest" {
+                    e["resource"]["requester"] = serde_json::json!({"reference": "urn:uuid:5f0c8a52-6a4e-4c1e-9f0f-0c5b2a7e1099"});
+                }
+            }
+        },
+        |c| {
+            let recorder = &resource_of(c, "MedicationRequest")["recorder"];
+            assert_eq!(
+                recorder["reference"],
+                "Practitioner/5f0c8a52-6a4e-4c1e-9f0f-0c5b2a7e1099"
+            );
+            assert!(!has_dar(recorder));
+        },
+    );
+}
+
+fn with_statement(d: &mut Value, date: Option<&str>) {
+    let mut statement = serde_json::json!({
+        "resourceType": "MedicationStatement", "id": "5f0c8a52-6a4e-4c1e-9f0f-0c5b2a7e1098",
+        "status": "active",
+        "medicationCodeableConcept": {"coding": [{"system": "https://dmd.nhs.uk", "code": "39113611000001102", "display": "Ramipril 2.5mg capsules"}]},
+        "subject": {"reference": "urn:uuid:1f0c8a52-6a4e-4c1e-9f0f-0c5b2a7e1002"},
+        "dosage": [{"text": "2.5mg once daily"}]
+    });
+    if let Some(date) = date {
+        statement["dateAsserted"] = date.into();
+    }
+    d["entry"].as_array_mut().unwrap().push(
+        serde_json::json!({"fullUrl": "urn:uuid:5f0c8a52-6a4e-4c1e-9f0f-0c5b2a7e1098", "resource": statement}),
+    );
+    let comp = resource_mut(d, "Composition");
+    comp["section"][0]["entry"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({"reference": "urn:uuid:5f0c8a52-6a4e-4c1e-9f0f-0c5b2a7e1098"}));
+}
+
+#[test]
+fn rule_gp_connect_statement_date_from_the_document_date() {
+    // The minimal document has no statement: the rule is checked on one without its date.
+    let mut doc = minimal_document();
+    with_statement(&mut doc, None);
+    let (copy, losses) = derived(Target::GpConnectStu3, &doc);
+    assert_eq!(
+        resource_of(&copy, "MedicationStatement")["dateAsserted"],
+        composition_date()
+    );
+    let statement_path = format!(
+        "Bundle.entry[{}].resource.dateAsserted",
+        doc["entry"].as_array().unwrap().len() - 1
+    );
+    let at = |losses: &[Loss]| {
+        losses
+            .iter()
+            .filter(|l| l.is_assumption() && l.path == statement_path)
+            .count()
+    };
+    assert_eq!(at(&losses), 1, "{losses:#?}");
+    let mut doc = minimal_document();
+    with_statement(&mut doc, Some("2026-07-01"));
+    let (copy, losses) = derived(Target::GpConnectStu3, &doc);
+    assert_eq!(
+        resource_of(&copy, "MedicationStatement")["dateAsserted"],
+        "2026-07-01"
+    );
+    assert_eq!(at(&losses), 0, "{losses:#?}");
+}
+
+#[test]
+fn rule_gp_connect_problem_date_from_the_document_date() {
+    rule(
+        Target::GpConnectStu3,
+        "Condition",
+        "recordedDate",
+        |c| {
+            assert_eq!(
+                resource_of(c, "Condition")["assertedDate"],
+                composition_date()
+            )
+        },
+        |d| resource_mut(d, "Condition")["recordedDate"] = "2026-06-03".into(),
+        |c| assert_eq!(resource_of(c, "Condition")["assertedDate"], "2026-06-03"),
+    );
+}
+
+#[test]
+fn rule_gp_connect_problem_asserter_is_the_recorder_else_marked_absent() {
+    rule(
+        Target::GpConnectStu3,
+        "Condition",
+        "asserter",
+        |c| assert!(has_dar(&resource_of(c, "Condition")["asserter"])),
+        |d| {
+            resource_mut(d, "Condition")["asserter"] =
+                serde_json::json!({"reference": "urn:uuid:1f0c8a52-6a4e-4c1e-9f0f-0c5b2a7e1002"})
+        },
+        |c| {
+            assert_eq!(
+                resource_of(c, "Condition")["asserter"]["reference"],
+                "Patient/1f0c8a52-6a4e-4c1e-9f0f-0c5b2a7e1002"
+            )
+        },
+    );
+}
+
+#[test]
+fn rule_gp_connect_allergy_category_is_marked_absent_never_guessed() {
+    rule(
+        Target::GpConnectStu3,
+        "AllergyIntolerance",
+        "category",
+        |c| {
+            let allergy = resource_of(c, "AllergyIntolerance");
+            assert_eq!(allergy["category"], serde_json::json!([null]));
+            assert!(has_dar(&allergy["_category"][0]), "{allergy}");
+        },
+        |d| resource_mut(d, "AllergyIntolerance")["category"] = serde_json::json!(["medication"]),
+        |c| {
+            let allergy = resource_of(c, "AllergyIntolerance");
+            assert_eq!(allergy["category"], serde_json::json!(["medication"]));
+            assert!(allergy.get("_category").is_none());
+        },
+    );
+}
+
+#[test]
+fn rule_gp_connect_allergy_date_from_the_document_date() {
+    rule(
+        Target::GpConnectStu3,
+        "AllergyIntolerance",
+        "recordedDate",
+        |c| {
+            assert_eq!(
+                resource_of(c, "AllergyIntolerance")["assertedDate"],
+                composition_date()
+            )
+        },
+        |d| resource_mut(d, "AllergyIntolerance")["recordedDate"] = "2026-06-02".into(),
+        |c| {
+            assert_eq!(
+                resource_of(c, "AllergyIntolerance")["assertedDate"],
+                "2026-06-02"
+            )
+        },
+    );
+}
+
+#[test]
+fn rule_gp_connect_allergy_recorder_is_marked_absent_where_none_is_named() {
+    rule(
+        Target::GpConnectStu3,
+        "AllergyIntolerance",
+        "recorder",
+        |c| assert!(has_dar(&resource_of(c, "AllergyIntolerance")["recorder"])),
+        |d| {
+            resource_mut(d, "AllergyIntolerance")["recorder"] =
+                serde_json::json!({"reference": "urn:uuid:1f0c8a52-6a4e-4c1e-9f0f-0c5b2a7e1002"})
+        },
+        |c| {
+            assert_eq!(
+                resource_of(c, "AllergyIntolerance")["recorder"]["reference"],
+                "Patient/1f0c8a52-6a4e-4c1e-9f0f-0c5b2a7e1002"
+            )
+        },
+    );
+}
+
+#[test]
+fn rule_gp_connect_encounter_type_is_the_custody_episode() {
+    rule(
+        Target::GpConnectStu3,
+        "Encounter",
+        "type",
+        |c| {
+            assert_eq!(
+                resource_of(c, "Encounter")["type"][0]["text"],
+                "Custody episode (prison healthcare)"
+            )
+        },
+        |d| resource_mut(d, "Encounter")["type"] = serde_json::json!([{"coding": [{"system": "http://snomed.info/sct", "code": "58000006", "display": "Patient discharge"}]}]),
+        |c| {
+            assert_eq!(
+                resource_of(c, "Encounter")["type"][0]["coding"][0]["code"],
+                "58000006"
+            )
+        },
+    );
+}
+
+#[test]
+fn rule_gp_connect_encounter_participant_is_marked_absent_where_none_is_named() {
+    rule(
+        Target::GpConnectStu3,
+        "Encounter",
+        "participant.individual",
+        |c| {
+            assert!(has_dar(
+                &resource_of(c, "Encounter")["participant"][0]["individual"]
+            ))
+        },
+        |d| {
+            resource_mut(d, "Encounter")["participant"] = serde_json::json!([{"individual": {"reference": "urn:uuid:1f0c8a52-6a4e-4c1e-9f0f-0c5b2a7e1003", "display": "ignored"}}]);
+            // A participant must be a person: point it at a Practitioner the document carries.
+            d["entry"].as_array_mut().unwrap().push(serde_json::json!({"fullUrl": "urn:uuid:5f0c8a52-6a4e-4c1e-9f0f-0c5b2a7e1097", "resource": {
+                "resourceType": "Practitioner", "id": "5f0c8a52-6a4e-4c1e-9f0f-0c5b2a7e1097",
+                "name": [{"use": "official", "family": "CLINICIAN", "given": ["Jo"]}]}}));
+            resource_mut(d, "Encounter")["participant"][0]["individual"] =
+                serde_json::json!({"reference": "urn:uuid:5f0c8a52-6a4e-4c1e-9f0f-0c5b2a7e1097"});
+        },
+        |c| {
+            let individual = &resource_of(c, "Encounter")["participant"][0]["individual"];
+            assert_eq!(
+                individual["reference"],
+                "Practitioner/5f0c8a52-6a4e-4c1e-9f0f-0c5b2a7e1097"
+            );
+            assert!(!has_dar(individual));
+        },
+    );
+}
+
+#[test]
+fn rule_uk_core_substitution_absent_means_substitution_may_be_done() {
+    rule(
+        Target::UkCoreR4,
+        "MedicationRequest",
+        "substitution",
+        |c| {
+            assert_eq!(
+                resource_of(c, "MedicationRequest")["substitution"]["allowedBoolean"],
+                true
+            )
+        },
+        |d| {
+            for e in d["entry"].as_array_mut().unwrap() {
+                if e["resource"]["resourceType"] == "MedicationRequest" {
+                    e["resource"]["substitution"] = serde_json::json!({"allowedBoolean": false});
+                }
+            }
+        },
+        |c| {
+            assert_eq!(
+                resource_of(c, "MedicationRequest")["substitution"]["allowedBoolean"],
+                false
+            )
+        },
+    );
+}
+
+#[test]
+fn safety_elements_are_never_derived_a_medicine_without_a_dose_stays_without_one() {
+    let mut doc = minimal_document();
+    for e in doc["entry"].as_array_mut().unwrap() {
+        if e["resource"]["resourceType"] == "MedicationRequest" {
+            e["resource"]
+                .as_object_mut()
+                .unwrap()
+                .remove("dosageInstruction");
+            e["resource"].as_object_mut().unwrap().remove("extension");
+        }
+    }
+    for target in [Target::GpConnectStu3, Target::UkCoreR4] {
+        let Translation { output, losses } = translator()
+            .translate(Source::Prison, target, &doc)
+            .unwrap();
+        let mr = resource_of(&output, "MedicationRequest");
+        assert!(mr.get("dosageInstruction").is_none(), "{target}: {mr}");
+        assert!(
+            !losses.iter().any(|l| l.is_assumption()
+                && (l.path.contains("dosage") || l.path.contains("extension"))),
+            "{target}: {losses:#?}"
+        );
+    }
+}

@@ -10,16 +10,20 @@ const TASK_CODE: &str = "https://throughcare.example.org/fhir/CodeSystem/task-co
 const TASK_OUTPUT: &str = "https://throughcare.example.org/fhir/CodeSystem/task-output";
 
 /// The loss report of the delivery's copy as `Task.output`: a count, then one entry per element
-/// the recipient's profile could not carry. Nothing when no copy has been made yet.
+/// the recipient's profile could not carry, then one per element a mapping rule derived or
+/// marked absent (an assumption, `mappings/README.md`). Nothing when no copy has been made yet.
 fn loss_outputs(report: Option<&str>) -> Vec<Value> {
-    let Some(losses) = report.and_then(|r| serde_json::from_str::<Vec<Value>>(r).ok()) else {
+    let Some(entries) = report.and_then(|r| serde_json::from_str::<Vec<Value>>(r).ok()) else {
         return Vec::new();
     };
+    let (assumptions, losses): (Vec<&Value>, Vec<&Value>) = entries
+        .iter()
+        .partition(|l| l.get("kind").and_then(Value::as_str) == Some("assumption"));
     let mut out = vec![json!({
         "type": {"coding": [{"system": TASK_OUTPUT, "code": "loss-count", "display": "Elements not carried in the recipient's profile"}]},
         "valueInteger": losses.len(),
     })];
-    for l in &losses {
+    let line = |l: &Value| {
         let path = l.get("path").and_then(Value::as_str).unwrap_or("-");
         let reason = l.get("reason").and_then(Value::as_str).unwrap_or("-");
         let code = l
@@ -27,9 +31,18 @@ fn loss_outputs(report: Option<&str>) -> Vec<Value> {
             .and_then(Value::as_str)
             .map(|c| format!(" ({c})"))
             .unwrap_or_default();
+        format!("{path}: {reason}{code}")
+    };
+    for l in &losses {
         out.push(json!({
             "type": {"coding": [{"system": TASK_OUTPUT, "code": "loss", "display": "Not carried in the recipient's profile"}]},
-            "valueString": format!("{path}: {reason}{code}"),
+            "valueString": line(l),
+        }));
+    }
+    for l in &assumptions {
+        out.push(json!({
+            "type": {"coding": [{"system": TASK_OUTPUT, "code": "assumption", "display": "Derived or marked absent by a documented mapping rule"}]},
+            "valueString": line(l),
         }));
     }
     out

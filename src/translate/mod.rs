@@ -175,7 +175,8 @@ impl fmt::Display for Source {
     }
 }
 
-/// Something the translation could not carry into the target.
+/// Something the translation could not carry into the target, or an element it derived or
+/// marked absent by a documented rule (an assumption, `mappings/README.md`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Loss {
     /// FHIRPath of the element in the source document (`Bundle.entry[5].resource.code.coding[0]`).
@@ -185,6 +186,28 @@ pub struct Loss {
     pub code: Option<String>,
     /// Why, in words a sender can act on.
     pub reason: String,
+    /// `assumption`: nothing was lost; the mapping wrote the element by the rule `reason`
+    /// describes (severity `information`). Absent for a loss.
+    #[serde(skip_serializing_if = "LossKind::is_loss")]
+    pub kind: LossKind,
+}
+
+/// What a loss-report entry is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LossKind {
+    /// Something the target could not carry.
+    #[default]
+    Loss,
+    /// An element the target requires, derived from what the document carries or marked absent
+    /// (`data-absent-reason`), by a rule written in the mapping.
+    Assumption,
+}
+
+impl LossKind {
+    fn is_loss(&self) -> bool {
+        *self == LossKind::Loss
+    }
 }
 
 impl Loss {
@@ -193,6 +216,40 @@ impl Loss {
             path: path.to_owned(),
             code,
             reason: reason.into(),
+            kind: LossKind::Loss,
+        }
+    }
+
+    pub(crate) fn assumption(path: &str, reason: impl Into<String>) -> Loss {
+        Loss {
+            kind: LossKind::Assumption,
+            ..Loss::new(path, None, reason)
+        }
+    }
+
+    pub fn is_assumption(&self) -> bool {
+        self.kind == LossKind::Assumption
+    }
+
+    /// The entry as an `OperationOutcome.issue`.
+    pub fn issue(&self) -> Value {
+        let text = match &self.code {
+            Some(c) => format!("{} ({c})", self.reason),
+            None => self.reason.clone(),
+        };
+        match self.kind {
+            LossKind::Loss => json!({
+                "severity": "warning",
+                "code": "incomplete",
+                "diagnostics": text,
+                "expression": [self.path],
+            }),
+            LossKind::Assumption => json!({
+                "severity": "information",
+                "code": "informational",
+                "diagnostics": format!("Assumption: {text}"),
+                "expression": [self.path],
+            }),
         }
     }
 }
@@ -205,24 +262,11 @@ pub struct Translation {
 }
 
 impl Translation {
-    /// The loss report as `OperationOutcome.issue` entries (severity warning, code `incomplete`,
-    /// `expression` the source element).
+    /// The loss report as `OperationOutcome.issue` entries (`expression` the source element):
+    /// a loss is a warning (code `incomplete`), an assumption information (code
+    /// `informational`, its text starting "Assumption:").
     pub fn loss_issues(&self) -> Vec<Value> {
-        self.losses
-            .iter()
-            .map(|l| {
-                let text = match &l.code {
-                    Some(c) => format!("{} ({c})", l.reason),
-                    None => l.reason.clone(),
-                };
-                json!({
-                    "severity": "warning",
-                    "code": "incomplete",
-                    "diagnostics": text,
-                    "expression": [l.path],
-                })
-            })
-            .collect()
+        self.losses.iter().map(Loss::issue).collect()
     }
 }
 
@@ -484,10 +528,20 @@ impl Translator {
             ));
         }
 
+        // The Composition as the rules see it (`set`'s `fromDocument`): as the sender wrote it.
+        let document_composition: Option<Value> = match &composition {
+            Some((_, c)) => Some(c.as_ref().clone()),
+            None => items
+                .iter()
+                .find(|it| it.resource_type() == "Composition")
+                .map(|it| it.resource.clone()),
+        };
+        let doc = document_composition.as_ref();
+
         // 4. Source rules, then the version conversion.
-        run_phase(&mapping.rules, &mut items, &self.maps, &mut losses);
+        run_phase(&mapping.rules, &mut items, &self.maps, doc, &mut losses);
         if let Some((_, conversion)) = &mapping.conversion {
-            run_phase(conversion, &mut items, &self.maps, &mut losses);
+            run_phase(conversion, &mut items, &self.maps, doc, &mut losses);
         }
 
         structure::inline_references(&mut items, &mapping.bundle.inline, &mut losses);
@@ -513,7 +567,13 @@ impl Translator {
         }
 
         // 6. Target rules, then fit the target FHIR version.
-        run_phase(&mapping.target_rules, &mut items, &self.maps, &mut losses);
+        run_phase(
+            &mapping.target_rules,
+            &mut items,
+            &self.maps,
+            doc,
+            &mut losses,
+        );
         let table = match mapping.conform {
             Some(Version::R4) => Some(&self.r4),
             Some(Version::Stu3) => Some(&self.stu3),
@@ -660,12 +720,17 @@ fn run_phase(
     set: &RuleSet,
     items: &mut [Item],
     maps: &HashMap<String, ConceptMap>,
+    composition: Option<&Value>,
     losses: &mut Vec<Loss>,
 ) {
     if set.is_empty() {
         return;
     }
-    let mut cx = ops::Cx { maps, losses };
+    let mut cx = ops::Cx {
+        maps,
+        composition,
+        losses,
+    };
     let mut path = String::with_capacity(96);
     for it in items.iter_mut() {
         let specific = set.for_type(it.resource_type());

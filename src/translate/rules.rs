@@ -96,8 +96,19 @@ pub(crate) enum Op {
         value: Value,
         /// Copy the first value found at this path of the same resource instead of `value`.
         from: Option<Path>,
+        /// Copy the first value found at this path of the document's Composition.
+        from_document: Option<Path>,
         if_absent: bool,
         when: Option<(Path, Value)>,
+        /// The rule, reported as an assumption whenever the operation writes.
+        assume: Option<String>,
+    },
+    /// Marks a missing element absent with `data-absent-reason` (always reported).
+    Absent {
+        path: Path,
+        reason: String,
+        shape: super::ops::AbsentShape,
+        assume: String,
     },
     Profile {
         urls: Vec<String>,
@@ -152,6 +163,11 @@ pub(crate) enum Op {
         url: String,
         value: serde_json::Map<String, Value>,
         if_absent: bool,
+        /// Add it to each node at this path instead of the resource...
+        on: Option<Path>,
+        /// ...where this holds.
+        where_: Option<(Path, Value)>,
+        assume: Option<String>,
     },
 }
 
@@ -613,9 +629,28 @@ struct SetSpec {
     #[serde(default)]
     from: Option<String>,
     #[serde(default)]
+    from_document: Option<String>,
+    #[serde(default)]
     if_absent: bool,
     #[serde(default)]
     when: Option<WhenSpec>,
+    #[serde(default)]
+    assume: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct AbsentSpec {
+    path: String,
+    #[serde(default = "unknown_reason")]
+    reason: String,
+    #[serde(default)]
+    shape: Option<String>,
+    assume: String,
+}
+
+fn unknown_reason() -> String {
+    "unknown".into()
 }
 
 #[derive(Deserialize)]
@@ -713,6 +748,12 @@ struct AddExtensionSpec {
     value: serde_json::Map<String, Value>,
     #[serde(default)]
     if_absent: bool,
+    #[serde(default)]
+    on: Option<String>,
+    #[serde(default, rename = "where")]
+    where_: Option<WhenSpec>,
+    #[serde(default)]
+    assume: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -818,20 +859,67 @@ fn compile_op(raw: &serde_yaml_ng::Value, known_map: &dyn Fn(&str) -> bool) -> a
         }
         "set" => {
             let s: SetSpec = spec(body)?;
-            let (value, from) = match (s.value, s.from) {
-                (Some(v), None) => (v, None),
-                (None, Some(f)) => (Value::Null, Some(path(&f)?)),
-                _ => bail!("set: give exactly one of value and from"),
+            let (value, from, from_document) = match (s.value, s.from, s.from_document) {
+                (Some(v), None, None) => (v, None, None),
+                (None, Some(f), None) => (Value::Null, Some(path(&f)?), None),
+                (None, None, Some(f)) => (Value::Null, None, Some(path(&f)?)),
+                _ => bail!("set: give exactly one of value, from and fromDocument"),
             };
             Op::Set {
                 path: path(&s.path)?,
                 value,
                 from,
+                from_document,
                 if_absent: s.if_absent,
                 when: match s.when {
                     Some(w) => Some((path(&w.path)?, w.equals)),
                     None => None,
                 },
+                assume: s.assume,
+            }
+        }
+        "absent" => {
+            let s: AbsentSpec = spec(body)?;
+            let p = path(&s.path)?;
+            if p.is_root() {
+                bail!("absent: the path must name an element");
+            }
+            if !matches!(
+                s.reason.as_str(),
+                "unknown"
+                    | "asked-unknown"
+                    | "temp-unknown"
+                    | "not-asked"
+                    | "asked-declined"
+                    | "masked"
+                    | "not-applicable"
+                    | "unsupported"
+                    | "as-text"
+                    | "error"
+                    | "not-a-number"
+                    | "negative-infinity"
+                    | "positive-infinity"
+                    | "not-performed"
+                    | "not-permitted"
+            ) {
+                bail!(
+                    "absent.reason: `{}` is not a data-absent-reason code",
+                    s.reason
+                );
+            }
+            use super::ops::AbsentShape;
+            Op::Absent {
+                path: p,
+                reason: s.reason,
+                shape: match s.shape.as_deref() {
+                    None | Some("element") => AbsentShape::Element,
+                    Some("primitive") => AbsentShape::Primitive,
+                    Some("primitive-list") => AbsentShape::PrimitiveList,
+                    Some(other) => {
+                        bail!("absent.shape: `{other}` is not element, primitive or primitive-list")
+                    }
+                },
+                assume: s.assume,
             }
         }
         "profile" => Op::Profile {
@@ -969,6 +1057,12 @@ fn compile_op(raw: &serde_yaml_ng::Value, known_map: &dyn Fn(&str) -> bool) -> a
                 url: s.url,
                 value: s.value,
                 if_absent: s.if_absent,
+                on: s.on.as_deref().map(path).transpose()?,
+                where_: match s.where_ {
+                    Some(w) => Some((path(&w.path)?, w.equals)),
+                    None => None,
+                },
+                assume: s.assume,
             }
         }
         other => bail!("unknown operation `{other}`"),
@@ -1042,4 +1136,10 @@ rules:
         let err = compile_mapping(text, &mut |_| bail!("none"), &|_| true).unwrap_err();
         assert!(format!("{err:#}").contains("frobnicate"), "{err:#}");
     }
+}
+
+/// Compiles one operation, every ConceptMap URL taken as known (unit tests of the operations).
+#[cfg(test)]
+pub(crate) fn compile_op_for_tests(raw: &serde_yaml_ng::Value) -> anyhow::Result<Op> {
+    compile_op(raw, &|_| true)
 }

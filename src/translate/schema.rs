@@ -251,6 +251,7 @@ impl TypeTable {
         let def = &self.types[idx];
         let mut remove: Vec<String> = Vec::new();
         let mut seen_choices: Vec<usize> = Vec::new();
+        let mut only_nulls: Vec<String> = Vec::new();
         let mark = path.len();
         for (key, value) in map.iter_mut() {
             if key == "resourceType" && def.resource {
@@ -300,10 +301,24 @@ impl TypeTable {
                     }
                     if !keep {
                         remove.push(key.clone());
+                    } else if value
+                        .as_array()
+                        .is_some_and(|a| a.iter().all(Value::is_null))
+                    {
+                        only_nulls.push(key.clone());
                     }
                 }
             }
             path.truncate(mark);
+        }
+        for key in only_nulls {
+            let beside = map
+                .get(format!("_{key}").as_str())
+                .and_then(Value::as_array)
+                .is_some_and(|a| a.iter().any(|v| !v.is_null()));
+            if !beside {
+                remove.push(key);
+            }
         }
         for key in &remove {
             map.shift_remove(key.as_str());
@@ -361,7 +376,9 @@ impl TypeTable {
                 }
                 shown += 1;
             }
-            !items.iter().all(Value::is_null)
+            // A list of nulls stands only beside its `_name` (primitives known by their
+            // extensions alone): `conform_object` checks that.
+            !items.is_empty()
         } else {
             if let Value::Array(items) = value {
                 if items.is_empty() {

@@ -66,37 +66,114 @@ pub(super) fn keep(
     });
 }
 
-/// `set`: writes `value` (`${id}` in a string is the resource id), or the first value at
-/// `from`, at `path`; `if_absent` and `when` (a path and the value it must hold) guard it.
+/// Where `set` takes its value from.
+pub(super) enum SetSource<'a> {
+    /// A JSON value (`${id}` in a string is the resource id).
+    Value(&'a Value),
+    /// The first value at this path of the same resource.
+    Resource(&'a Path),
+    /// The first value at this path of the document's Composition.
+    Document(&'a Path, Option<&'a Value>),
+}
+
+/// `set`: writes the value `source` gives at `path`; `if_absent` and `when` (a path and the
+/// value it must hold) guard it. True when something was written.
 pub(super) fn set(
     resource: &mut Value,
     path: &Path,
-    value: &Value,
-    from: Option<&Path>,
+    source: SetSource<'_>,
     if_absent: bool,
     when: Option<&(Path, Value)>,
-) {
+) -> bool {
     if let Some((wpath, equals)) = when
         && !conditions::found(resource, wpath, equals)
     {
-        return;
+        return false;
     }
     if if_absent && path::exists(resource, &path.segs) {
-        return;
+        return false;
     }
-    let value = match from {
-        Some(from) => match path::first_at(resource, &from.segs) {
+    let value = match source {
+        SetSource::Resource(from) => match path::first_at(resource, &from.segs) {
             Some(v) => v.clone(),
-            None => return,
+            None => return false,
         },
-        None => {
+        SetSource::Document(from, composition) => {
+            match composition.and_then(|c| path::first_at(c, &from.segs)) {
+                Some(v) => v.clone(),
+                None => return false,
+            }
+        }
+        SetSource::Value(value) => {
             if mentions_id(value) && resource.get("id").and_then(Value::as_str).is_none() {
-                return;
+                return false;
             }
             fill_template(value, resource)
         }
     };
     path::set_at(resource, &path.segs, "", value);
+    true
+}
+
+/// The extension FHIR marks a missing element with.
+pub(crate) const DATA_ABSENT_REASON: &str =
+    "http://hl7.org/fhir/StructureDefinition/data-absent-reason";
+
+/// `absent`: where the element at `path` is missing, marks it absent the FHIR way: a complex
+/// element as `{"extension": [data-absent-reason]}`, a primitive as `_name` holding the
+/// extension, a repeating primitive as `[null]` beside `[{"extension": ...}]`. True when it
+/// marked something.
+pub(super) fn mark_absent(
+    resource: &mut Value,
+    path: &Path,
+    reason: &str,
+    shape: AbsentShape,
+) -> bool {
+    if path::exists(resource, &path.segs) {
+        return false;
+    }
+    let ext = serde_json::json!({"extension": [{"url": DATA_ABSENT_REASON, "valueCode": reason}]});
+    let Some((last, parents)) = path.segs.split_last() else {
+        return false;
+    };
+    if shape == AbsentShape::Element {
+        path::set_at(resource, &path.segs, "", ext);
+        return true;
+    }
+    let hidden = format!("_{}", last.name);
+    let mut done = false;
+    let mut set_on = |node: &mut Value| {
+        if let Value::Object(map) = node {
+            if map.contains_key(&last.name) || map.contains_key(&hidden) {
+                return;
+            }
+            if shape == AbsentShape::PrimitiveList {
+                map.insert(last.name.clone(), Value::Array(vec![Value::Null]));
+                map.insert(hidden.clone(), Value::Array(vec![ext.clone()]));
+            } else {
+                map.insert(hidden.clone(), ext.clone());
+            }
+            done = true;
+        }
+    };
+    if parents.is_empty() {
+        set_on(resource);
+    } else {
+        let mut buf = String::new();
+        path::visit_mut(resource, parents, &mut buf, &mut |node, _| set_on(node));
+    }
+    done
+}
+
+/// The shape of an element `absent` marks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AbsentShape {
+    /// A complex element (a Reference, a BackboneElement, a CodeableConcept).
+    Element,
+    /// A primitive (`date`, `code`): the extension goes on `_name`.
+    Primitive,
+    /// A repeating primitive.
+    PrimitiveList,
 }
 
 /// `profile`: sets `meta.profile`.

@@ -117,8 +117,10 @@ pub(super) fn add_extension(
     url: &str,
     value: &Map<String, Value>,
     if_absent: bool,
-) {
-    let Value::Object(obj) = resource else { return };
+) -> bool {
+    let Value::Object(obj) = resource else {
+        return false;
+    };
     let present = obj
         .get("extension")
         .and_then(Value::as_array)
@@ -127,7 +129,7 @@ pub(super) fn add_extension(
                 .any(|e| e.get("url").and_then(Value::as_str) == Some(url))
         });
     if if_absent && present {
-        return;
+        return false;
     }
     let mut ext = Map::new();
     ext.insert("url".into(), Value::String(url.to_owned()));
@@ -135,6 +137,7 @@ pub(super) fn add_extension(
         ext.insert(k.clone(), v.clone());
     }
     push_array(obj, "extension", Value::Object(ext));
+    true
 }
 
 /// `keepExtensions`: removes (and reports) every extension whose URL has none of `prefixes`.

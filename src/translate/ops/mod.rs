@@ -17,6 +17,7 @@
 
 mod conditions;
 mod elements;
+pub(crate) use elements::AbsentShape;
 mod extensions;
 mod recode;
 mod reshape;
@@ -28,18 +29,32 @@ use std::collections::HashMap;
 use serde_json::Value;
 
 use super::Loss;
+use super::path;
+
 use super::conceptmap::ConceptMap;
 use super::rules::Op;
 
 /// What operations need besides the resource: the ConceptMaps and the loss report.
 pub(crate) struct Cx<'a> {
     pub maps: &'a HashMap<String, ConceptMap>,
+    /// The document's Composition as the sender wrote it (`set`'s `fromDocument`).
+    pub composition: Option<&'a Value>,
     pub losses: &'a mut Vec<Loss>,
 }
 
 impl Cx<'_> {
     fn loss(&mut self, path: &str, code: Option<String>, reason: impl Into<String>) {
         self.losses.push(Loss::new(path, code, reason));
+    }
+
+    /// Records the assumption `reason` for the element `element` of the resource at `origin`.
+    fn assume(&mut self, origin: &str, element: &str, reason: &str) {
+        let path = if element.is_empty() {
+            origin.to_owned()
+        } else {
+            format!("{origin}.{element}")
+        };
+        self.losses.push(Loss::assumption(&path, reason));
     }
 }
 
@@ -95,16 +110,31 @@ pub(crate) fn apply(op: &Op, resource: &mut Value, origin: &str, p: &mut String,
             path,
             value,
             from,
+            from_document,
             if_absent,
             when,
-        } => elements::set(
-            resource,
+            assume,
+        } => {
+            let source = match (from, from_document) {
+                (Some(f), _) => elements::SetSource::Resource(f),
+                (None, Some(f)) => elements::SetSource::Document(f, cx.composition),
+                (None, None) => elements::SetSource::Value(value),
+            };
+            let wrote = elements::set(resource, path, source, *if_absent, when.as_ref());
+            if wrote && let Some(reason) = assume {
+                cx.assume(origin, &path.text, reason);
+            }
+        }
+        Op::Absent {
             path,
-            value,
-            from.as_ref(),
-            *if_absent,
-            when.as_ref(),
-        ),
+            reason,
+            shape,
+            assume,
+        } => {
+            if elements::mark_absent(resource, path, reason, *shape) {
+                cx.assume(origin, &path.text, assume);
+            }
+        }
         Op::Profile { urls } => elements::profile(resource, urls),
         Op::Move {
             from,
@@ -137,7 +167,30 @@ pub(crate) fn apply(op: &Op, resource: &mut Value, origin: &str, p: &mut String,
             url,
             value,
             if_absent,
-        } => extensions::add_extension(resource, url, value, *if_absent),
+            on,
+            where_,
+            assume,
+        } => {
+            let added = match on {
+                None => extensions::add_extension(resource, url, value, *if_absent),
+                Some(on) => {
+                    let mut any = false;
+                    path::visit_mut(resource, &on.segs, p, &mut |node, _| {
+                        if where_
+                            .as_ref()
+                            .is_none_or(|(w, eq)| conditions::found(node, w, eq))
+                        {
+                            any |= extensions::add_extension(node, url, value, *if_absent);
+                        }
+                    });
+                    any
+                }
+            };
+            if added && let Some(reason) = assume {
+                let at = on.as_ref().map(|o| o.text.as_str()).unwrap_or_default();
+                cx.assume(origin, at, reason);
+            }
+        }
         Op::KeepExtensions { prefixes, reason } => {
             extensions::keep_extensions(resource, prefixes, reason.as_deref(), p, cx);
         }

@@ -22,8 +22,10 @@ fn maps() -> HashMap<String, ConceptMap> {
 fn run(op: Op, mut r: Value) -> (Value, Vec<Loss>) {
     let maps = maps();
     let mut losses = Vec::new();
+    let composition = json!({"resourceType": "Composition", "date": "2026-11-20T09:30:00+00:00"});
     let mut cx = Cx {
         maps: &maps,
+        composition: Some(&composition),
         losses: &mut losses,
     };
     apply(
@@ -167,4 +169,86 @@ fn extensions_outside_the_allowed_prefixes_are_removed_and_reported() {
         losses[1].path,
         "Bundle.entry[1].resource.identifier[0].extension[0]"
     );
+}
+
+fn op(yaml: &str) -> Op {
+    let v: serde_yaml_ng::Value = serde_yaml_ng::from_str(yaml).unwrap();
+    crate::translate::rules::compile_op_for_tests(&v).unwrap()
+}
+
+#[test]
+fn absent_marks_a_missing_element_the_fhir_way_for_each_shape_and_reports_an_assumption() {
+    let dar = json!([{"url": super::elements::DATA_ABSENT_REASON, "valueCode": "unknown"}]);
+    let (r, losses) = run(
+        op("absent: {path: recorder, assume: no recorder}"),
+        json!({"resourceType": "AllergyIntolerance"}),
+    );
+    assert_eq!(r["recorder"]["extension"], dar);
+    assert_eq!(losses.len(), 1);
+    assert!(losses[0].is_assumption());
+    assert_eq!(losses[0].path, "Bundle.entry[1].resource.recorder");
+    let (r, _) = run(
+        op("absent: {path: authoredOn, shape: primitive, assume: x}"),
+        json!({"resourceType": "MedicationRequest"}),
+    );
+    assert!(r.get("authoredOn").is_none());
+    assert_eq!(r["_authoredOn"]["extension"], dar);
+    let (r, _) = run(
+        op("absent: {path: category, shape: primitive-list, reason: not-asked, assume: x}"),
+        json!({"resourceType": "AllergyIntolerance"}),
+    );
+    assert_eq!(r["category"], json!([null]));
+    assert_eq!(r["_category"][0]["extension"][0]["valueCode"], "not-asked");
+    // Present: untouched, nothing reported.
+    let (r, losses) = run(
+        op("absent: {path: recorder, assume: x}"),
+        json!({"resourceType": "AllergyIntolerance", "recorder": {"reference": "Practitioner/1"}}),
+    );
+    assert_eq!(r["recorder"], json!({"reference": "Practitioner/1"}));
+    assert!(losses.is_empty());
+}
+
+#[test]
+fn set_from_the_document_copies_the_composition_value_and_reports_the_assumption_only_when_it_writes()
+ {
+    let rule =
+        "set: {path: recordedDate, fromDocument: date, ifAbsent: true, assume: the document date}";
+    let (r, losses) = run(op(rule), json!({"resourceType": "Condition"}));
+    assert_eq!(r["recordedDate"], "2026-11-20T09:30:00+00:00");
+    assert_eq!(losses.len(), 1);
+    assert_eq!(losses[0].reason, "the document date");
+    let (r, losses) = run(
+        op(rule),
+        json!({"resourceType": "Condition", "recordedDate": "2026-01-01"}),
+    );
+    assert_eq!(r["recordedDate"], "2026-01-01");
+    assert!(losses.is_empty());
+}
+
+#[test]
+fn add_extension_on_matching_items_only() {
+    let rule = r#"addExtension:
+  on: identifier
+  where: {path: system, equals: "https://fhir.nhs.uk/Id/nhs-number"}
+  url: urn:x
+  value: {valueString: "02"}
+  ifAbsent: true
+  assume: untraced"#;
+    let (r, losses) = run(
+        op(rule),
+        json!({"resourceType": "Patient", "identifier": [
+            {"system": "urn:other", "value": "1"},
+            {"system": "https://fhir.nhs.uk/Id/nhs-number", "value": "9990000018"}
+        ]}),
+    );
+    assert!(r["identifier"][0].get("extension").is_none());
+    assert_eq!(r["identifier"][1]["extension"][0]["valueString"], "02");
+    assert_eq!(losses.len(), 1);
+    let (_, losses) = run(
+        op(rule),
+        json!({"resourceType": "Patient", "identifier": [
+            {"system": "https://fhir.nhs.uk/Id/nhs-number", "value": "9990000018", "extension": [{"url": "urn:x", "valueString": "01"}]}
+        ]}),
+    );
+    assert!(losses.is_empty(), "the sender's status stands");
 }
