@@ -1069,6 +1069,12 @@ fn compile_op(raw: &serde_yaml_ng::Value, known_map: &dyn Fn(&str) -> bool) -> a
     })
 }
 
+/// Compiles one operation, every ConceptMap URL taken as known (unit tests of the operations).
+#[cfg(test)]
+pub(crate) fn compile_op_for_tests(raw: &serde_yaml_ng::Value) -> anyhow::Result<Op> {
+    compile_op(raw, &|_| true)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1136,10 +1142,4 @@ rules:
         let err = compile_mapping(text, &mut |_| bail!("none"), &|_| true).unwrap_err();
         assert!(format!("{err:#}").contains("frobnicate"), "{err:#}");
     }
-}
-
-/// Compiles one operation, every ConceptMap URL taken as known (unit tests of the operations).
-#[cfg(test)]
-pub(crate) fn compile_op_for_tests(raw: &serde_yaml_ng::Value) -> anyhow::Result<Op> {
-    compile_op(raw, &|_| true)
 }
