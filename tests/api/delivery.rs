@@ -456,7 +456,16 @@ async fn metrics_count_intake_deliveries_by_state_and_attempts() {
     let (url, _gp) = recipient(vec![Answer::Status(503)]).await;
     let app = spawn_app_with(fast).await;
     register(&app, "A99001", &url).await;
-    let document = submit_release(&app).await;
+    // Released three months from now: nothing is at risk yet, whatever today's date.
+    let release_date = (time::OffsetDateTime::now_utc() + time::Duration::days(90)).date();
+    let document = submit_document(
+        &app,
+        release_tree(|b| {
+            b["entry"][0]["resource"]["event"][0]["period"]["start"] =
+                json!(release_date.to_string());
+        }),
+    )
+    .await;
     wait_for(&app, &document, "A99001", "completed").await;
     let text = app
         .client_for("icb")

@@ -272,7 +272,7 @@ impl Clock for ShiftedClock {
 
 /// One validator for every gateway in the test binary: loading the packages takes a second or
 /// two, and every test app uses the same profiles.
-fn shared_validator(settings: &Settings) -> std::sync::Arc<throughcare::validate::Validator> {
+pub fn shared_validator(settings: &Settings) -> std::sync::Arc<throughcare::validate::Validator> {
     static VALIDATOR: std::sync::OnceLock<std::sync::Arc<throughcare::validate::Validator>> =
         std::sync::OnceLock::new();
     VALIDATOR

@@ -13,6 +13,7 @@ mod directory;
 mod edge;
 mod helpers;
 mod intake;
+mod minimal_document;
 mod mtls;
 mod openapi;
 mod parameters;

@@ -550,12 +550,13 @@ async fn a_key_given_twice_is_refused_in_a_document_a_consent_and_a_token_reques
 async fn a_claimed_profile_never_lets_a_resource_skip_the_prison_profile() {
     let app = spawn_app().await;
     let prison = app.token_for("prison").await;
-    // The methadone order without its dose instruction, claiming the UK Core profile.
+    // The methadone order without its dm+d code (the prison profile requires it; UK Core
+    // does not), claiming the UK Core profile.
     let document = release_tree(|b| {
         let order = &mut b["entry"][5]["resource"];
         order["meta"]["profile"] =
             json!(["https://fhir.hl7.org.uk/StructureDefinition/UKCore-MedicationRequest"]);
-        order.as_object_mut().unwrap().shift_remove("requester");
+        order["medicationCodeableConcept"] = json!({"text": "Methadone 1mg/ml oral solution"});
     });
     let (status, _, outcome) =
         status_and_json(app.post_bundle(&prison, FHIR_JSON, document).await).await;
@@ -563,7 +564,7 @@ async fn a_claimed_profile_never_lets_a_resource_skip_the_prison_profile() {
     assert!(
         expressions(&outcome)
             .iter()
-            .any(|e| e.contains("entry[5]") && e.contains("requester")),
+            .any(|e| e.contains("entry[5]") && e.contains("medication")),
         "{outcome}"
     );
 }

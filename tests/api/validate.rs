@@ -97,10 +97,9 @@ async fn intake_refuses_a_document_that_fails_its_profile_and_names_the_element(
     let token = app.token_for("prison").await;
     let release = release_tree(|b| {
         b["identifier"]["value"] = json!(uuid::Uuid::new_v4().to_string());
-        b["entry"][5]["resource"]
-            .as_object_mut()
-            .unwrap()
-            .remove("substitution");
+        // The prison profile requires the medicine's dm+d code (DESIGN §5a).
+        b["entry"][5]["resource"]["medicationCodeableConcept"] =
+            json!({"text": "Methadone 1mg/ml oral solution"});
     });
     let (status, _, outcome) =
         status_and_json(app.post_bundle(&token, FHIR_JSON, release).await).await;
@@ -108,7 +107,7 @@ async fn intake_refuses_a_document_that_fails_its_profile_and_names_the_element(
     assert!(
         errors_at(&outcome)
             .iter()
-            .any(|e| e.starts_with("Bundle.entry[5].resource.substitution")),
+            .any(|e| e.starts_with("Bundle.entry[5].resource.medication")),
         "{outcome}"
     );
 }
