@@ -126,10 +126,41 @@ fn validate(app: &App, tree: &Value) -> Result<Vec<Issue>, ApiError> {
         .into_iter()
         .partition(|i| matches!(i.severity, Severity::Error | Severity::Fatal));
     if errors.is_empty() {
+        let mut warnings = warnings;
+        warnings.extend(safety_warnings(app, tree));
         Ok(warnings)
     } else {
         Err(ApiError::Unprocessable(errors))
     }
+}
+
+/// Safety elements (DESIGN §5a) the profiles cannot see: opiate substitution treatment without
+/// the date of its last dose in custody (the medicines are data, `mappings/medicines/`). The
+/// dose instruction itself is the profiles' warning (prison-mr-w3, prison-ms-w2).
+fn safety_warnings(app: &App, tree: &Value) -> Vec<Issue> {
+    let mut out = Vec::new();
+    let entries = tree.get("entry").and_then(Value::as_array);
+    for (i, entry) in entries.into_iter().flatten().enumerate() {
+        let Some(resource) = entry.get("resource") else {
+            continue;
+        };
+        for missing in app.medicines.missing_safety_elements(resource, Some(tree)) {
+            if let crate::medicines::MissingSafetyElement::LastDoseDate { .. } = missing {
+                out.push(
+                    Issue::new(
+                        Severity::Warning,
+                        "required",
+                        format!(
+                            "Safety element missing (DESIGN §5a): {}. Accepted; every copy that would carry this medicine is held, never sent without it.",
+                            missing.describe()
+                        ),
+                    )
+                    .at(format!("Bundle.entry[{i}].resource")),
+                );
+            }
+        }
+    }
+    out
 }
 
 /// Each routed recipient's copy as it would be made now, and which recipients have a push

@@ -178,3 +178,55 @@ async fn a_document_with_exactly_the_5a_elements_reaches_the_gp_and_the_icb_each
         assert!(!body.contains("last-dose-in-custody"), "{body}");
     }
 }
+
+#[tokio::test]
+async fn opiate_substitution_without_its_last_dose_date_or_a_medicine_without_a_dose_is_accepted_with_a_safety_warning()
+ {
+    let app = spawn_app().await;
+    let mut doc: Value = serde_json::from_str(&minimal_document(false)).unwrap();
+    let entries = doc["entry"].as_array_mut().unwrap();
+    let methadone = entries
+        .iter()
+        .position(|e| e["resource"]["id"] == "1f0c8a52-6a4e-4c1e-9f0f-0c5b2a7e1006")
+        .unwrap();
+    let ramipril = entries
+        .iter()
+        .position(|e| e["resource"]["id"] == "1f0c8a52-6a4e-4c1e-9f0f-0c5b2a7e1007")
+        .unwrap();
+    entries[methadone]["resource"]
+        .as_object_mut()
+        .unwrap()
+        .shift_remove("extension");
+    entries[ramipril]["resource"]
+        .as_object_mut()
+        .unwrap()
+        .shift_remove("dosageInstruction");
+    let (_, receipt) = send(&app, doc.to_string()).await;
+    let warnings: Vec<&Value> = issues(&receipt)
+        .iter()
+        .filter(|i| i["severity"] == "warning")
+        .collect();
+    let at = |entry: usize, needle: &str| {
+        warnings.iter().any(|i| {
+            i["expression"][0]
+                .as_str()
+                .is_some_and(|e| e.starts_with(&format!("Bundle.entry[{entry}].resource")))
+                && i["diagnostics"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains(needle)
+        })
+    };
+    assert!(
+        at(methadone, "last dose given in custody"),
+        "the methadone order's missing last dose: {receipt}"
+    );
+    assert!(
+        at(ramipril, "dose instruction"),
+        "the ramipril order's missing dose: {receipt}"
+    );
+    assert!(
+        !at(ramipril, "last dose given in custody"),
+        "ramipril is not opiate substitution: {receipt}"
+    );
+}
