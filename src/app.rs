@@ -39,6 +39,8 @@ pub struct App {
     pub sharing: Sharing,
     /// Wakes the delivery workers when a delivery becomes due.
     pub delivery_wakeup: Arc<tokio::sync::Notify>,
+    /// Wakes the alert webhook worker when an alert is queued.
+    pub alert_wakeup: Arc<tokio::sync::Notify>,
     /// The delivery transports, by endpoint kind.
     pub transports: Transports,
     /// Profiles compiled at start-up.
@@ -236,6 +238,19 @@ impl App {
                 .set(n);
         }
         self.metrics.at_risk.set(at_risk);
+        let escalated = self.store.escalation_counts().await?;
+        for state in crate::metrics::ALERT_STATES {
+            let n = escalated
+                .iter()
+                .find(|(s, _)| s == state)
+                .map_or(0, |(_, n)| *n);
+            self.metrics
+                .escalated
+                .get_or_create(&crate::metrics::AlertLabel {
+                    state: state.to_string(),
+                })
+                .set(n);
+        }
         Ok(self.metrics.render())
     }
 }

@@ -1,4 +1,4 @@
-//! The command line: `serve`, `demo`, `audit verify`, `certs generate`.
+//! The command line: `serve`, `demo`, `audit verify`, `deliveries --at-risk`, `certs generate`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -65,6 +65,17 @@ pub enum Command {
     Audit {
         #[command(subcommand)]
         command: AuditCommand,
+    },
+    /// List deliveries from the store: with `--at-risk`, those with an open escalation (held,
+    /// failed, dead-lettered, or undelivered within the lead time before release).
+    Deliveries {
+        /// Only the deliveries at risk (an alert was raised and the escalation is open).
+        #[arg(long)]
+        at_risk: bool,
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
     },
     /// Development certificates.
     Certs {
@@ -246,6 +257,66 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                     Ok(1)
                 }
             }
+        }
+        Command::Deliveries {
+            at_risk,
+            config,
+            data_dir,
+        } => {
+            let settings = Settings::load(
+                config.as_deref(),
+                &Overrides {
+                    listen: None,
+                    data_dir,
+                },
+            )?;
+            let dir = &settings.server.data_dir;
+            if !dir.join(crate::store::sqlite_file_name()).exists() {
+                anyhow::bail!("no store in {}", dir.display());
+            }
+            let store =
+                crate::store::SqliteStore::open(dir, Arc::new(crate::clock::SystemClock)).await?;
+            let filter = crate::store::DeliveryFilter {
+                escalated: at_risk.then_some(true),
+                limit: 1000,
+                ..Default::default()
+            };
+            let rows = store.deliveries(&filter).await;
+            store.close().await;
+            let rows = rows?;
+            println!(
+                "{:<36}  {:<24}  {:<11}  {:<16}  {:<10}  {:>4}  {:<24}  STATUS",
+                "TASK", "ALERT", "SENDER", "RECIPIENT", "RELEASE", "LEAD", "ALERTED"
+            );
+            for d in &rows {
+                let lead = d
+                    .lead_time_days
+                    .unwrap_or(i64::from(settings.alerts.lead_time_days));
+                println!(
+                    "{:<36}  {:<24}  {:<11}  {:<16}  {:<10}  {:>3}d  {:<24}  {}/{}{}",
+                    d.id,
+                    d.alert_state.as_deref().unwrap_or("-"),
+                    d.sender_ods,
+                    format!("{} ({})", d.recipient_ods, d.recipient_role),
+                    d.release_date.as_deref().unwrap_or("-"),
+                    lead,
+                    d.alerted_at.as_deref().unwrap_or("-"),
+                    d.status,
+                    d.business_status,
+                    if d.continuity_critical {
+                        " continuity-critical"
+                    } else {
+                        ""
+                    },
+                );
+            }
+            eprintln!(
+                "{} deliver{}{}",
+                rows.len(),
+                if rows.len() == 1 { "y" } else { "ies" },
+                if at_risk { " at risk" } else { "" }
+            );
+            Ok(0)
         }
         Command::Certs {
             command:

@@ -27,6 +27,8 @@ pub struct Settings {
     #[serde(default)]
     pub delivery: DeliverySettings,
     #[serde(default)]
+    pub alerts: AlertSettings,
+    #[serde(default)]
     pub clients: Vec<ClientRegistration>,
 }
 
@@ -314,6 +316,49 @@ impl Default for DeliverySettings {
     }
 }
 
+/// Escalation before release (DESIGN §9): a delivery held, failed, dead-lettered, or still
+/// undelivered when the release date is within the lead time raises an alert (a Communication
+/// to the sending prison, metrics, and the webhook when one is configured).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertSettings {
+    /// Days before the release date at which a copy still undelivered raises an alert. A copy
+    /// carrying a continuity-critical medicine uses the earlier lead time of
+    /// `mappings/medicines/continuity-critical.v1.yaml` (7 days) when that is longer.
+    pub lead_time_days: u32,
+    /// Where each alert is POSTed as a small JSON event (no NHS number, name or medicine):
+    /// `https://` only. Sent through the delivery client (its CA and client certificate), and
+    /// retried with the delivery backoff until `delivery.max_attempts`.
+    pub webhook_url: Option<String>,
+}
+
+impl Default for AlertSettings {
+    fn default() -> Self {
+        AlertSettings {
+            lead_time_days: 3,
+            webhook_url: None,
+        }
+    }
+}
+
+impl AlertSettings {
+    /// The webhook URL must be `https://` with a host: alerts never travel in clear text.
+    fn check(&self) -> anyhow::Result<()> {
+        if let Some(url) = &self.webhook_url {
+            let ok = url.strip_prefix("https://").is_some_and(|rest| {
+                let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+                !host.is_empty() && !host.starts_with(':')
+            });
+            if !ok {
+                anyhow::bail!(
+                    "alerts.webhook_url must be an https:// URL with a host (got {url:?}): alerts are never sent in clear text"
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
 /// A registered client (SMART Backend Services).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -388,6 +433,7 @@ impl Default for Settings {
             },
             audit: AuditSettings::default(),
             delivery: DeliverySettings::default(),
+            alerts: AlertSettings::default(),
             clients: Vec::new(),
         }
     }
@@ -513,6 +559,7 @@ impl Settings {
             anyhow::bail!("auth.access_token_ttl_secs must be between 1 and 3600");
         }
         self.policy.check_areas()?;
+        self.alerts.check()?;
         Ok(())
     }
 
@@ -589,6 +636,38 @@ mod tests {
             settings.policy.icb_areas = [(ods("Q99"), vec![bad.to_string()])].into();
             assert!(settings.check().is_err(), "{bad:?} must be refused");
         }
+    }
+
+    #[test]
+    fn an_alert_webhook_must_be_https() {
+        let mut settings = Settings::default();
+        for bad in [
+            "http://alerts.example.nhs.uk/hook",
+            "HTTP://alerts.example.nhs.uk",
+            "https://",
+            "https:///path",
+            "ftp://alerts.example.nhs.uk",
+            "alerts.example.nhs.uk",
+        ] {
+            settings.alerts.webhook_url = Some(bad.into());
+            let err = settings.check().expect_err(bad).to_string();
+            assert!(
+                err.contains("alerts.webhook_url must be an https://"),
+                "{err}"
+            );
+        }
+        settings.alerts.webhook_url = Some("https://alerts.example.nhs.uk/throughcare".into());
+        assert!(settings.check().is_ok());
+        // At load, from the environment as from the file.
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("t.toml");
+        std::fs::write(
+            &file,
+            "[alerts]\nwebhook_url = \"http://alerts.example.nhs.uk/\"\n",
+        )
+        .unwrap();
+        let err = Settings::load(Some(&file), &Overrides::default()).unwrap_err();
+        assert!(format!("{err:#}").contains("https://"), "{err:#}");
     }
 
     #[test]

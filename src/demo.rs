@@ -28,6 +28,7 @@ pub fn sample_registrations(certs_dir: &Path) -> Vec<ClientRegistration> {
                         "system/Bundle.crs",
                         "system/Consent.crus",
                         "system/Task.rs",
+                        "system/Communication.rs",
                         "system/Patient.rs",
                     ],
                 ),

@@ -247,8 +247,14 @@ async fn commit(
         event: summary.event.code().to_string(),
         content_hash: hash,
     };
-    let (deliveries, delivery_events) =
-        crate::delivery::plan(app, &id, summary, &copies, &with_endpoint);
+    let (deliveries, delivery_events) = crate::delivery::plan(
+        app,
+        &id,
+        summary,
+        &subject.document,
+        &copies,
+        &with_endpoint,
+    );
     let mut audit = vec![received.into_draft()];
     audit.extend(copies.iter().map(|c| c.audit.clone()));
     audit.extend(delivery_events);

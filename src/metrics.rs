@@ -15,6 +15,18 @@ pub struct OutcomeLabel {
     pub outcome: String,
 }
 
+/// An escalation state (`held`, `failed`, `dead-letter`, `undelivered-near-release`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AlertLabel {
+    pub state: String,
+}
+
+/// The escalation states, labelled in the alert metrics (`delivery::escalation::STATES`).
+pub const ALERT_STATES: &[&str] = &["held", "failed", "dead-letter", "undelivered-near-release"];
+
+/// How an alert webhook attempt ended.
+pub const WEBHOOK_OUTCOMES: &[&str] = &["sent", "retrying", "failed"];
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StateLabel {
     pub status: String,
@@ -60,6 +72,12 @@ pub struct Metrics {
     pub at_risk: Gauge,
     /// Existing endpoints whose URL or token URL was changed (`endpoint-redirected`).
     pub endpoint_redirects: Counter,
+    /// Deliveries with an open escalation, by state (read from the store at scrape time).
+    pub escalated: Family<AlertLabel, Gauge>,
+    /// Alerts raised by this instance, by state.
+    pub alerts: Family<AlertLabel, Counter>,
+    /// Alert webhook attempts, by outcome.
+    pub webhook_attempts: Family<OutcomeLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -78,6 +96,22 @@ impl Metrics {
         let deliveries = Family::<StateLabel, Gauge>::default();
         let at_risk = Gauge::default();
         let endpoint_redirects = Counter::default();
+        let escalated = Family::<AlertLabel, Gauge>::default();
+        let alerts = Family::<AlertLabel, Counter>::default();
+        let webhook_attempts = Family::<OutcomeLabel, Counter>::default();
+        // Every label exists from the start, so that alert rules see zeros, not absent series.
+        for state in ALERT_STATES {
+            let label = AlertLabel {
+                state: state.to_string(),
+            };
+            drop(escalated.get_or_create(&label));
+            drop(alerts.get_or_create(&label));
+        }
+        for outcome in WEBHOOK_OUTCOMES {
+            drop(webhook_attempts.get_or_create(&OutcomeLabel {
+                outcome: outcome.to_string(),
+            }));
+        }
         registry.register(
             "http_refusals",
             "Requests refused by the HTTP layer before routing (431, malformed framing, slow heads)",
@@ -114,8 +148,26 @@ impl Metrics {
             "Existing recipient endpoints pointed to another URL or token URL (alert)",
             endpoint_redirects.clone(),
         );
+        registry.register(
+            "deliveries_escalated",
+            "Deliveries with an open escalation (held, failed, dead-letter, undelivered near release), by state",
+            escalated.clone(),
+        );
+        registry.register(
+            "delivery_alerts",
+            "Escalation alerts raised (Communication to the sending prison, webhook, audit), by state",
+            alerts.clone(),
+        );
+        registry.register(
+            "alert_webhook_attempts",
+            "Alert webhook attempts, by outcome (sent, retrying, failed)",
+            webhook_attempts.clone(),
+        );
         Metrics {
             registry,
+            escalated,
+            alerts,
+            webhook_attempts,
             intake,
             intake_seconds,
             attempts,
@@ -142,6 +194,22 @@ impl Metrics {
             })
             .inc();
         self.attempt_seconds.observe(seconds);
+    }
+
+    pub fn count_alert(&self, state: &str) {
+        self.alerts
+            .get_or_create(&AlertLabel {
+                state: state.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn count_webhook(&self, outcome: &str) {
+        self.webhook_attempts
+            .get_or_create(&OutcomeLabel {
+                outcome: outcome.to_string(),
+            })
+            .inc();
     }
 
     /// Text exposition format.

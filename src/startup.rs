@@ -240,6 +240,7 @@ impl Application {
             capability,
             sharing,
             delivery_wakeup: Arc::new(tokio::sync::Notify::new()),
+            alert_wakeup: Arc::new(tokio::sync::Notify::new()),
             transports: crate::transport::Transports::from_settings(&settings)?,
             validator,
             metrics: crate::metrics::Metrics::new(),
@@ -304,10 +305,16 @@ impl Application {
         if released > 0 {
             tracing::info!(released, "Released delivery leases held before a restart.");
         }
-        let workers = settings
-            .delivery
-            .enabled
-            .then(|| tokio::spawn(crate::delivery::worker::run(state.clone().into_inner())));
+        let workers = settings.delivery.enabled.then(|| {
+            // The delivery workers (which also escalate) and the alert webhook's sender.
+            let app = state.clone().into_inner();
+            tokio::spawn(async move {
+                tokio::join!(
+                    crate::delivery::worker::run(app.clone()),
+                    crate::delivery::webhook::run(app)
+                );
+            })
+        });
         let periodic = state.clone();
         let every = std::time::Duration::from_secs(settings.audit.checkpoint_interval_secs.max(1));
         let checkpoints = tokio::spawn(async move {

@@ -7,6 +7,7 @@
 pub mod admin;
 pub mod audit;
 pub mod bundle;
+pub mod communication;
 pub mod consent;
 pub mod error;
 pub mod health;

@@ -300,6 +300,20 @@ pub const TARGETS: &[&str] = &["uk-core-r4", "gp-connect-stu3", "prison"];
 /// `_profile`, on every read of a copy.
 pub const PROFILE: Param = param("_profile", Kind::OneOf(READ_PROFILES));
 
+/// Communication statuses (`GET /fhir/Communication`): every alert is `completed` when stored.
+pub const COMMUNICATION_STATUSES: &[&str] = &[
+    "preparation",
+    "in-progress",
+    "not-done",
+    "on-hold",
+    "stopped",
+    "completed",
+    "entered-in-error",
+    "unknown",
+];
+/// The escalation states, the categories of the alert Communications.
+pub const ALERT_STATES: &[&str] = crate::metrics::ALERT_STATES;
+
 /// Task statuses, for `status` filters.
 pub const TASK_STATUSES: &[&str] = &task_statuses();
 /// Delivery business statuses, for `business-status` filters.

@@ -12,7 +12,9 @@ use actix_web::http::Method;
 use actix_web::{HttpRequest, HttpResponse, Route, web};
 
 use super::query::{self, Kind, Param, param};
-use super::{admin, audit, bundle, consent, health, metadata, oauth, patient, sharing, task};
+use super::{
+    admin, audit, bundle, communication, consent, health, metadata, oauth, patient, sharing, task,
+};
 use super::{translate, validate};
 use crate::auth::Permission;
 use crate::domain::Role;
@@ -130,6 +132,13 @@ const TASK_SEARCH: &[Param] = &[
     param("status", Kind::OneOf(query::TASK_STATUSES)),
     param("business-status", Kind::OneOf(query::BUSINESS_STATUSES)),
     param("_lastUpdated", Kind::Date(&["ge", "gt"])),
+    param("_count", Kind::Count),
+];
+/// `GET /fhir/Communication`: the alerts sent to the caller's prison.
+const COMMUNICATION_SEARCH: &[Param] = &[
+    param("status", Kind::OneOf(query::COMMUNICATION_STATUSES)),
+    param("category", Kind::OneOf(query::ALERT_STATES)),
+    param("sent", Kind::Date(&["ge", "gt", "le", "lt", "eq"])).repeats(),
     param("_count", Kind::Count),
 ];
 /// `GET /fhir/AuditEvent`.
@@ -271,6 +280,13 @@ pub fn route_table() -> Vec<RouteDef> {
             protected(CARE, "Task", Read),
             || web::get().to(task::read_task),
         ),
+        def(
+            Method::GET,
+            "/fhir/Communication",
+            protected(PRISON, "Communication", Search),
+            || web::get().to(communication::search_communications),
+        )
+        .query(COMMUNICATION_SEARCH),
         def(
             Method::GET,
             "/admin/endpoints",

@@ -99,6 +99,22 @@ pub enum AuditEvent {
         reason: Option<String>,
         success: bool,
     },
+    /// An alert: a delivery is held, failed, dead-lettered, or still undelivered within the
+    /// lead time before release (raised once per change of state). The sending prison was sent
+    /// `communication`; `webhook` says whether a webhook event was queued.
+    DeliveryEscalated {
+        delivery_id: String,
+        document_id: String,
+        nhs_number: String,
+        sender: String,
+        recipient: String,
+        state: String,
+        due: Option<String>,
+        lead_time_days: i64,
+        continuity_critical: bool,
+        communication_id: String,
+        webhook: bool,
+    },
     /// A recipient's push endpoint was registered or changed.
     EndpointChanged {
         actor: Actor,
@@ -147,6 +163,7 @@ impl AuditEvent {
             AuditEvent::SharingDecided { moment, .. } if moment.is_disclosure() => "disclosure",
             AuditEvent::SharingDecided { .. } => "sharing-decided",
             AuditEvent::DeliveryChanged { what, .. } => what,
+            AuditEvent::DeliveryEscalated { .. } => "delivery-escalated",
             AuditEvent::EndpointChanged { .. } => "endpoint-changed",
             AuditEvent::EndpointRedirected { .. } => "endpoint-redirected",
             AuditEvent::Searched { .. } => "searched",
@@ -347,6 +364,31 @@ impl AuditEvent {
                     format!("Bundle/{document_id}"),
                 ],
                 json!({"recipient": recipient, "attempt": attempt, "statusCode": status_code, "reason": reason}),
+            ),
+            AuditEvent::DeliveryEscalated {
+                delivery_id,
+                document_id,
+                nhs_number,
+                sender,
+                recipient,
+                state,
+                due,
+                lead_time_days,
+                continuity_critical,
+                communication_id,
+                webhook,
+            } => (
+                Outcome::Success,
+                None,
+                Some(nhs_number),
+                vec![
+                    format!("Task/{delivery_id}"),
+                    format!("Bundle/{document_id}"),
+                    format!("Communication/{communication_id}"),
+                ],
+                json!({"alert": true, "state": state, "due": due, "sender": sender,
+                       "recipient": recipient, "leadTimeDays": lead_time_days,
+                       "continuityCritical": continuity_critical, "webhook": webhook}),
             ),
             AuditEvent::Searched {
                 actor,

@@ -3,7 +3,9 @@
 //! retries, a dead letter, and deadlines before release. The recipient's copy is made again at
 //! the moment of each attempt (`recipient::copy_for`), so a consent withdrawn in between counts.
 
+pub mod escalation;
 pub mod task;
+pub mod webhook;
 pub mod worker;
 
 use crate::app::App;
@@ -48,11 +50,14 @@ pub async fn target_for(app: &App, ods: &OdsCode, role: Role) -> Result<Target, 
 /// Plans the deliveries of a newly accepted document: one per routed recipient, from the copy
 /// previewed for it at intake (its loss report is kept with the delivery). A recipient no
 /// agreement covers gets a rejected Task with its reason; one with no endpoint (not in
-/// `with_endpoint`) waits for a pull.
+/// `with_endpoint`) waits for a pull. Each delivery's escalation lead time is decided here: the
+/// longer lead time of the continuity-critical medicines when the recipient's copy (or, when no
+/// copy was made, the document) carries one.
 pub fn plan(
     app: &App,
     document_id: &str,
     summary: &DocumentSummary,
+    document: &serde_json::Value,
     copies: &[RecipientCopy],
     with_endpoint: &std::collections::HashSet<OdsCode>,
 ) -> (Vec<NewDelivery>, Vec<AuditDraft>) {
@@ -67,6 +72,10 @@ pub fn plan(
     for c in copies {
         let id = uuid::Uuid::new_v4().to_string();
         let route = &c.recipient;
+        let critical = !app
+            .medicines
+            .in_document(c.copy.as_ref().unwrap_or(document))
+            .is_empty();
         let relationships =
             serde_json::to_string(&route.relationships).unwrap_or_else(|_| "[]".into());
         let (status, business, code, reason, next, what) = if c.decision.agreement.is_none() {
@@ -130,6 +139,8 @@ pub fn plan(
             next_attempt_at: next,
             release_date: release_date.clone(),
             loss_report: c.copy.is_some().then(|| c.loss_report().to_string()),
+            continuity_critical: critical,
+            lead_time_days: Some(i64::from(escalation::lead_time_days(app, critical))),
         });
     }
     (deliveries, events)

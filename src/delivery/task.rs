@@ -81,7 +81,23 @@ pub fn render(d: &DeliveryRecord, public_url: &str) -> Value {
         task["restriction"] = json!({"period": {"end": release}});
     }
     let mut notes = Vec::new();
-    if d.at_risk {
+    if let Some(state) = &d.alert_state {
+        let critical = if d.continuity_critical {
+            "; the copy carries a medicine that must not be interrupted"
+        } else {
+            ""
+        };
+        notes.push(json!({
+            "time": d.alerted_at,
+            "text": format!(
+                "AT RISK ({state}): the sending prison was alerted{}{critical}",
+                d.release_date
+                    .as_deref()
+                    .map(|r| format!(" before the release date {r}"))
+                    .unwrap_or_default()
+            ),
+        }));
+    } else if d.at_risk {
         notes.push(
             json!({"text": "AT RISK: not delivered within the margin before the release date"}),
         );

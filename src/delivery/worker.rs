@@ -35,9 +35,10 @@ pub async fn run(state: Arc<App>) {
     }
 }
 
-/// One round: flag deadlines, then claim and push what is due.
+/// One round: flag deadlines and raise escalations, then claim and push what is due.
 pub async fn tick(state: &App) -> Result<usize, StoreError> {
     flag_at_risk(state).await?;
+    super::escalation::escalate(state).await?;
     let settings = &state.settings.delivery;
     let now = state.clock.now();
     let lease = now + time::Duration::seconds(i64::try_from(settings.lease_secs).unwrap_or(120));

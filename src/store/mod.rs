@@ -92,6 +92,10 @@ pub struct NewDelivery {
     pub release_date: Option<String>,
     /// The loss report of the copy previewed at intake (JSON array).
     pub loss_report: Option<String>,
+    /// The copy carries a continuity-critical medicine (`mappings/medicines/`).
+    pub continuity_critical: bool,
+    /// Days before the release date at which a copy still undelivered raises an alert.
+    pub lead_time_days: Option<i64>,
 }
 
 /// A delivery as stored.
@@ -118,6 +122,15 @@ pub struct DeliveryRecord {
     pub last_status_code: Option<i64>,
     /// The loss report of the copy last made for this delivery (JSON array).
     pub loss_report: Option<String>,
+    /// The copy carries a continuity-critical medicine (`mappings/medicines/`).
+    pub continuity_critical: bool,
+    /// Days before the release date at which a copy still undelivered raises an alert (`None`:
+    /// the configured default, `alerts.lead_time_days`).
+    pub lead_time_days: Option<i64>,
+    /// The escalation state last alerted (`held`, `failed`, `dead-letter`,
+    /// `undelivered-near-release`), and when; `None` when no escalation is open.
+    pub alert_state: Option<String>,
+    pub alerted_at: Option<String>,
     pub created_at: String,
     pub updated_at: String,
 }
@@ -147,8 +160,92 @@ pub struct DeliveryFilter {
     pub status: Option<TaskStatus>,
     pub business_status: Option<BusinessStatus>,
     pub at_risk: Option<bool>,
+    /// Deliveries with an open escalation (`alert_state` set), or without one.
+    pub escalated: Option<bool>,
     pub updated_since: Option<String>,
     pub limit: i64,
+}
+
+/// A change of a delivery's escalation state, with the alert it raises (none when the
+/// escalation ends). Written only if the delivery's state last alerted is still `from`.
+#[derive(Debug, Clone)]
+pub struct AlertChange {
+    pub delivery_id: String,
+    /// The state last alerted, as read.
+    pub from: Option<String>,
+    /// The state now (`None`: the escalation is over, nothing is raised).
+    pub to: Option<String>,
+    /// The Communication to the sending prison.
+    pub communication: Option<NewCommunication>,
+    /// The webhook event body (JSON), when a webhook is configured.
+    pub webhook: Option<NewWebhookEvent>,
+    pub audit: Vec<AuditDraft>,
+}
+
+/// A Communication about to be stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewCommunication {
+    pub id: String,
+    pub sender_ods: String,
+    pub state: String,
+    pub sent: String,
+    /// The Communication resource (JSON).
+    pub body: String,
+}
+
+/// A stored Communication.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommunicationRecord {
+    pub id: String,
+    pub delivery_id: String,
+    pub sender_ods: String,
+    pub state: String,
+    pub sent: String,
+    pub body: String,
+}
+
+/// Filters for listing Communications; every field narrows the result.
+#[derive(Debug, Clone, Default)]
+pub struct CommunicationFilter {
+    pub sender_ods: Option<String>,
+    pub state: Option<String>,
+    /// Inclusive lower bound on `sent`.
+    pub since: Option<String>,
+    /// Exclusive upper bound on `sent`.
+    pub until: Option<String>,
+    pub limit: i64,
+}
+
+/// A webhook event about to be queued.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewWebhookEvent {
+    pub id: String,
+    pub body: String,
+}
+
+/// A queued webhook event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookRecord {
+    pub id: String,
+    pub delivery_id: String,
+    pub body: String,
+    /// pending | sent | failed
+    pub status: String,
+    pub attempts: i64,
+    pub next_attempt_at: Option<String>,
+    pub last_error: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// The end of one webhook attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookUpdate {
+    /// pending (to be retried at `next_attempt_at`) | sent | failed
+    pub status: String,
+    pub next_attempt_at: Option<String>,
+    pub last_error: Option<String>,
+    pub updated_at: String,
 }
 
 /// A recipient's endpoint.
@@ -295,6 +392,47 @@ pub trait Store: Send + Sync {
         cutoff: &str,
         now: &str,
     ) -> Result<Vec<DeliveryRecord>, StoreError>;
+
+    /// The deliveries whose escalation state now differs from the state last alerted, with the
+    /// state now: `held` (Task on-hold), `failed`, `dead-letter`, or `undelivered-near-release`
+    /// (requested or in progress when the release date is within the delivery's lead time,
+    /// `default_lead_days` when it has none), or `None` (the escalation is over).
+    async fn escalations(
+        &self,
+        now: &str,
+        default_lead_days: i64,
+    ) -> Result<Vec<(DeliveryRecord, Option<String>)>, StoreError>;
+
+    /// Writes escalation changes in one transaction: each only when the delivery's state last
+    /// alerted is still its `from` (another instance may have raised it first), marking the
+    /// delivery at risk and storing its Communication, webhook event and audit entries. Returns
+    /// the changes written.
+    async fn change_alerts(
+        &self,
+        changes: Vec<AlertChange>,
+        now: &str,
+    ) -> Result<Vec<AlertChange>, StoreError>;
+
+    /// Communications matching `filter`, newest first.
+    async fn communications(
+        &self,
+        filter: &CommunicationFilter,
+    ) -> Result<Vec<CommunicationRecord>, StoreError>;
+
+    /// The number of deliveries in each open escalation state.
+    async fn escalation_counts(&self) -> Result<Vec<(String, i64)>, StoreError>;
+
+    /// Claims up to `limit` webhook events due at `now`, leasing them until `lease_until` and
+    /// counting an attempt.
+    async fn claim_webhooks(
+        &self,
+        now: &str,
+        lease_until: &str,
+        limit: i64,
+    ) -> Result<Vec<WebhookRecord>, StoreError>;
+
+    /// Records the end of a webhook attempt.
+    async fn finish_webhook(&self, id: &str, update: WebhookUpdate) -> Result<(), StoreError>;
 
     /// Counts of deliveries by (status, business status), and the number at risk.
     async fn delivery_counts(&self) -> Result<(Vec<(String, String, i64)>, i64), StoreError>;

@@ -12,9 +12,10 @@ use sqlx::sqlite::{
 use sqlx::{Row, Sqlite, Transaction};
 
 use super::{
-    Acceptance, AgreementRecord, AuditFilter, Checkpoint, ConsentRecord, ConsentWrite,
-    CustodyRecord, DeliveryFilter, DeliveryRecord, DeliveryUpdate, EndpointRecord, NewDelivery,
-    NewDocument, Store, StoreError, StoredDocument, VersionOutcome,
+    Acceptance, AgreementRecord, AlertChange, AuditFilter, Checkpoint, CommunicationFilter,
+    CommunicationRecord, ConsentRecord, ConsentWrite, CustodyRecord, DeliveryFilter,
+    DeliveryRecord, DeliveryUpdate, EndpointRecord, NewDelivery, NewDocument, Store, StoreError,
+    StoredDocument, VersionOutcome, WebhookRecord, WebhookUpdate,
 };
 use crate::chain::{AuditDraft, AuditEntry};
 use crate::clock::{SharedClock, rfc3339};
@@ -141,6 +142,43 @@ fn consent_from_row(row: &SqliteRow) -> Result<ConsentRecord, sqlx::Error> {
     })
 }
 
+type WebhookRow = (
+    String,
+    String,
+    String,
+    String,
+    i64,
+    Option<String>,
+    Option<String>,
+    String,
+    String,
+);
+
+fn webhook_from_row(r: WebhookRow) -> WebhookRecord {
+    let (
+        id,
+        delivery_id,
+        body,
+        status,
+        attempts,
+        next_attempt_at,
+        last_error,
+        created_at,
+        updated_at,
+    ) = r;
+    WebhookRecord {
+        id,
+        delivery_id,
+        body,
+        status,
+        attempts,
+        next_attempt_at,
+        last_error,
+        created_at,
+        updated_at,
+    }
+}
+
 fn delivery_from_row(row: &SqliteRow) -> Result<DeliveryRecord, sqlx::Error> {
     Ok(DeliveryRecord {
         id: row.try_get("id")?,
@@ -162,6 +200,10 @@ fn delivery_from_row(row: &SqliteRow) -> Result<DeliveryRecord, sqlx::Error> {
         at_risk: row.try_get("at_risk")?,
         last_status_code: row.try_get("last_status_code")?,
         loss_report: row.try_get("loss_report")?,
+        continuity_critical: row.try_get("continuity_critical")?,
+        lead_time_days: row.try_get("lead_time_days")?,
+        alert_state: row.try_get("alert_state")?,
+        alerted_at: row.try_get("alerted_at")?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
     })
@@ -257,7 +299,8 @@ impl Store for SqliteStore {
                 "INSERT INTO deliveries (id, document_id, nhs_number, sender_ods, recipient_ods, \
                  recipient_role, relationships, needs_gp_registration, status, business_status, \
                  reason_code, reason, next_attempt_at, release_date, loss_report, created_at, \
-                 updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                 updated_at, continuity_critical, lead_time_days) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             )
             .bind(&d.id)
             .bind(&doc.id)
@@ -276,6 +319,8 @@ impl Store for SqliteStore {
             .bind(&d.loss_report)
             .bind(&doc.received_at)
             .bind(&doc.received_at)
+            .bind(d.continuity_critical)
+            .bind(d.lead_time_days)
             .execute(&mut *tx)
             .await?;
         }
@@ -695,6 +740,15 @@ impl Store for SqliteStore {
         if let Some(v) = f.at_risk {
             qb.push(" AND at_risk = ").push_bind(v);
         }
+        match f.escalated {
+            Some(true) => {
+                qb.push(" AND alert_state IS NOT NULL");
+            }
+            Some(false) => {
+                qb.push(" AND alert_state IS NULL");
+            }
+            None => {}
+        }
         if let Some(v) = &f.updated_since {
             qb.push(" AND updated_at >= ").push_bind(v.clone());
         }
@@ -752,6 +806,192 @@ impl Store for SqliteStore {
             .iter()
             .map(delivery_from_row)
             .collect::<Result<_, _>>()?)
+    }
+
+    async fn escalations(
+        &self,
+        now: &str,
+        default_lead_days: i64,
+    ) -> Result<Vec<(DeliveryRecord, Option<String>)>, StoreError> {
+        // The release date (a date, or a dateTime with an offset) less the lead time, as a
+        // stored stamp (UTC, three fraction digits), compared with now.
+        let rows = sqlx::query(
+            "SELECT * FROM (SELECT *, CASE \
+               WHEN status = 'on-hold' THEN 'held' \
+               WHEN status = 'failed' AND business_status = 'dead-letter' THEN 'dead-letter' \
+               WHEN status = 'failed' THEN 'failed' \
+               WHEN status IN ('requested', 'in-progress') AND release_date IS NOT NULL \
+                 AND strftime('%Y-%m-%dT%H:%M:%fZ', release_date, \
+                       '-' || COALESCE(lead_time_days, ?) || ' days') <= ? \
+                 THEN 'undelivered-near-release' \
+               ELSE NULL END AS escalation FROM deliveries) \
+             WHERE escalation IS NOT alert_state ORDER BY created_at, id",
+        )
+        .bind(default_lead_days)
+        .bind(now)
+        .fetch_all(&self.readers)
+        .await?;
+        rows.iter()
+            .map(|row| Ok((delivery_from_row(row)?, row.try_get("escalation")?)))
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::from)
+    }
+
+    async fn change_alerts(
+        &self,
+        changes: Vec<AlertChange>,
+        now: &str,
+    ) -> Result<Vec<AlertChange>, StoreError> {
+        if changes.is_empty() {
+            return Ok(changes);
+        }
+        let mut tx = self.writer.begin().await?;
+        let mut written = Vec::with_capacity(changes.len());
+        let mut audit = Vec::new();
+        for c in changes {
+            let raised = c.to.is_some();
+            let changed = sqlx::query(
+                "UPDATE deliveries SET alert_state = ?, \
+                 alerted_at = CASE WHEN ? THEN ? ELSE alerted_at END, \
+                 at_risk = CASE WHEN ? THEN 1 ELSE at_risk END, \
+                 updated_at = CASE WHEN ? THEN ? ELSE updated_at END \
+                 WHERE id = ? AND alert_state IS ?",
+            )
+            .bind(&c.to)
+            .bind(raised)
+            .bind(now)
+            .bind(raised)
+            .bind(raised)
+            .bind(now)
+            .bind(&c.delivery_id)
+            .bind(&c.from)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if changed == 0 {
+                continue;
+            }
+            if let Some(m) = &c.communication {
+                sqlx::query(
+                    "INSERT INTO communications (id, delivery_id, sender_ods, state, sent, body) \
+                     VALUES (?, ?, ?, ?, ?, ?)",
+                )
+                .bind(&m.id)
+                .bind(&c.delivery_id)
+                .bind(&m.sender_ods)
+                .bind(&m.state)
+                .bind(&m.sent)
+                .bind(&m.body)
+                .execute(&mut *tx)
+                .await?;
+            }
+            if let Some(w) = &c.webhook {
+                sqlx::query(
+                    "INSERT INTO alert_webhooks (id, delivery_id, body, status, attempts, \
+                     next_attempt_at, created_at, updated_at) \
+                     VALUES (?, ?, ?, 'pending', 0, ?, ?, ?)",
+                )
+                .bind(&w.id)
+                .bind(&c.delivery_id)
+                .bind(&w.body)
+                .bind(now)
+                .bind(now)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
+            audit.extend(c.audit.iter().cloned());
+            written.push(c);
+        }
+        self.chain_into(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(written)
+    }
+
+    async fn communications(
+        &self,
+        f: &CommunicationFilter,
+    ) -> Result<Vec<CommunicationRecord>, StoreError> {
+        let mut qb = sqlx::QueryBuilder::<Sqlite>::new(
+            "SELECT id, delivery_id, sender_ods, state, sent, body FROM communications WHERE 1 = 1",
+        );
+        if let Some(v) = &f.sender_ods {
+            qb.push(" AND sender_ods = ").push_bind(v.clone());
+        }
+        if let Some(v) = &f.state {
+            qb.push(" AND state = ").push_bind(v.clone());
+        }
+        if let Some(v) = &f.since {
+            qb.push(" AND sent >= ").push_bind(v.clone());
+        }
+        if let Some(v) = &f.until {
+            qb.push(" AND sent < ").push_bind(v.clone());
+        }
+        qb.push(" ORDER BY sent DESC, id LIMIT ")
+            .push_bind(f.limit.clamp(1, 1000));
+        let rows: Vec<(String, String, String, String, String, String)> =
+            qb.build_query_as().fetch_all(&self.readers).await?;
+        Ok(rows
+            .into_iter()
+            .map(
+                |(id, delivery_id, sender_ods, state, sent, body)| CommunicationRecord {
+                    id,
+                    delivery_id,
+                    sender_ods,
+                    state,
+                    sent,
+                    body,
+                },
+            )
+            .collect())
+    }
+
+    async fn escalation_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT alert_state, COUNT(*) FROM deliveries WHERE alert_state IS NOT NULL \
+             GROUP BY alert_state",
+        )
+        .fetch_all(&self.readers)
+        .await?)
+    }
+
+    async fn claim_webhooks(
+        &self,
+        now: &str,
+        lease_until: &str,
+        limit: i64,
+    ) -> Result<Vec<WebhookRecord>, StoreError> {
+        let rows: Vec<WebhookRow> = sqlx::query_as(
+            "UPDATE alert_webhooks SET claimed_until = ?, attempts = attempts + 1, updated_at = ? \
+             WHERE id IN (SELECT id FROM alert_webhooks WHERE status = 'pending' \
+               AND next_attempt_at <= ? AND (claimed_until IS NULL OR claimed_until < ?) \
+               ORDER BY next_attempt_at LIMIT ?) \
+             RETURNING id, delivery_id, body, status, attempts, next_attempt_at, last_error, \
+               created_at, updated_at",
+        )
+        .bind(lease_until)
+        .bind(now)
+        .bind(now)
+        .bind(now)
+        .bind(limit)
+        .fetch_all(&self.writer)
+        .await?;
+        Ok(rows.into_iter().map(webhook_from_row).collect())
+    }
+
+    async fn finish_webhook(&self, id: &str, u: WebhookUpdate) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE alert_webhooks SET status = ?, next_attempt_at = ?, last_error = ?, \
+             updated_at = ?, claimed_until = NULL WHERE id = ?",
+        )
+        .bind(&u.status)
+        .bind(&u.next_attempt_at)
+        .bind(&u.last_error)
+        .bind(&u.updated_at)
+        .bind(id)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
     }
 
     async fn delivery_counts(&self) -> Result<(Vec<(String, String, i64)>, i64), StoreError> {

@@ -14,6 +14,7 @@
 pub mod endpoint;
 pub mod rest;
 pub mod retry;
+pub mod webhook;
 
 use std::time::Duration;
 
@@ -93,12 +94,15 @@ pub trait Transport: Send + Sync {
 /// The transports this gateway runs, one per endpoint kind.
 pub struct Transports {
     pub fhir_rest: rest::FhirRest,
+    /// The alert webhook, when `alerts.webhook_url` is set.
+    pub alert_webhook: Option<webhook::AlertWebhook>,
 }
 
 impl Transports {
     pub fn from_settings(settings: &crate::config::Settings) -> anyhow::Result<Transports> {
         Ok(Transports {
             fhir_rest: rest::FhirRest::new(&settings.delivery)?,
+            alert_webhook: webhook::AlertWebhook::from_settings(settings)?,
         })
     }
 

@@ -841,6 +841,46 @@ mod flaky {
             self.inner.mark_at_risk(cutoff, now).await
         }
 
+        async fn escalations(
+            &self,
+            now: &str,
+            default_lead_days: i64,
+        ) -> Result<Vec<(DeliveryRecord, Option<String>)>, StoreError> {
+            self.inner.escalations(now, default_lead_days).await
+        }
+
+        async fn change_alerts(
+            &self,
+            changes: Vec<AlertChange>,
+            now: &str,
+        ) -> Result<Vec<AlertChange>, StoreError> {
+            self.inner.change_alerts(changes, now).await
+        }
+
+        async fn communications(
+            &self,
+            filter: &CommunicationFilter,
+        ) -> Result<Vec<CommunicationRecord>, StoreError> {
+            self.inner.communications(filter).await
+        }
+
+        async fn escalation_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
+            self.inner.escalation_counts().await
+        }
+
+        async fn claim_webhooks(
+            &self,
+            now: &str,
+            lease_until: &str,
+            limit: i64,
+        ) -> Result<Vec<WebhookRecord>, StoreError> {
+            self.inner.claim_webhooks(now, lease_until, limit).await
+        }
+
+        async fn finish_webhook(&self, id: &str, update: WebhookUpdate) -> Result<(), StoreError> {
+            self.inner.finish_webhook(id, update).await
+        }
+
         async fn delivery_counts(&self) -> Result<(Vec<(String, String, i64)>, i64), StoreError> {
             self.inner.delivery_counts().await
         }

@@ -568,6 +568,7 @@ pub fn register_prison(settings: &mut Settings, id: &str, ods: &str) {
             "system/Bundle.crs",
             "system/Consent.crus",
             "system/Task.rs",
+            "system/Communication.rs",
             "system/Patient.rs",
         ],
     );

@@ -11,6 +11,7 @@ mod delivery;
 mod demo;
 mod directory;
 mod edge;
+mod escalation;
 mod helpers;
 mod intake;
 mod minimal_document;
