@@ -10,6 +10,7 @@
 //! `fhirpath` (invariants).
 
 mod check;
+pub mod clinical;
 mod compile;
 /// Public for the fuzz targets (`tests/fuzz`); only `Expr` is visible.
 pub mod fhirpath;
