@@ -46,9 +46,10 @@ pub async fn target_for(app: &App, ods: &OdsCode, role: Role) -> Result<Target, 
 }
 
 /// Plans the deliveries of a newly accepted document: one per routed recipient, from the copy
-/// previewed for it at intake (its loss report is kept with the delivery). A recipient no
-/// agreement covers gets a rejected Task with its reason; one with no endpoint (not in
-/// `with_endpoint`) waits for a pull.
+/// previewed for it at intake (its loss report and administrative warnings are kept with the
+/// delivery). A recipient no agreement covers gets a rejected Task with its reason; one whose
+/// copy is held (clinical content, a safety element) is on-hold from the start, with the
+/// reason; one with no endpoint (not in `with_endpoint`) waits for a pull.
 pub fn plan(
     app: &App,
     document_id: &str,
@@ -82,6 +83,15 @@ pub fn plan(
                 Some(reason),
                 None,
                 "delivery-rejected",
+            )
+        } else if c.shares_anything() && c.verdict.is_held() {
+            (
+                TaskStatus::OnHold,
+                BusinessStatus::Held,
+                c.verdict.hold_code(),
+                Some(held_reason(c)),
+                None,
+                "delivery-held",
             )
         } else if with_endpoint.contains(&route.ods) {
             (
@@ -130,7 +140,36 @@ pub fn plan(
             next_attempt_at: next,
             release_date: release_date.clone(),
             loss_report: c.copy.is_some().then(|| c.loss_report().to_string()),
+            warnings: c
+                .copy
+                .is_some()
+                .then(|| warnings_json(c.verdict.warnings())),
         });
     }
     (deliveries, events)
+}
+
+/// Why a copy is held, for its Task's `statusReason`.
+pub fn held_reason(c: &RecipientCopy) -> String {
+    format!(
+        "held, not sent (the {} copy): {}",
+        c.target,
+        c.verdict.hold_summary()
+    )
+}
+
+/// Administrative warnings as stored with a delivery: `[{expression, diagnostics}]`.
+pub fn warnings_json(warnings: &[crate::fhir::outcome::Issue]) -> String {
+    serde_json::Value::Array(
+        warnings
+            .iter()
+            .map(|w| {
+                serde_json::json!({
+                    "expression": w.expression,
+                    "diagnostics": w.diagnostics,
+                })
+            })
+            .collect(),
+    )
+    .to_string()
 }

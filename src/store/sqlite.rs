@@ -162,6 +162,7 @@ fn delivery_from_row(row: &SqliteRow) -> Result<DeliveryRecord, sqlx::Error> {
         at_risk: row.try_get("at_risk")?,
         last_status_code: row.try_get("last_status_code")?,
         loss_report: row.try_get("loss_report")?,
+        warnings: row.try_get("warnings")?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
     })
@@ -256,8 +257,8 @@ impl Store for SqliteStore {
             sqlx::query(
                 "INSERT INTO deliveries (id, document_id, nhs_number, sender_ods, recipient_ods, \
                  recipient_role, relationships, needs_gp_registration, status, business_status, \
-                 reason_code, reason, next_attempt_at, release_date, loss_report, created_at, \
-                 updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                 reason_code, reason, next_attempt_at, release_date, loss_report, warnings, \
+                 created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             )
             .bind(&d.id)
             .bind(&doc.id)
@@ -274,6 +275,7 @@ impl Store for SqliteStore {
             .bind(&d.next_attempt_at)
             .bind(&d.release_date)
             .bind(&d.loss_report)
+            .bind(&d.warnings)
             .bind(&doc.received_at)
             .bind(&doc.received_at)
             .execute(&mut *tx)
@@ -312,7 +314,7 @@ impl Store for SqliteStore {
         let rows = sqlx::query(
             "UPDATE deliveries SET status = 'cancelled', business_status = 'replaced', \
              reason = ?, reason_code = ?, next_attempt_at = NULL, claimed_until = NULL, \
-             updated_at = ? WHERE document_id = ? AND status IN ('requested', 'failed') \
+             updated_at = ? WHERE document_id = ? AND status IN ('requested', 'failed', 'on-hold') \
              RETURNING *",
         )
         .bind(reason)
@@ -648,7 +650,7 @@ impl Store for SqliteStore {
         sqlx::query(
             "UPDATE deliveries SET status = ?, business_status = ?, reason_code = ?, reason = ?, \
              next_attempt_at = ?, last_status_code = ?, loss_report = COALESCE(?, loss_report), \
-             updated_at = ?, claimed_until = NULL WHERE id = ?",
+             warnings = COALESCE(?, warnings), updated_at = ?, claimed_until = NULL WHERE id = ?",
         )
         .bind(u.status.as_str())
         .bind(u.business_status.as_str())
@@ -657,6 +659,7 @@ impl Store for SqliteStore {
         .bind(&u.next_attempt_at)
         .bind(u.last_status_code)
         .bind(&u.loss_report)
+        .bind(&u.warnings)
         .bind(&u.updated_at)
         .bind(id)
         .execute(&mut *tx)
@@ -717,7 +720,7 @@ impl Store for SqliteStore {
         let changed = sqlx::query(
             "UPDATE deliveries SET status = 'requested', business_status = 'scheduled', \
              attempts = 0, next_attempt_at = ?, claimed_until = NULL, updated_at = ?, reason = NULL, reason_code = NULL \
-             WHERE id = ? AND status = 'failed'",
+             WHERE id = ? AND status IN ('failed', 'on-hold')",
         )
         .bind(now)
         .bind(now)
@@ -741,7 +744,7 @@ impl Store for SqliteStore {
     ) -> Result<Vec<DeliveryRecord>, StoreError> {
         let rows = sqlx::query(
             "UPDATE deliveries SET at_risk = 1, updated_at = ? \
-             WHERE at_risk = 0 AND status IN ('requested', 'in-progress', 'failed') \
+             WHERE at_risk = 0 AND status IN ('requested', 'in-progress', 'failed', 'on-hold') \
              AND release_date IS NOT NULL AND release_date < ? RETURNING *",
         )
         .bind(now)
@@ -761,7 +764,7 @@ impl Store for SqliteStore {
         .fetch_all(&self.readers)
         .await?;
         let (at_risk,): (i64,) = sqlx::query_as(
-            "SELECT COUNT(*) FROM deliveries WHERE at_risk = 1 AND status IN ('requested', 'in-progress', 'failed')",
+            "SELECT COUNT(*) FROM deliveries WHERE at_risk = 1 AND status IN ('requested', 'in-progress', 'failed', 'on-hold')",
         )
         .fetch_one(&self.readers)
         .await?;
