@@ -12,6 +12,7 @@ mod demo;
 mod directory;
 mod edge;
 mod helpers;
+mod holds;
 mod intake;
 mod mtls;
 mod openapi;
