@@ -320,26 +320,39 @@ pub async fn deliveries(app: &App, filter: &DeliveryFilter) -> Result<Vec<Value>
         .collect())
 }
 
-/// Replays a failed or dead-lettered delivery.
+/// Replays a failed or dead-lettered delivery, or releases a held one. Either way the copy is
+/// made again when the delivery is next attempted, with policy, translation and the verdict of
+/// that moment: a release sends the copy only if it is then fit to go (say, the mappings or
+/// the endpoint's profile were corrected); a copy still held is held again, never sent with a
+/// guessed dose.
 pub async fn retry_delivery(app: &App, principal: &Principal, id: &str) -> Result<(), ApiError> {
     let d = app
         .store
         .delivery(id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("Delivery {id} is not known.")))?;
+    let held = d.status == TaskStatus::OnHold;
     let event = AuditEvent::DeliveryChanged {
         actor: Some(principal.actor()),
-        what: "delivery-requeued",
+        what: if held {
+            "delivery-released"
+        } else {
+            "delivery-requeued"
+        },
         delivery_id: d.id.clone(),
         document_id: d.document_id.clone(),
         nhs_number: d.nhs_number.clone(),
         recipient: d.recipient_ods.clone(),
         attempt: d.attempts,
         status_code: None,
-        reason: Some("replayed by an operator".into()),
+        reason: Some(if held {
+            "hold released by an operator: the copy is made again at send time".into()
+        } else {
+            "replayed by an operator".into()
+        }),
         success: true,
     };
-    let requeued = d.status == TaskStatus::Failed
+    let requeued = (d.status == TaskStatus::Failed || held)
         && app
             .store
             .requeue_delivery(id, &app.now_stamp(), vec![event.into_draft()])
@@ -349,7 +362,7 @@ pub async fn retry_delivery(app: &App, principal: &Principal, id: &str) -> Resul
             Issue::error(
                 "conflict",
                 format!(
-                    "Delivery {id} is {} ({}): only failed deliveries are replayed.",
+                    "Delivery {id} is {} ({}): only failed deliveries are replayed, and held ones released.",
                     d.status, d.business_status
                 ),
             )

@@ -50,6 +50,9 @@ pub struct App {
     pub translator: Arc<Translator>,
     /// Medicines that must not be interrupted at release (`mappings/medicines/`).
     pub medicines: crate::medicines::ContinuityCritical,
+    /// Which elements of a copy are clinical content, per target profile set
+    /// (`mappings/clinical-content/`): the rule for holding a copy that fails its profile.
+    pub clinical: crate::validate::clinical::ClinicalContent,
     /// Rate limits: per source address before authentication, per client after it.
     pub limits: RateLimits,
     /// Failed authentications, sampled into the audit log.

@@ -59,6 +59,10 @@ pub const DELIVERY_ENDPOINT: &str = "GW-DELIVERY-07";
 pub const DELIVERY_NONCONFORMANT: &str = "GW-DELIVERY-08";
 pub const DELIVERY_TRANSLATION: &str = "GW-DELIVERY-09";
 pub const DELIVERY_DOCUMENT: &str = "GW-DELIVERY-10";
+pub const DELIVERY_HELD_CLINICAL: &str = "GW-DELIVERY-12";
+pub const DELIVERY_HELD_SAFETY: &str = "GW-DELIVERY-13";
+pub const DELIVERY_ADMINISTRATIVE: &str = "GW-DELIVERY-14";
+pub const PULL_HELD: &str = "GW-PULL-03";
 pub const NOT_FOUND: &str = "GW-NOT-FOUND";
 pub const UNKNOWN_ROUTE: &str = "GW-NO-ROUTE";
 pub const UNEXPECTED: &str = "GW-INTERNAL";
@@ -202,7 +206,10 @@ pub const ALL: &[(&str, &str)] = &[
         ENDPOINT_INVALID,
         "The endpoint does not fit its schema (kind, url, profile, auth).",
     ),
-    (NOT_REPLAYABLE, "Only failed deliveries can be replayed."),
+    (
+        NOT_REPLAYABLE,
+        "Only failed deliveries can be replayed, and held ones released.",
+    ),
     (
         ADMIN_AREA,
         "The organisation is outside the administrative area of the calling ICB.",
@@ -253,7 +260,23 @@ pub const ALL: &[(&str, &str)] = &[
     ),
     (
         DELIVERY_NONCONFORMANT,
-        "The recipient's copy does not conform to its endpoint's profiles.",
+        "The recipient's copy does not conform to its endpoint's profiles (recorded before issue 12; a copy that fails its profiles is now held, GW-DELIVERY-12, or sent with warnings, GW-DELIVERY-14).",
+    ),
+    (
+        DELIVERY_HELD_CLINICAL,
+        "The delivery is held (Task on-hold): the recipient's copy fails its profiles in clinical content (mappings/clinical-content/); the reason names the elements. Released by a correcting document or an operator's retry.",
+    ),
+    (
+        DELIVERY_HELD_SAFETY,
+        "The delivery is held (Task on-hold): a medicine the copy would carry lacks a safety element (a dose instruction; for opiate substitution, the date of the last dose in custody). Never sent with a guessed dose; released by a correcting document or an operator's retry.",
+    ),
+    (
+        DELIVERY_ADMINISTRATIVE,
+        "A warning: the recipient's copy fails its profiles only in administrative elements (display text, record keeping, practitioner and organisation details); it is sent, and the failures travel with it.",
+    ),
+    (
+        PULL_HELD,
+        "The caller's copy fails its profiles in clinical content, or carries a medicine without its safety elements: it is not handed out (the issues name the elements).",
     ),
     (
         DELIVERY_TRANSLATION,

@@ -256,6 +256,9 @@ pub enum TaskStatus {
     Rejected,
     /// A correction replaced the document before this copy went out.
     Cancelled,
+    /// The copy must not go as it stands (clinical content or a safety element): held until a
+    /// correcting document replaces it or an operator releases it.
+    OnHold,
 }
 
 /// Why a delivery is where it is: the Task's business status.
@@ -280,6 +283,9 @@ pub enum BusinessStatus {
     PermanentError,
     /// A correcting document replaced the document before this copy went out.
     Replaced,
+    /// Held: the copy fails its profiles in clinical content, or a medicine lacks a safety
+    /// element.
+    Held,
 }
 
 macro_rules! string_enum {
@@ -320,6 +326,7 @@ string_enum!(TaskStatus, "Task status", {
     Failed => "failed",
     Rejected => "rejected",
     Cancelled => "cancelled",
+    OnHold => "on-hold",
 });
 
 string_enum!(BusinessStatus, "delivery business status", {
@@ -333,6 +340,7 @@ string_enum!(BusinessStatus, "delivery business status", {
     NothingToShare => "nothing-to-share",
     PermanentError => "permanent-error",
     Replaced => "replaced",
+    Held => "held",
 });
 
 /// Who did it, as established by authentication (never by the request body).

@@ -378,8 +378,9 @@ async fn cancel_replaced(
     )))
 }
 
-/// What each recipient's copy loses in translation, and whether it conforms to its profile, as
-/// warnings for the sender.
+/// What each recipient's copy loses in translation, and its verdict, as warnings for the
+/// sender: a copy that will be held (clinical content, a medicine's safety element) and why,
+/// and the administrative failures a copy will go with.
 fn translation_issues(copies: &[RecipientCopy]) -> Vec<Issue> {
     let mut issues = Vec::new();
     for c in copies {
@@ -412,18 +413,38 @@ fn translation_issues(copies: &[RecipientCopy]) -> Vec<Issue> {
                 format!("The copy for {whom} cannot be translated: {e}."),
             ));
         }
-        let errors: Vec<&Issue> = c.target_errors().collect();
-        if let Some(first) = errors.first() {
-            issues.push(Issue::new(
+        if !c.shares_anything() {
+            continue;
+        }
+        for r in c.verdict.reasons() {
+            let mut issue = Issue::new(
+                Severity::Warning,
+                "business-rule",
+                format!(
+                    "The copy for {whom} will be held, not sent, until a correction replaces this document: {}.",
+                    r.description
+                ),
+            )
+            .with_code(r.kind.code());
+            if let Some(e) = &r.expression {
+                issue = issue.at(e.clone());
+            }
+            issues.push(issue);
+        }
+        for w in c.verdict.warnings() {
+            let mut issue = Issue::new(
                 Severity::Warning,
                 "invariant",
                 format!(
-                    "The copy for {whom} does not conform to its profiles yet ({} error(s); first at {}: {}).",
-                    errors.len(),
-                    first.expression.as_deref().unwrap_or("-"),
-                    first.diagnostics
+                    "The copy for {whom} goes with an administrative element that does not conform to its profiles: {}.",
+                    w.diagnostics
                 ),
-            ));
+            )
+            .with_code(codes::DELIVERY_ADMINISTRATIVE);
+            if let Some(e) = &w.expression {
+                issue = issue.at(e.clone());
+            }
+            issues.push(issue);
         }
     }
     issues

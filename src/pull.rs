@@ -11,6 +11,7 @@ use crate::audit::AuditEvent;
 use crate::auth::Principal;
 use crate::domain::{Moment, NhsNumber, Role, systems};
 use crate::error::{ApiError, codes};
+use crate::fhir::outcome::Issue;
 use crate::policy::Purpose;
 use crate::recipient::{CopyRequest, RecipientCopy, Subject, copy_for};
 use crate::store::StoredDocument;
@@ -55,10 +56,40 @@ async fn copy_of(
     if !copy.shares_anything() {
         return Ok(Seen::Nothing);
     }
+    // The same rule as a delivery's (issue 12 item 3): a copy held for its clinical content or
+    // a medicine's safety element is not handed out; the refusal names the elements, and is
+    // audited twice over (the decision as `copy-held` above, the 422 as `input-rejected`).
+    if copy.verdict.is_held() {
+        return Err(held_refusal(&copy));
+    }
     if let Some(e) = copy.translation_error {
         return Err(e.into());
     }
     Ok(Seen::Copy(Box::new(copy)))
+}
+
+/// 422 for a held copy: one issue per reason, each naming its element.
+fn held_refusal(copy: &RecipientCopy) -> ApiError {
+    ApiError::Unprocessable(
+        copy.verdict
+            .reasons()
+            .iter()
+            .map(|r| {
+                let issue = Issue::error(
+                    "business-rule",
+                    format!(
+                        "This {} copy is held, not handed out: {}.",
+                        copy.target, r.description
+                    ),
+                )
+                .with_code(codes::PULL_HELD);
+                match &r.expression {
+                    Some(e) => issue.at(e.clone()),
+                    None => issue,
+                }
+            })
+            .collect(),
+    )
 }
 
 /// The answer to a reader whose every document the patient's consent withholds: 403, and no
@@ -129,6 +160,8 @@ pub enum DocumentRead {
         body: String,
         withheld: usize,
         emergency: bool,
+        /// Administrative elements of the copy that do not conform to its profiles.
+        warnings: Vec<Issue>,
     },
 }
 
@@ -164,26 +197,37 @@ pub async fn read_document(
         Seen::ConsentWithholds => return Err(consent_refusal()),
     };
     Ok(DocumentRead::Copy {
-        body: copy.copy.map(|c| c.to_string()).unwrap_or_default(),
         withheld: copy.decision.withheld().count(),
         emergency: copy.decision.emergency,
+        warnings: copy.verdict.warnings().to_vec(),
+        body: copy.copy.map(|c| c.to_string()).unwrap_or_default(),
     })
+}
+
+/// What `$everything` hands out: the entries, and the administrative warnings of the copies
+/// they came from.
+pub struct Everything {
+    pub entries: Vec<Value>,
+    pub warnings: Vec<Issue>,
 }
 
 /// The resources of every document about `nhs` that `principal` may see now, newest document
 /// first, each resource once (by `Type/id`, the newest copy winning). Each document's copy is
-/// made in `target` (the caller's profile) before its resources are taken.
+/// made in `target` (the caller's profile) before its resources are taken. A copy that is held
+/// refuses the whole answer (422): a record missing a held document's medicines would read as
+/// complete.
 pub async fn everything(
     app: &App,
     principal: &Principal,
     nhs: &NhsNumber,
     purpose: Purpose,
     target: Target,
-) -> Result<Vec<Value>, ApiError> {
+) -> Result<Everything, ApiError> {
     check_purpose(principal, purpose)?;
     let documents = app.store.documents_for(nhs.as_str()).await?;
     let mut seen = HashSet::new();
     let mut out = Vec::new();
+    let mut warnings = Vec::new();
     let mut withheld_by_consent = false;
     for stored in &documents {
         let copy = match copy_of(app, principal, stored, purpose, target).await? {
@@ -194,6 +238,7 @@ pub async fn everything(
                 continue;
             }
         };
+        warnings.extend(copy.verdict.warnings().iter().cloned());
         let Some(translated) = copy.copy else {
             continue;
         };
@@ -225,7 +270,10 @@ pub async fn everything(
     if out.is_empty() && withheld_by_consent {
         return Err(consent_refusal());
     }
-    Ok(out)
+    Ok(Everything {
+        entries: out,
+        warnings,
+    })
 }
 
 /// The Patient as `principal` may see it (from the newest document that shares it), in the
@@ -236,8 +284,9 @@ pub async fn patient(
     nhs: &NhsNumber,
     target: Target,
 ) -> Result<Option<Value>, ApiError> {
-    let entries = everything(app, principal, nhs, Purpose::Treat, target).await?;
-    Ok(entries
+    let found = everything(app, principal, nhs, Purpose::Treat, target).await?;
+    Ok(found
+        .entries
         .into_iter()
         .filter_map(|e| e.get("resource").cloned())
         .find(|r| {
@@ -281,9 +330,20 @@ pub async fn gpc_structured_record(
         .await?
         {
             Seen::Copy(copy) => {
+                let warnings = copy.verdict.warnings().to_vec();
                 if let Some(mut record) = copy.copy {
                     // Only the clinical areas asked for, as a GP Connect provider answers.
                     gpc_select(&mut record, &lists);
+                    // Administrative elements that do not conform travel as an
+                    // OperationOutcome in the record, as GP Connect providers report partial
+                    // answers.
+                    if !warnings.is_empty()
+                        && let Some(entries) = record.get_mut("entry").and_then(Value::as_array_mut)
+                    {
+                        entries.push(json!({
+                            "resource": crate::fhir::outcome::operation_outcome(&warnings)
+                        }));
+                    }
                     return Ok(record);
                 }
             }

@@ -6,9 +6,16 @@
 //! relationships, a [`Route`]) and a [`CopyRequest`] (purpose, [`Moment`], the profile the
 //! recipient speaks) and returns a [`RecipientCopy`]: the policy decision, the element removals,
 //! the copy translated to the recipient's profile, its loss report, its issues against the target
-//! profile and the audit draft recording the decision. Intake (preview), `$sharing-decision`,
-//! every read and every delivery call it; nothing else applies policy or translates a document
-//! for a recipient.
+//! profile, the [`Verdict`] on it and the audit draft recording the decision. Intake (preview),
+//! `$sharing-decision`, every read and every delivery call it; nothing else applies policy or
+//! translates a document for a recipient.
+//!
+//! The verdict is the one rule for what may be handed out (issue 12 item 3, DESIGN §9): a copy
+//! that conforms goes; one that fails its target profile only in administrative elements goes
+//! with the failures as warnings; one that fails in clinical content (`mappings/clinical-content/`),
+//! or that carries a medicine without its safety elements (DESIGN §5a: a dose instruction, and
+//! for opiate substitution the date of the last dose in custody), is held: a delivery waits
+//! on-hold, a pull is refused (422), never sent with a guessed dose.
 //!
 //! The function is pure over its inputs (no store access), so a cache of copies keyed by
 //! document, recipient, profile and the versions of consent and agreements has one place to
@@ -21,9 +28,11 @@ use serde_json::{Value, json};
 use crate::app::App;
 use crate::audit::{Actor, AuditEvent};
 use crate::chain::AuditDraft;
+use crate::codes;
 use crate::document::DocumentSummary;
 use crate::domain::{Moment, OdsCode, Role};
 use crate::fhir::outcome::{Issue, Severity};
+use crate::medicines::MissingSafetyElement;
 use crate::policy::{
     ConsentDirective, Decision, DecisionRequest, Party, Purpose, RecipientContext, Removal, decide,
     labels,
@@ -31,6 +40,7 @@ use crate::policy::{
 use crate::routing::{Directory, Route, Routing};
 use crate::store::{StoreError, StoredDocument};
 use crate::translate::{Loss, Source, Target, TranslateError};
+use crate::validate::clinical::ElementClass;
 
 /// A document being shared, with what every recipient's copy needs: parsed once, routed once,
 /// the patient's consents read once.
@@ -220,9 +230,12 @@ pub struct RecipientCopy {
     pub losses: Vec<Loss>,
     /// The translation failed: a mapping defect, not the recipient's or the sender's doing.
     pub translation_error: Option<TranslateError>,
-    /// Issues of the copy against the target profile (made at intake, decisions and
-    /// deliveries; reads skip it).
+    /// Issues of the copy against the target profile (made at every moment: intake,
+    /// decisions, reads and deliveries).
     pub target_issues: Vec<Issue>,
+    /// What may be done with the copy: sent as it is, sent with administrative warnings, or
+    /// held.
+    pub verdict: Verdict,
     /// The decision, for the audit log (committed by the caller with what it does next).
     pub audit: AuditDraft,
 }
@@ -252,6 +265,195 @@ impl RecipientCopy {
     /// The loss report as JSON (kept with a delivery and shown on its Task).
     pub fn loss_report(&self) -> Value {
         json!(self.losses)
+    }
+}
+
+/// Why a copy is held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HoldKind {
+    /// The copy fails its target profile in clinical content.
+    ClinicalContent,
+    /// A medicine the copy carries lacks a safety element (DESIGN §5a).
+    SafetyElement,
+}
+
+/// One reason a copy is held: the element concerned and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HoldReason {
+    pub kind: HoldKind,
+    /// Where: a path in the copy (clinical content) or in the sender's document (a safety
+    /// element, `Bundle.entry[i].resource...`).
+    pub expression: Option<String>,
+    pub description: String,
+}
+
+impl HoldKind {
+    /// The stable code of a hold of this kind.
+    pub fn code(self) -> &'static str {
+        match self {
+            HoldKind::ClinicalContent => codes::DELIVERY_HELD_CLINICAL,
+            HoldKind::SafetyElement => codes::DELIVERY_HELD_SAFETY,
+        }
+    }
+}
+
+impl HoldReason {
+    /// `expression: description`.
+    pub fn text(&self) -> String {
+        match &self.expression {
+            Some(e) => format!("{e}: {}", self.description),
+            None => self.description.clone(),
+        }
+    }
+}
+
+/// What may be done with a recipient's copy (see the module docs).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    /// Conforms to its target profile and carries every safety element (or there is nothing
+    /// to send).
+    Conforms,
+    /// Fails its target profile only in administrative elements: it goes, with these errors
+    /// as warnings (severity warning, code [`codes::DELIVERY_ADMINISTRATIVE`]).
+    AdministrativeOnly { warnings: Vec<Issue> },
+    /// Must not go: the reasons name the elements.
+    Held { reasons: Vec<HoldReason> },
+}
+
+impl Verdict {
+    pub fn is_held(&self) -> bool {
+        matches!(self, Verdict::Held { .. })
+    }
+
+    /// The administrative warnings that travel with a copy that goes.
+    pub fn warnings(&self) -> &[Issue] {
+        match self {
+            Verdict::AdministrativeOnly { warnings } => warnings,
+            _ => &[],
+        }
+    }
+
+    /// The reasons a held copy is held (empty otherwise).
+    pub fn reasons(&self) -> &[HoldReason] {
+        match self {
+            Verdict::Held { reasons } => reasons,
+            _ => &[],
+        }
+    }
+
+    /// The stable code of a hold: a missing safety element first, since no correction of the
+    /// mappings can mend it; `None` when the copy is not held.
+    pub fn hold_code(&self) -> Option<&'static str> {
+        let reasons = self.reasons();
+        if reasons.iter().any(|r| r.kind == HoldKind::SafetyElement) {
+            Some(codes::DELIVERY_HELD_SAFETY)
+        } else if !reasons.is_empty() {
+            Some(codes::DELIVERY_HELD_CLINICAL)
+        } else {
+            None
+        }
+    }
+
+    /// A held copy's reasons in one line (at most five named, then a count).
+    pub fn hold_summary(&self) -> String {
+        let reasons = self.reasons();
+        let mut parts: Vec<String> = reasons.iter().take(5).map(HoldReason::text).collect();
+        if reasons.len() > 5 {
+            parts.push(format!("and {} more", reasons.len() - 5));
+        }
+        parts.join("; ")
+    }
+}
+
+/// The verdict on a copy in `target`: its target errors classified by the clinical-content
+/// lists, and the safety elements of the medicines it carries (read on `filtered`, the sender's
+/// document as policy filtered it, so that only the medicines actually shared count;
+/// `kept[k]` is the sender's entry index of filtered entry `k`).
+fn verdict(
+    app: &App,
+    target: Target,
+    copy: Option<&Value>,
+    target_issues: &[Issue],
+    filtered: &Value,
+    kept: &[usize],
+) -> Verdict {
+    let mut reasons = Vec::new();
+    for (k, entry) in filtered
+        .get("entry")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        let Some(resource) = entry.get("resource") else {
+            continue;
+        };
+        let rt = resource
+            .get("resourceType")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        let dosage = if rt == "MedicationStatement" {
+            "dosage"
+        } else {
+            "dosageInstruction"
+        };
+        let at = format!(
+            "Bundle.entry[{}].resource",
+            kept.get(k).copied().unwrap_or(k)
+        );
+        let id = resource.get("id").and_then(Value::as_str).unwrap_or("-");
+        for missing in app
+            .medicines
+            .missing_safety_elements(resource, Some(filtered))
+        {
+            let element = match missing {
+                MissingSafetyElement::DoseInstruction => dosage,
+                MissingSafetyElement::LastDoseDate { .. } => "extension",
+            };
+            reasons.push(HoldReason {
+                kind: HoldKind::SafetyElement,
+                expression: Some(format!("{at}.{element}")),
+                description: format!(
+                    "{rt}/{id} has {}: a medicine is never sent with a guessed dose",
+                    missing.describe()
+                ),
+            });
+        }
+    }
+    let mut warnings = Vec::new();
+    if let Some(copy) = copy {
+        let set = target.profile_set();
+        for issue in target_issues
+            .iter()
+            .filter(|i| matches!(i.severity, Severity::Error | Severity::Fatal))
+        {
+            match app
+                .clinical
+                .classify(set, copy, issue.expression.as_deref())
+            {
+                ElementClass::Clinical => reasons.push(HoldReason {
+                    kind: HoldKind::ClinicalContent,
+                    expression: issue.expression.clone(),
+                    description: format!(
+                        "clinical content does not conform to the {target} profiles: {}",
+                        issue.diagnostics
+                    ),
+                }),
+                ElementClass::Administrative => {
+                    let mut w = issue.clone();
+                    w.severity = Severity::Warning;
+                    w.gateway_code = Some(codes::DELIVERY_ADMINISTRATIVE);
+                    warnings.push(w);
+                }
+            }
+        }
+    }
+    if !reasons.is_empty() {
+        Verdict::Held { reasons }
+    } else if !warnings.is_empty() {
+        Verdict::AdministrativeOnly { warnings }
+    } else {
+        Verdict::Conforms
     }
 }
 
@@ -304,17 +506,21 @@ pub fn copy_for(
             r.basis = format!("withheld with the Composition it belongs to ({})", r.basis);
         }
     }
-    let audit = AuditEvent::SharingDecided {
-        actor: request.actor.clone(),
-        nhs_number: subject.summary.nhs_number.as_str().to_string(),
-        recipient: recipient.ods.to_string(),
-        recipient_role: recipient.role.as_str().to_string(),
-        moment: request.moment,
-        document_id: subject.document_id.clone(),
-        emergency: decision.emergency,
-        explanation: crate::sharing::explanation(&decision, &recipient.ods, request.purpose),
-    }
-    .into_draft();
+    let audit = |decision: &Decision, held: Option<String>| {
+        AuditEvent::SharingDecided {
+            actor: request.actor.clone(),
+            nhs_number: subject.summary.nhs_number.as_str().to_string(),
+            recipient: recipient.ods.to_string(),
+            recipient_role: recipient.role.as_str().to_string(),
+            moment: request.moment,
+            document_id: subject.document_id.clone(),
+            emergency: decision.emergency,
+            explanation: crate::sharing::explanation(decision, &recipient.ods, request.purpose),
+            held,
+        }
+        .into_draft()
+    };
+    let first_audit = audit(&decision, None);
     let (filtered, removals) = crate::policy::apply(&subject.document, &decision);
     let mut out = RecipientCopy {
         recipient: recipient.clone(),
@@ -326,7 +532,8 @@ pub fn copy_for(
         losses: Vec::new(),
         translation_error: None,
         target_issues: Vec::new(),
-        audit,
+        verdict: Verdict::Conforms,
+        audit: first_audit,
     };
     if !out.shares_anything() {
         return out;
@@ -335,22 +542,63 @@ pub fn copy_for(
     if out.decision.emergency {
         mark_emergency(&mut filtered);
     }
+    // The sender's entry index of each entry policy kept (for naming a safety element).
+    let withheld: BTreeSet<usize> = out.decision.withheld().map(|r| r.entry).collect();
+    let entries = subject
+        .document
+        .get("entry")
+        .and_then(Value::as_array)
+        .map_or(0, Vec::len);
+    let kept: Vec<usize> = (0..entries).filter(|i| !withheld.contains(i)).collect();
+    // The safety elements are read before translation: the translator must not be what
+    // supplies or hides them.
+    let safety = verdict(app, request.target, None, &[], &filtered, &kept);
     match app
         .translator
         .translate_owned(Source::Prison, request.target, filtered)
     {
         Ok(t) => {
-            if request.moment != Moment::Read {
-                out.target_issues =
-                    app.validator
-                        .validate(&t.output, None, request.target.profile_set());
-            }
+            // Every moment, reads included: whatever hands out a copy runs the same check.
+            out.target_issues =
+                app.validator
+                    .validate(&t.output, None, request.target.profile_set());
             out.losses = t.losses;
+            out.verdict = merge(
+                safety,
+                verdict(
+                    app,
+                    request.target,
+                    Some(&t.output),
+                    &out.target_issues,
+                    &json!({}),
+                    &[],
+                ),
+            );
             out.copy = Some(t.output);
         }
-        Err(e) => out.translation_error = Some(e),
+        Err(e) => {
+            out.translation_error = Some(e);
+            out.verdict = safety;
+        }
+    }
+    // A held copy is not handed out: its decision is recorded as a hold, not a disclosure.
+    if out.verdict.is_held() {
+        out.audit = audit(&out.decision, Some(out.verdict.hold_summary()));
     }
     out
+}
+
+/// The verdict of the safety elements and that of the target check, as one: held for the
+/// reasons of both, else the target check's.
+fn merge(safety: Verdict, target: Verdict) -> Verdict {
+    match (safety, target) {
+        (Verdict::Held { mut reasons }, Verdict::Held { reasons: more }) => {
+            reasons.extend(more);
+            Verdict::Held { reasons }
+        }
+        (held @ Verdict::Held { .. }, _) => held,
+        (_, other) => other,
+    }
 }
 
 /// Marks a break-glass copy with the ETREAT purpose in `meta.security`.

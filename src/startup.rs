@@ -160,6 +160,13 @@ impl Application {
             &settings.fhir.mappings_dir.join("medicines"),
         )
         .context("loading the continuity-critical medicines")?;
+        let clinical = crate::validate::clinical::ClinicalContent::load_dir(
+            &settings
+                .fhir
+                .mappings_dir
+                .join(crate::validate::clinical::DIR),
+        )
+        .context("loading the clinical-content lists")?;
         let report = validator.report();
         tracing::info!(
             profiles = report.profiles,
@@ -246,6 +253,7 @@ impl Application {
             metrics: crate::metrics::Metrics::new(),
             translator,
             medicines,
+            clinical,
             limits: RateLimits::new(&settings.rate_limits),
             failed_authentications: FailureSampler::new(
                 settings.rate_limits.failure_audit_interval_secs,

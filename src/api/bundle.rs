@@ -84,8 +84,14 @@ pub async fn read_document(
             body,
             withheld,
             emergency,
+            warnings,
         } => {
             let mut response = HttpResponse::Ok();
+            // Administrative elements that do not conform: counted here, named in the Task of
+            // a delivery and in the sender's receipt (the document itself is not altered).
+            if !warnings.is_empty() {
+                response.insert_header(("X-Throughcare-Warnings", warnings.len().to_string()));
+            }
             response.content_type(media_type(target));
             response.insert_header(("X-Throughcare-Withheld", withheld.to_string()));
             if emergency {

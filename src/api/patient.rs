@@ -11,10 +11,14 @@ use crate::translate::Target;
 
 /// A response in the caller's profile: STU3 media type for GP Connect, and the profile named.
 fn respond(target: Target, body: String) -> HttpResponse {
+    respond_builder(target).body(body)
+}
+
+fn respond_builder(target: Target) -> actix_web::HttpResponseBuilder {
     let mut response = HttpResponse::Ok();
     response.content_type(super::bundle::media_type(target));
     response.insert_header(("X-Throughcare-Profile", target.as_str()));
-    response.body(body)
+    response
 }
 
 fn searchset(entries: Vec<Value>) -> Value {
@@ -84,11 +88,26 @@ pub async fn everything(
     };
     let nhs = crate::domain::NhsNumber::parse(&id).map_err(|_| not_found())?;
     let target = super::bundle::reader_target(&req, &principal, &app)?;
-    let entries = crate::pull::everything(&app, &principal, &nhs, purpose, target).await?;
-    if entries.is_empty() {
+    let found = crate::pull::everything(&app, &principal, &nhs, purpose, target).await?;
+    if found.entries.is_empty() {
         return Err(not_found());
     }
-    Ok(respond(target, searchset(entries).to_string()))
+    let mut bundle = searchset(found.entries);
+    // Administrative elements of the copies that do not conform: an OperationOutcome entry
+    // (search mode `outcome`, which FHIR R4 and STU3 searchsets allow), not counted in `total`.
+    if !found.warnings.is_empty()
+        && let Some(entries) = bundle.get_mut("entry").and_then(Value::as_array_mut)
+    {
+        entries.push(json!({
+            "resource": crate::fhir::outcome::operation_outcome(&found.warnings),
+            "search": {"mode": "outcome"},
+        }));
+    }
+    let mut response = respond_builder(target);
+    if !found.warnings.is_empty() {
+        response.insert_header(("X-Throughcare-Warnings", found.warnings.len().to_string()));
+    }
+    Ok(response.body(bundle.to_string()))
 }
 
 /// `POST /fhir/Patient/$gpc.getstructuredrecord`: the GP Connect Access Record Structured pull.

@@ -84,6 +84,8 @@ pub enum AuditEvent {
         document_id: Option<String>,
         emergency: bool,
         explanation: Value,
+        /// The copy was held, not handed out (issue 12 item 3): why. Not a disclosure.
+        held: Option<String>,
     },
     /// A delivery changed state: scheduled, rejected, attempted, completed, failed, dead-lettered,
     /// requeued or flagged at risk. `what` names the change.
@@ -159,6 +161,12 @@ impl AuditEvent {
             AuditEvent::SharingDecided {
                 emergency: true, ..
             } => "emergency-access",
+            // A copy held at a read or a delivery is not handed out.
+            AuditEvent::SharingDecided {
+                moment,
+                held: Some(_),
+                ..
+            } if moment.is_disclosure() => "copy-held",
             // A decision acted on by a read or a delivery is a disclosure.
             AuditEvent::SharingDecided { moment, .. } if moment.is_disclosure() => "disclosure",
             AuditEvent::SharingDecided { .. } => "sharing-decided",
@@ -302,16 +310,23 @@ impl AuditEvent {
                 document_id,
                 emergency,
                 explanation,
-            } => (
-                Outcome::Success,
-                Some(actor),
-                Some(nhs_number),
-                document_id
-                    .map(|d| vec![format!("Bundle/{d}")])
-                    .unwrap_or_default(),
-                json!({"context": moment.as_str(), "recipient": recipient, "recipientRole": recipient_role,
-                       "emergency": emergency, "decision": explanation}),
-            ),
+                held,
+            } => {
+                let mut detail = json!({"context": moment.as_str(), "recipient": recipient, "recipientRole": recipient_role,
+                       "emergency": emergency, "decision": explanation});
+                if let Some(why) = held {
+                    detail["held"] = json!(why);
+                }
+                (
+                    Outcome::Success,
+                    Some(actor),
+                    Some(nhs_number),
+                    document_id
+                        .map(|d| vec![format!("Bundle/{d}")])
+                        .unwrap_or_default(),
+                    detail,
+                )
+            }
             AuditEvent::EndpointChanged {
                 actor,
                 ods,

@@ -267,6 +267,7 @@ mod tests {
             at_risk: false,
             last_status_code: Some(422),
             loss_report: None,
+            warnings: None,
             continuity_critical: true,
             lead_time_days: Some(7),
             alert_state: None,

@@ -48,11 +48,12 @@ pub async fn target_for(app: &App, ods: &OdsCode, role: Role) -> Result<Target, 
 }
 
 /// Plans the deliveries of a newly accepted document: one per routed recipient, from the copy
-/// previewed for it at intake (its loss report is kept with the delivery). A recipient no
-/// agreement covers gets a rejected Task with its reason; one with no endpoint (not in
-/// `with_endpoint`) waits for a pull. Each delivery's escalation lead time is decided here: the
-/// longer lead time of the continuity-critical medicines when the recipient's copy (or, when no
-/// copy was made, the document) carries one.
+/// previewed for it at intake (its loss report and administrative warnings are kept with the
+/// delivery). A recipient no agreement covers gets a rejected Task with its reason; one whose
+/// copy is held (clinical content, a safety element) is on-hold from the start, with the
+/// reason; one with no endpoint (not in `with_endpoint`) waits for a pull. Each delivery's
+/// escalation lead time is decided here: the longer lead time of the continuity-critical
+/// medicines when the recipient's copy (or, when no copy was made, the document) carries one.
 pub fn plan(
     app: &App,
     document_id: &str,
@@ -91,6 +92,15 @@ pub fn plan(
                 Some(reason),
                 None,
                 "delivery-rejected",
+            )
+        } else if c.shares_anything() && c.verdict.is_held() {
+            (
+                TaskStatus::OnHold,
+                BusinessStatus::Held,
+                c.verdict.hold_code(),
+                Some(held_reason(c)),
+                None,
+                "delivery-held",
             )
         } else if with_endpoint.contains(&route.ods) {
             (
@@ -141,7 +151,36 @@ pub fn plan(
             loss_report: c.copy.is_some().then(|| c.loss_report().to_string()),
             continuity_critical: critical,
             lead_time_days: Some(i64::from(escalation::lead_time_days(app, critical))),
+            warnings: c
+                .copy
+                .is_some()
+                .then(|| warnings_json(c.verdict.warnings())),
         });
     }
     (deliveries, events)
+}
+
+/// Why a copy is held, for its Task's `statusReason`.
+pub fn held_reason(c: &RecipientCopy) -> String {
+    format!(
+        "held, not sent (the {} copy): {}",
+        c.target,
+        c.verdict.hold_summary()
+    )
+}
+
+/// Administrative warnings as stored with a delivery: `[{expression, diagnostics}]`.
+pub fn warnings_json(warnings: &[crate::fhir::outcome::Issue]) -> String {
+    serde_json::Value::Array(
+        warnings
+            .iter()
+            .map(|w| {
+                serde_json::json!({
+                    "expression": w.expression,
+                    "diagnostics": w.diagnostics,
+                })
+            })
+            .collect(),
+    )
+    .to_string()
 }

@@ -48,6 +48,31 @@ fn loss_outputs(report: Option<&str>) -> Vec<Value> {
     out
 }
 
+/// The administrative failures of the delivery's copy against its profiles as `Task.output`: a
+/// count, then one entry per failure (`expression: diagnostics`). The copy went (or goes) with
+/// them: they are warnings, never a reason to hold it (issue 12 item 3).
+fn warning_outputs(warnings: Option<&str>) -> Vec<Value> {
+    let Some(list) = warnings.and_then(|w| serde_json::from_str::<Vec<Value>>(w).ok()) else {
+        return Vec::new();
+    };
+    if list.is_empty() {
+        return Vec::new();
+    }
+    let mut out = vec![json!({
+        "type": {"coding": [{"system": TASK_OUTPUT, "code": "administrative-warning-count", "display": "Administrative elements of the copy that do not conform to the recipient's profiles"}]},
+        "valueInteger": list.len(),
+    })];
+    for w in &list {
+        let at = w.get("expression").and_then(Value::as_str).unwrap_or("-");
+        let what = w.get("diagnostics").and_then(Value::as_str).unwrap_or("-");
+        out.push(json!({
+            "type": {"coding": [{"system": TASK_OUTPUT, "code": "administrative-warning", "display": "Sent with an administrative element that does not conform"}]},
+            "valueString": format!("{at}: {what} ({})", crate::codes::DELIVERY_ADMINISTRATIVE),
+        }));
+    }
+    out
+}
+
 pub fn render(d: &DeliveryRecord, public_url: &str) -> Value {
     let mut task = json!({
         "resourceType": "Task",
@@ -73,7 +98,8 @@ pub fn render(d: &DeliveryRecord, public_url: &str) -> Value {
                 json!([{"system": crate::error::codes::SYSTEM, "code": code}]);
         }
     }
-    let outputs = loss_outputs(d.loss_report.as_deref());
+    let mut outputs = loss_outputs(d.loss_report.as_deref());
+    outputs.extend(warning_outputs(d.warnings.as_deref()));
     if !outputs.is_empty() {
         task["output"] = Value::Array(outputs);
     }

@@ -1,8 +1,10 @@
 //! Delivery workers: claim due deliveries, make the recipient's copy at the moment of sending
 //! (`recipient::copy_for`: policy now, translation, validation against the endpoint's profile),
 //! hand it to the endpoint's transport, and record the typed outcome (retry, complete, fail,
-//! dead letter) with the copy's loss report. Also flags deliveries at risk of missing the
-//! release date.
+//! dead letter, hold) with the copy's loss report and administrative warnings. A copy whose
+//! verdict is held (clinical content, a safety element) is not sent: the delivery waits
+//! on-hold until a correcting document or an operator releases it. Also flags deliveries at
+//! risk of missing the release date.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -132,6 +134,8 @@ enum Attempt {
     NoEndpoint,
     /// Policy now withholds everything from the recipient.
     NothingToShare(String),
+    /// The copy must not go as it stands (its verdict is held).
+    Held { code: &'static str, reason: String },
 }
 
 impl Attempt {
@@ -140,6 +144,7 @@ impl Attempt {
             Attempt::Ended(o) => o.label(),
             Attempt::NoEndpoint => "no-endpoint",
             Attempt::NothingToShare(_) => "nothing-to-share",
+            Attempt::Held { .. } => "held",
         }
     }
 }
@@ -163,11 +168,11 @@ fn permanent(code: &'static str, reason: String) -> Attempt {
 
 async fn deliver(state: &App, d: DeliveryRecord) {
     let started = std::time::Instant::now();
-    let (attempt, loss_report) = attempt(state, &d).await;
+    let (attempt, reports) = attempt(state, &d).await;
     state
         .metrics
         .count_attempt(attempt.label(), started.elapsed().as_secs_f64());
-    if let Err(e) = record(state, &d, attempt, loss_report).await {
+    if let Err(e) = record(state, &d, attempt, reports).await {
         // The lease expires and another round retries: nothing is lost.
         tracing::error!(delivery = %d.id, error = %e, "Could not record a delivery attempt.");
     }
@@ -186,37 +191,45 @@ fn recipient_of(d: &DeliveryRecord) -> Result<Route, String> {
     })
 }
 
+/// What is kept with the delivery about the copy an attempt made (JSON), when one was made.
+#[derive(Debug, Default)]
+struct Reports {
+    loss_report: Option<String>,
+    warnings: Option<String>,
+}
+
 /// Makes the recipient's copy now and hands it to the endpoint's transport. Returns what came
-/// of it and the copy's loss report (JSON), when a copy was made.
-async fn attempt(state: &App, d: &DeliveryRecord) -> (Attempt, Option<String>) {
+/// of it and the copy's loss report and administrative warnings, when a copy was made.
+async fn attempt(state: &App, d: &DeliveryRecord) -> (Attempt, Reports) {
+    let none = Reports::default;
     let record = match state.store.endpoint(&d.recipient_ods).await {
         Ok(Some(r)) => r,
-        Ok(None) => return (Attempt::NoEndpoint, None),
-        Err(e) => return (transient("reading the endpoint", e), None),
+        Ok(None) => return (Attempt::NoEndpoint, none()),
+        Err(e) => return (transient("reading the endpoint", e), none()),
     };
     let endpoint = match Endpoint::from_record(&record) {
         Ok(e) => e,
-        Err(e) => return (permanent(codes::DELIVERY_ENDPOINT, e), None),
+        Err(e) => return (permanent(codes::DELIVERY_ENDPOINT, e), none()),
     };
     let stored = match state.store.document(&d.document_id).await {
         Ok(Some(s)) => s,
         Ok(None) => {
             return (
                 permanent(codes::DELIVERY_DOCUMENT, "the document is missing".into()),
-                None,
+                none(),
             );
         }
-        Err(e) => return (transient("reading the document", e), None),
+        Err(e) => return (transient("reading the document", e), none()),
     };
     // Policy now: consent or agreements may have changed since intake.
     let subject = match Subject::stored(state, &stored).await {
         Ok(s) => s,
-        Err(e) if e.is_transient() => return (transient("reading consents", e), None),
-        Err(e) => return (permanent(codes::DELIVERY_DOCUMENT, e.to_string()), None),
+        Err(e) if e.is_transient() => return (transient("reading consents", e), none()),
+        Err(e) => return (permanent(codes::DELIVERY_DOCUMENT, e.to_string()), none()),
     };
     let recipient = match recipient_of(d) {
         Ok(r) => r,
-        Err(e) => return (permanent(codes::DELIVERY_DOCUMENT, e), None),
+        Err(e) => return (permanent(codes::DELIVERY_DOCUMENT, e), none()),
     };
     let made = copy_for(
         state,
@@ -230,10 +243,16 @@ async fn attempt(state: &App, d: &DeliveryRecord) -> (Attempt, Option<String>) {
             actor: gateway_actor(),
         },
     );
-    let loss_report = made.copy.is_some().then(|| made.loss_report().to_string());
+    let reports = Reports {
+        loss_report: made.copy.is_some().then(|| made.loss_report().to_string()),
+        warnings: made
+            .copy
+            .is_some()
+            .then(|| super::warnings_json(made.verdict.warnings())),
+    };
     // The decision is recorded before anything leaves.
     if let Err(e) = state.store.append_audit(vec![made.audit.clone()]).await {
-        return (transient("recording the decision", e), loss_report);
+        return (transient("recording the decision", e), reports);
     }
     if !made.shares_anything() {
         let why = made
@@ -241,7 +260,14 @@ async fn attempt(state: &App, d: &DeliveryRecord) -> (Attempt, Option<String>) {
             .refusal
             .clone()
             .unwrap_or_else(|| "policy withholds everything".into());
-        return (Attempt::NothingToShare(why), None);
+        return (Attempt::NothingToShare(why), none());
+    }
+    // A copy that fails in clinical content, or carries a medicine without its safety
+    // elements, is held (never sent with a guessed dose); one that fails only in administrative
+    // elements goes, its failures travelling as warnings (issue 12 item 3).
+    if let Some(code) = made.verdict.hold_code() {
+        let reason = super::held_reason(&made);
+        return (Attempt::Held { code, reason }, reports);
     }
     if let Some(e) = &made.translation_error {
         return (
@@ -249,31 +275,13 @@ async fn attempt(state: &App, d: &DeliveryRecord) -> (Attempt, Option<String>) {
                 codes::DELIVERY_TRANSLATION,
                 format!("translation failed: {e}"),
             ),
-            loss_report,
-        );
-    }
-    // The recipient's copy must conform to the profiles its endpoint speaks: a copy that does
-    // not is a mapping defect, and retrying will not mend it.
-    let errors: Vec<_> = made.target_errors().collect();
-    if let Some(first) = errors.first() {
-        return (
-            permanent(
-                codes::DELIVERY_NONCONFORMANT,
-                format!(
-                    "the {} copy does not conform to its profiles, so it was not sent ({} error(s); first at {}: {})",
-                    made.target,
-                    errors.len(),
-                    first.expression.as_deref().unwrap_or("-"),
-                    first.diagnostics
-                ),
-            ),
-            loss_report,
+            reports,
         );
     }
     let Some(copy) = &made.copy else {
         return (
             permanent(codes::DELIVERY_TRANSLATION, "no copy was made".into()),
-            loss_report,
+            reports,
         );
     };
     let prepared = PreparedCopy {
@@ -294,14 +302,14 @@ async fn attempt(state: &App, d: &DeliveryRecord) -> (Attempt, Option<String>) {
             &prepared,
         )
         .await;
-    (Attempt::Ended(outcome), loss_report)
+    (Attempt::Ended(outcome), reports)
 }
 
 async fn record(
     state: &App,
     d: &DeliveryRecord,
     attempt: Attempt,
-    loss_report: Option<String>,
+    reports: Reports,
 ) -> Result<(), StoreError> {
     let settings = &state.settings.delivery;
     let now = state.clock.now();
@@ -318,7 +326,8 @@ async fn record(
         reason,
         next_attempt_at: next,
         last_status_code: status_code.map(i64::from),
-        loss_report: loss_report.clone(),
+        loss_report: reports.loss_report.clone(),
+        warnings: reports.warnings.clone(),
         updated_at: stamp.clone(),
     };
     let (u, events) = match attempt {
@@ -368,6 +377,17 @@ async fn record(
                 Some("no endpoint".into()),
                 false,
             )],
+        ),
+        Attempt::Held { code, reason } => (
+            update(
+                TaskStatus::OnHold,
+                BusinessStatus::Held,
+                Some(code),
+                Some(reason.clone()),
+                None,
+                None,
+            ),
+            vec![change(d, "delivery-held", None, Some(reason), false)],
         ),
         Attempt::NothingToShare(why) => (
             update(

@@ -203,13 +203,29 @@ fn mask_references(value: &mut Value, withheld: &HashSet<String>) {
                     }
                 }
                 mask_references(child, withheld);
+                // An element left with nothing in it goes too (`evidence: [{}]` is no FHIR).
+                if is_emptied(child) {
+                    emptied.push(key.clone());
+                }
             }
             for key in emptied {
                 map.remove(&key);
             }
         }
-        Value::Array(items) => items.iter_mut().for_each(|i| mask_references(i, withheld)),
+        Value::Array(items) => {
+            items.iter_mut().for_each(|i| mask_references(i, withheld));
+            items.retain(|i| !is_emptied(i));
+        }
         _ => {}
+    }
+}
+
+/// An object or array with nothing left in it.
+fn is_emptied(v: &Value) -> bool {
+    match v {
+        Value::Object(m) => m.is_empty(),
+        Value::Array(a) => a.is_empty(),
+        _ => false,
     }
 }
 

@@ -96,6 +96,9 @@ pub struct NewDelivery {
     pub continuity_critical: bool,
     /// Days before the release date at which a copy still undelivered raises an alert.
     pub lead_time_days: Option<i64>,
+    /// The administrative failures of the copy previewed at intake (JSON array of
+    /// `{expression, diagnostics}`).
+    pub warnings: Option<String>,
 }
 
 /// A delivery as stored.
@@ -131,6 +134,9 @@ pub struct DeliveryRecord {
     /// `undelivered-near-release`), and when; `None` when no escalation is open.
     pub alert_state: Option<String>,
     pub alerted_at: Option<String>,
+    /// The administrative failures against its profiles of the copy last made (JSON array of
+    /// `{expression, diagnostics}`): they travel with a copy that goes.
+    pub warnings: Option<String>,
     pub created_at: String,
     pub updated_at: String,
 }
@@ -147,6 +153,9 @@ pub struct DeliveryUpdate {
     pub last_status_code: Option<i64>,
     /// The loss report of the copy made for this attempt; `None` keeps the one stored.
     pub loss_report: Option<String>,
+    /// The administrative warnings of the copy made for this attempt; `None` keeps those
+    /// stored.
+    pub warnings: Option<String>,
     pub updated_at: String,
 }
 
@@ -377,7 +386,8 @@ pub trait Store: Send + Sync {
 
     async fn deliveries(&self, filter: &DeliveryFilter) -> Result<Vec<DeliveryRecord>, StoreError>;
 
-    /// Puts a failed or dead-lettered delivery back in the queue (an operator's replay).
+    /// Puts a failed, dead-lettered or held delivery back in the queue (an operator's replay
+    /// or release): its copy is made again when it is next attempted.
     async fn requeue_delivery(
         &self,
         id: &str,

@@ -204,6 +204,7 @@ fn delivery_from_row(row: &SqliteRow) -> Result<DeliveryRecord, sqlx::Error> {
         lead_time_days: row.try_get("lead_time_days")?,
         alert_state: row.try_get("alert_state")?,
         alerted_at: row.try_get("alerted_at")?,
+        warnings: row.try_get("warnings")?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
     })
@@ -298,9 +299,9 @@ impl Store for SqliteStore {
             sqlx::query(
                 "INSERT INTO deliveries (id, document_id, nhs_number, sender_ods, recipient_ods, \
                  recipient_role, relationships, needs_gp_registration, status, business_status, \
-                 reason_code, reason, next_attempt_at, release_date, loss_report, created_at, \
-                 updated_at, continuity_critical, lead_time_days) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                 reason_code, reason, next_attempt_at, release_date, loss_report, warnings, \
+                 created_at, updated_at, continuity_critical, lead_time_days) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             )
             .bind(&d.id)
             .bind(&doc.id)
@@ -317,6 +318,7 @@ impl Store for SqliteStore {
             .bind(&d.next_attempt_at)
             .bind(&d.release_date)
             .bind(&d.loss_report)
+            .bind(&d.warnings)
             .bind(&doc.received_at)
             .bind(&doc.received_at)
             .bind(d.continuity_critical)
@@ -357,7 +359,7 @@ impl Store for SqliteStore {
         let rows = sqlx::query(
             "UPDATE deliveries SET status = 'cancelled', business_status = 'replaced', \
              reason = ?, reason_code = ?, next_attempt_at = NULL, claimed_until = NULL, \
-             updated_at = ? WHERE document_id = ? AND status IN ('requested', 'failed') \
+             updated_at = ? WHERE document_id = ? AND status IN ('requested', 'failed', 'on-hold') \
              RETURNING *",
         )
         .bind(reason)
@@ -693,7 +695,7 @@ impl Store for SqliteStore {
         sqlx::query(
             "UPDATE deliveries SET status = ?, business_status = ?, reason_code = ?, reason = ?, \
              next_attempt_at = ?, last_status_code = ?, loss_report = COALESCE(?, loss_report), \
-             updated_at = ?, claimed_until = NULL WHERE id = ?",
+             warnings = COALESCE(?, warnings), updated_at = ?, claimed_until = NULL WHERE id = ?",
         )
         .bind(u.status.as_str())
         .bind(u.business_status.as_str())
@@ -702,6 +704,7 @@ impl Store for SqliteStore {
         .bind(&u.next_attempt_at)
         .bind(u.last_status_code)
         .bind(&u.loss_report)
+        .bind(&u.warnings)
         .bind(&u.updated_at)
         .bind(id)
         .execute(&mut *tx)
@@ -771,7 +774,7 @@ impl Store for SqliteStore {
         let changed = sqlx::query(
             "UPDATE deliveries SET status = 'requested', business_status = 'scheduled', \
              attempts = 0, next_attempt_at = ?, claimed_until = NULL, updated_at = ?, reason = NULL, reason_code = NULL \
-             WHERE id = ? AND status = 'failed'",
+             WHERE id = ? AND status IN ('failed', 'on-hold')",
         )
         .bind(now)
         .bind(now)
@@ -795,7 +798,7 @@ impl Store for SqliteStore {
     ) -> Result<Vec<DeliveryRecord>, StoreError> {
         let rows = sqlx::query(
             "UPDATE deliveries SET at_risk = 1, updated_at = ? \
-             WHERE at_risk = 0 AND status IN ('requested', 'in-progress', 'failed') \
+             WHERE at_risk = 0 AND status IN ('requested', 'in-progress', 'failed', 'on-hold') \
              AND release_date IS NOT NULL AND release_date < ? RETURNING *",
         )
         .bind(now)
@@ -1001,7 +1004,7 @@ impl Store for SqliteStore {
         .fetch_all(&self.readers)
         .await?;
         let (at_risk,): (i64,) = sqlx::query_as(
-            "SELECT COUNT(*) FROM deliveries WHERE at_risk = 1 AND status IN ('requested', 'in-progress', 'failed')",
+            "SELECT COUNT(*) FROM deliveries WHERE at_risk = 1 AND status IN ('requested', 'in-progress', 'failed', 'on-hold')",
         )
         .fetch_one(&self.readers)
         .await?;

@@ -7,9 +7,11 @@
 //!
 //! Files: `loader` (reading packages), `snapshot` (differential to snapshot), `compile`
 //! (compiled trees), `check` (the instance walker), `terminology` (ValueSet expansion),
-//! `fhirpath` (invariants).
+//! `fhirpath` (invariants), `clinical` (which elements of a copy are clinical content, from
+//! `mappings/clinical-content/`).
 
 mod check;
+pub mod clinical;
 mod compile;
 /// Public for the fuzz targets (`tests/fuzz`); only `Expr` is visible.
 pub mod fhirpath;

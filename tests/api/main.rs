@@ -13,6 +13,7 @@ mod directory;
 mod edge;
 mod escalation;
 mod helpers;
+mod holds;
 mod intake;
 mod minimal_document;
 mod mtls;
