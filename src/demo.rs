@@ -16,6 +16,17 @@ use crate::startup::{Application, BuildOptions};
 /// The synthetic release document the demo pushes.
 pub const SAMPLE_RELEASE: &str = include_str!("../samples/release-bundle.json");
 
+/// The release date the sample document carries.
+const SAMPLE_RELEASE_DATE: &str = "2026-12-04";
+
+/// The sample release, moved to a release two weeks after `today` (the day of release and of
+/// the last dose given in custody), so that the demo shows a delivery made in good time rather
+/// than one escalated for a release date already past.
+pub fn release_in_two_weeks(today: time::Date) -> String {
+    let release = today + time::Duration::days(14);
+    SAMPLE_RELEASE.replace(SAMPLE_RELEASE_DATE, &release.to_string())
+}
+
 /// Registrations of the sample clients, with certificates under `certs_dir/clients`.
 pub fn sample_registrations(certs_dir: &Path) -> Vec<ClientRegistration> {
     SAMPLE_CLIENTS
@@ -250,11 +261,12 @@ async fn exercise(dir: &Path, base: &str) -> anyhow::Result<()> {
         next(&mut n),
         "The prison pushes the release summary (POST /fhir/Bundle).",
     );
+    let document = release_in_two_weeks(time::OffsetDateTime::now_utc().date());
     let response = http
         .post(format!("{base}/fhir/Bundle"))
         .bearer_auth(&token)
         .header("Content-Type", "application/fhir+json")
-        .body(SAMPLE_RELEASE)
+        .body(document.clone())
         .send()
         .await?;
     let status = response.status();
@@ -341,7 +353,7 @@ async fn exercise(dir: &Path, base: &str) -> anyhow::Result<()> {
         .post(format!("{base}/fhir/Bundle"))
         .bearer_auth(&token)
         .header("Content-Type", "application/fhir+json")
-        .body(SAMPLE_RELEASE)
+        .body(document.clone())
         .send()
         .await?;
     println!("      {}", again.status());
@@ -354,7 +366,7 @@ async fn exercise(dir: &Path, base: &str) -> anyhow::Result<()> {
     let read = http.get(&location).bearer_auth(&token).send().await?;
     let read_status = read.status();
     let bytes = read.bytes().await?;
-    let same = bytes.as_ref() == SAMPLE_RELEASE.as_bytes();
+    let same = bytes.as_ref() == document.as_bytes();
     println!(
         "      {read_status}; {} bytes, identical to what was sent: {same}",
         bytes.len()
@@ -524,4 +536,26 @@ fn describe_copy(name: &str, doc: &Value) -> anyhow::Result<()> {
         anyhow::bail!("custody-only information reached a community recipient");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_demo_release_is_two_weeks_ahead_and_otherwise_the_sample() {
+        let today = time::macros::date!(2027 - 03 - 01);
+        let moved = release_in_two_weeks(today);
+        assert!(!moved.contains(SAMPLE_RELEASE_DATE));
+        let tree: serde_json::Value = serde_json::from_str(&moved).unwrap();
+        assert_eq!(
+            tree["entry"][0]["resource"]["event"][0]["period"]["start"],
+            "2027-03-15"
+        );
+        assert_eq!(
+            moved.len(),
+            SAMPLE_RELEASE.len(),
+            "only the dates change (same width)"
+        );
+    }
 }
