@@ -232,6 +232,62 @@ pub struct NewWebhookEvent {
     pub body: String,
 }
 
+/// The ITK3 message of a delivery over MESH (issue 13). Its ids are made at the first send and
+/// kept for every resend, so the practice system's duplicate detection recognises a resend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MeshMessageRecord {
+    pub delivery_id: String,
+    /// The ITK MessageHeader id (answered in `MessageHeader.response.identifier`).
+    pub message_id: String,
+    /// The ITK document Bundle's identifier value.
+    pub document_identifier: String,
+    /// The handling specification's SenderReference (echoed in responses).
+    pub sender_reference: String,
+    pub to_mailbox: String,
+    pub workflow: String,
+    /// The MESH message id of the latest send.
+    pub mesh_message_id: Option<String>,
+    pub sent_at: Option<String>,
+    pub infrastructure_code: Option<String>,
+    pub infrastructure_at: Option<String>,
+    pub business_code: Option<String>,
+    pub business_at: Option<String>,
+    pub infrastructure_due: Option<String>,
+    pub business_due: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// A message read from the gateway's MESH inbox, as handled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MeshInboxEntry {
+    pub mesh_message_id: String,
+    /// `DATA` or `REPORT`.
+    pub message_type: String,
+    /// What handling it did (`infrastructure-ack 20013`, `unreadable`, ...).
+    pub outcome: String,
+    pub delivery_id: Option<String>,
+    pub received_at: String,
+}
+
+/// What an inbox message changes, committed with its [`MeshInboxEntry`] in one transaction.
+#[derive(Debug, Clone, Default)]
+pub struct MeshInboxEffect {
+    /// The acknowledgement to record on the delivery's ITK message: (delivery id, kind
+    /// `infrastructure` or `business`, response code).
+    pub acknowledgement: Option<(String, AckKind, String)>,
+    /// The delivery's new state.
+    pub delivery: Option<(String, DeliveryUpdate)>,
+    pub audit: Vec<AuditDraft>,
+}
+
+/// Which ITK acknowledgement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AckKind {
+    Infrastructure,
+    Business,
+}
+
 /// A queued webhook event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WebhookRecord {
@@ -545,6 +601,62 @@ pub trait Store: Send + Sync {
     async fn add_checkpoint(&self, checkpoint: Checkpoint) -> Result<(), StoreError>;
 
     async fn checkpoints(&self) -> Result<Vec<Checkpoint>, StoreError>;
+
+    /// The ITK3 message of a delivery over MESH, if one was started.
+    async fn mesh_message(
+        &self,
+        delivery_id: &str,
+    ) -> Result<Option<MeshMessageRecord>, StoreError>;
+
+    /// Starts the ITK3 message of a delivery: stores `record` unless the delivery already has
+    /// one, and returns the stored one (so a resend reuses its ids).
+    async fn start_mesh_message(
+        &self,
+        record: MeshMessageRecord,
+    ) -> Result<MeshMessageRecord, StoreError>;
+
+    /// Records a send of the delivery's ITK3 message: its MESH message id, when, and when each
+    /// acknowledgement falls due.
+    async fn mesh_message_sent(
+        &self,
+        delivery_id: &str,
+        mesh_message_id: &str,
+        sent_at: &str,
+        infrastructure_due: &str,
+        business_due: &str,
+    ) -> Result<(), StoreError>;
+
+    /// The ITK3 message a response answers: by its MessageHeader id, else by SenderReference.
+    async fn mesh_message_answered(
+        &self,
+        message_id: Option<&str>,
+        sender_reference: Option<&str>,
+    ) -> Result<Option<MeshMessageRecord>, StoreError>;
+
+    /// ITK3 messages whose infrastructure acknowledgement is due by `now` and has not come, or
+    /// whose business acknowledgement is due by `now` and has not come.
+    async fn mesh_overdue(&self, now: &str) -> Result<Vec<MeshMessageRecord>, StoreError>;
+
+    /// Whether the inbox message `mesh_message_id` was already handled.
+    async fn mesh_inbox_handled(&self, mesh_message_id: &str) -> Result<bool, StoreError>;
+
+    /// Records an inbox message as handled with its effects, in one transaction. False (and
+    /// nothing changed) when it was already handled.
+    async fn handle_mesh_inbox(
+        &self,
+        entry: MeshInboxEntry,
+        effect: MeshInboxEffect,
+    ) -> Result<bool, StoreError>;
+
+    /// Takes or renews the lease `name` for `holder` until `until`, if it is free (expired
+    /// before `now`) or already `holder`'s. True when `holder` holds it.
+    async fn try_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        now: &str,
+        until: &str,
+    ) -> Result<bool, StoreError>;
 
     /// Checks the store answers.
     async fn ping(&self) -> Result<(), StoreError>;

@@ -17,6 +17,7 @@ use super::{
     DeliveryRecord, DeliveryUpdate, EndpointRecord, NewDelivery, NewDocument, Store, StoreError,
     StoredDocument, VersionOutcome, WebhookRecord, WebhookUpdate,
 };
+use super::{AckKind, MeshInboxEffect, MeshInboxEntry, MeshMessageRecord};
 use crate::chain::{AuditDraft, AuditEntry};
 use crate::clock::{SharedClock, rfc3339};
 
@@ -177,6 +178,27 @@ fn webhook_from_row(r: WebhookRow) -> WebhookRecord {
         created_at,
         updated_at,
     }
+}
+
+fn mesh_message_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<MeshMessageRecord, sqlx::Error> {
+    Ok(MeshMessageRecord {
+        delivery_id: row.try_get("delivery_id")?,
+        message_id: row.try_get("message_id")?,
+        document_identifier: row.try_get("document_identifier")?,
+        sender_reference: row.try_get("sender_reference")?,
+        to_mailbox: row.try_get("to_mailbox")?,
+        workflow: row.try_get("workflow")?,
+        mesh_message_id: row.try_get("mesh_message_id")?,
+        sent_at: row.try_get("sent_at")?,
+        infrastructure_code: row.try_get("infrastructure_code")?,
+        infrastructure_at: row.try_get("infrastructure_at")?,
+        business_code: row.try_get("business_code")?,
+        business_at: row.try_get("business_at")?,
+        infrastructure_due: row.try_get("infrastructure_due")?,
+        business_due: row.try_get("business_due")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
 }
 
 fn delivery_from_row(row: &SqliteRow) -> Result<DeliveryRecord, sqlx::Error> {
@@ -1091,6 +1113,208 @@ impl Store for SqliteStore {
             .collect::<Result<_, _>>()?)
     }
 
+    async fn mesh_message(
+        &self,
+        delivery_id: &str,
+    ) -> Result<Option<MeshMessageRecord>, StoreError> {
+        let row = sqlx::query("SELECT * FROM mesh_messages WHERE delivery_id = ?")
+            .bind(delivery_id)
+            .fetch_optional(&self.readers)
+            .await?;
+        Ok(row.as_ref().map(mesh_message_from_row).transpose()?)
+    }
+
+    async fn start_mesh_message(
+        &self,
+        r: MeshMessageRecord,
+    ) -> Result<MeshMessageRecord, StoreError> {
+        let mut tx = self.writer.begin().await?;
+        sqlx::query(
+            "INSERT INTO mesh_messages (delivery_id, message_id, document_identifier, \
+             sender_reference, to_mailbox, workflow, created_at, updated_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (delivery_id) DO NOTHING",
+        )
+        .bind(&r.delivery_id)
+        .bind(&r.message_id)
+        .bind(&r.document_identifier)
+        .bind(&r.sender_reference)
+        .bind(&r.to_mailbox)
+        .bind(&r.workflow)
+        .bind(&r.created_at)
+        .bind(&r.updated_at)
+        .execute(&mut *tx)
+        .await?;
+        let row = sqlx::query("SELECT * FROM mesh_messages WHERE delivery_id = ?")
+            .bind(&r.delivery_id)
+            .fetch_one(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(mesh_message_from_row(&row)?)
+    }
+
+    async fn mesh_message_sent(
+        &self,
+        delivery_id: &str,
+        mesh_message_id: &str,
+        sent_at: &str,
+        infrastructure_due: &str,
+        business_due: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE mesh_messages SET mesh_message_id = ?, sent_at = ?, \
+             infrastructure_due = COALESCE(infrastructure_due, ?), \
+             business_due = COALESCE(business_due, ?), updated_at = ? WHERE delivery_id = ?",
+        )
+        .bind(mesh_message_id)
+        .bind(sent_at)
+        .bind(infrastructure_due)
+        .bind(business_due)
+        .bind(sent_at)
+        .bind(delivery_id)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    async fn mesh_message_answered(
+        &self,
+        message_id: Option<&str>,
+        sender_reference: Option<&str>,
+    ) -> Result<Option<MeshMessageRecord>, StoreError> {
+        for (sql, value) in [
+            (
+                "SELECT * FROM mesh_messages WHERE message_id = ?",
+                message_id,
+            ),
+            (
+                "SELECT * FROM mesh_messages WHERE sender_reference = ?",
+                sender_reference,
+            ),
+        ] {
+            let Some(value) = value else { continue };
+            let row = sqlx::query(sql)
+                .bind(value)
+                .fetch_optional(&self.readers)
+                .await?;
+            if let Some(row) = row {
+                return Ok(Some(mesh_message_from_row(&row)?));
+            }
+        }
+        Ok(None)
+    }
+
+    async fn mesh_overdue(&self, now: &str) -> Result<Vec<MeshMessageRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT m.* FROM mesh_messages m JOIN deliveries d ON d.id = m.delivery_id \
+             WHERE d.status IN ('in-progress', 'requested') AND m.sent_at IS NOT NULL AND \
+             ((m.infrastructure_code IS NULL AND m.infrastructure_due <= ?) OR \
+              (m.business_code IS NULL AND m.business_due <= ?))",
+        )
+        .bind(now)
+        .bind(now)
+        .fetch_all(&self.readers)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(mesh_message_from_row)
+            .collect::<Result<_, _>>()?)
+    }
+
+    async fn mesh_inbox_handled(&self, mesh_message_id: &str) -> Result<bool, StoreError> {
+        let row = sqlx::query("SELECT 1 FROM mesh_inbox WHERE mesh_message_id = ?")
+            .bind(mesh_message_id)
+            .fetch_optional(&self.readers)
+            .await?;
+        Ok(row.is_some())
+    }
+
+    async fn handle_mesh_inbox(
+        &self,
+        entry: MeshInboxEntry,
+        effect: MeshInboxEffect,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.writer.begin().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO mesh_inbox (mesh_message_id, message_type, outcome, delivery_id, \
+             received_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT (mesh_message_id) DO NOTHING",
+        )
+        .bind(&entry.mesh_message_id)
+        .bind(&entry.message_type)
+        .bind(&entry.outcome)
+        .bind(&entry.delivery_id)
+        .bind(&entry.received_at)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if inserted == 0 {
+            return Ok(false);
+        }
+        if let Some((delivery_id, kind, code)) = &effect.acknowledgement {
+            let sql = match kind {
+                AckKind::Infrastructure => {
+                    "UPDATE mesh_messages SET infrastructure_code = ?, infrastructure_at = ?, \
+                     updated_at = ? WHERE delivery_id = ?"
+                }
+                AckKind::Business => {
+                    "UPDATE mesh_messages SET business_code = ?, business_at = ?, \
+                     updated_at = ? WHERE delivery_id = ?"
+                }
+            };
+            sqlx::query(sql)
+                .bind(code)
+                .bind(&entry.received_at)
+                .bind(&entry.received_at)
+                .bind(delivery_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        if let Some((id, u)) = &effect.delivery {
+            sqlx::query(
+                "UPDATE deliveries SET status = ?, business_status = ?, reason_code = ?, \
+                 reason = ?, next_attempt_at = ?, last_status_code = ?, \
+                 loss_report = COALESCE(?, loss_report), warnings = COALESCE(?, warnings), \
+                 updated_at = ?, claimed_until = NULL WHERE id = ?",
+            )
+            .bind(u.status.as_str())
+            .bind(u.business_status.as_str())
+            .bind(&u.reason_code)
+            .bind(&u.reason)
+            .bind(&u.next_attempt_at)
+            .bind(u.last_status_code)
+            .bind(&u.loss_report)
+            .bind(&u.warnings)
+            .bind(&u.updated_at)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        self.chain_into(&mut tx, effect.audit).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn try_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        now: &str,
+        until: &str,
+    ) -> Result<bool, StoreError> {
+        let taken = sqlx::query(
+            "INSERT INTO leases (name, holder, until) VALUES (?, ?, ?) \
+             ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, until = excluded.until \
+             WHERE leases.holder = excluded.holder OR leases.until < ?",
+        )
+        .bind(name)
+        .bind(holder)
+        .bind(until)
+        .bind(now)
+        .execute(&self.writer)
+        .await?
+        .rows_affected();
+        Ok(taken == 1)
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.readers).await?;
         Ok(())
@@ -1099,5 +1323,217 @@ impl Store for SqliteStore {
     async fn close(&self) {
         self.readers.close().await;
         self.writer.close().await;
+    }
+}
+
+#[cfg(test)]
+mod mesh_tests {
+    use super::*;
+    use crate::domain::{BusinessStatus, TaskStatus};
+
+    async fn store_with_delivery() -> (tempfile::TempDir, SqliteStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path(), std::sync::Arc::new(crate::clock::SystemClock))
+            .await
+            .unwrap();
+        let doc = NewDocument {
+            id: "doc-1".into(),
+            sender_client: "prison".into(),
+            sender_ods: "Y02307".into(),
+            identifier_system: "urn:x".into(),
+            identifier_value: "1".into(),
+            content_hash: "h".into(),
+            nhs_number: "9990000018".into(),
+            event_code: "release".into(),
+            event_date: Some("2026-12-20".into()),
+            received_at: "2026-12-07T10:00:00.000Z".into(),
+            receiving_prison_ods: None,
+            body: b"{}".to_vec(),
+        };
+        let delivery = NewDelivery {
+            id: "del-1".into(),
+            recipient_ods: "A99001".into(),
+            recipient_role: "gp".into(),
+            relationships: "[]".into(),
+            needs_gp_registration: false,
+            status: TaskStatus::InProgress,
+            business_status: BusinessStatus::AwaitingAcknowledgement,
+            reason_code: None,
+            reason: None,
+            next_attempt_at: None,
+            release_date: Some("2026-12-20".into()),
+            loss_report: None,
+            continuity_critical: false,
+            lead_time_days: None,
+            warnings: None,
+        };
+        store
+            .accept_document(doc, vec![delivery], Vec::new())
+            .await
+            .unwrap();
+        (dir, store)
+    }
+
+    fn message(id: &str) -> MeshMessageRecord {
+        MeshMessageRecord {
+            delivery_id: "del-1".into(),
+            message_id: id.into(),
+            document_identifier: format!("doc-{id}"),
+            sender_reference: format!("ref-{id}"),
+            to_mailbox: "X26ABC2".into(),
+            workflow: "TOC_FHIR_IP_DISCH".into(),
+            mesh_message_id: None,
+            sent_at: None,
+            infrastructure_code: None,
+            infrastructure_at: None,
+            business_code: None,
+            business_at: None,
+            infrastructure_due: None,
+            business_due: None,
+            created_at: "2026-12-07T10:00:00.000Z".into(),
+            updated_at: "2026-12-07T10:00:00.000Z".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_resend_reuses_the_ids_of_the_first_send() {
+        let (_dir, store) = store_with_delivery().await;
+        let first = store.start_mesh_message(message("m-1")).await.unwrap();
+        let again = store.start_mesh_message(message("m-2")).await.unwrap();
+        assert_eq!(again.message_id, "m-1");
+        assert_eq!(again.sender_reference, first.sender_reference);
+        store
+            .mesh_message_sent(
+                "del-1",
+                "mesh-1",
+                "2026-12-07T10:00:01.000Z",
+                "2026-12-07T11:00:01.000Z",
+                "2026-12-09T10:00:01.000Z",
+            )
+            .await
+            .unwrap();
+        // By MessageHeader id, else by SenderReference.
+        let by_id = store
+            .mesh_message_answered(Some("m-1"), None)
+            .await
+            .unwrap();
+        assert_eq!(by_id.unwrap().mesh_message_id.as_deref(), Some("mesh-1"));
+        let by_ref = store
+            .mesh_message_answered(Some("unknown"), Some("ref-m-1"))
+            .await
+            .unwrap();
+        assert_eq!(by_ref.unwrap().delivery_id, "del-1");
+        assert!(
+            store
+                .mesh_message_answered(Some("x"), Some("y"))
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[tokio::test]
+    async fn an_inbox_message_is_handled_once_and_acknowledgements_clear_what_is_overdue() {
+        let (_dir, store) = store_with_delivery().await;
+        store.start_mesh_message(message("m-1")).await.unwrap();
+        store
+            .mesh_message_sent(
+                "del-1",
+                "mesh-1",
+                "2026-12-07T10:00:01.000Z",
+                "2026-12-07T11:00:01.000Z",
+                "2026-12-09T10:00:01.000Z",
+            )
+            .await
+            .unwrap();
+        assert!(
+            store
+                .mesh_overdue("2026-12-07T10:30:00.000Z")
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(
+            store
+                .mesh_overdue("2026-12-07T11:30:00.000Z")
+                .await
+                .unwrap()
+                .len(),
+            1,
+            "no infrastructure acknowledgement after an hour"
+        );
+        let entry = MeshInboxEntry {
+            mesh_message_id: "in-1".into(),
+            message_type: "DATA".into(),
+            outcome: "infrastructure-ack 20013".into(),
+            delivery_id: Some("del-1".into()),
+            received_at: "2026-12-07T10:05:00.000Z".into(),
+        };
+        let effect = MeshInboxEffect {
+            acknowledgement: Some(("del-1".into(), AckKind::Infrastructure, "20013".into())),
+            ..Default::default()
+        };
+        assert!(
+            store
+                .handle_mesh_inbox(entry.clone(), effect.clone())
+                .await
+                .unwrap()
+        );
+        assert!(!store.handle_mesh_inbox(entry, effect).await.unwrap());
+        assert!(store.mesh_inbox_handled("in-1").await.unwrap());
+        assert!(
+            store
+                .mesh_overdue("2026-12-07T11:30:00.000Z")
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(
+            store
+                .mesh_overdue("2026-12-09T11:00:00.000Z")
+                .await
+                .unwrap()
+                .len(),
+            1,
+            "no business acknowledgement after its due time"
+        );
+    }
+
+    #[tokio::test]
+    async fn one_holder_has_a_lease_until_it_expires() {
+        let (_dir, store) = store_with_delivery().await;
+        let t = |m: u32| format!("2026-12-07T10:{m:02}:00.000Z");
+        assert!(
+            store
+                .try_lease("mesh-inbox", "a", &t(0), &t(5))
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .try_lease("mesh-inbox", "b", &t(1), &t(6))
+                .await
+                .unwrap()
+        );
+        assert!(
+            store
+                .try_lease("mesh-inbox", "a", &t(2), &t(7))
+                .await
+                .unwrap(),
+            "renewed"
+        );
+        assert!(
+            !store
+                .try_lease("mesh-inbox", "b", &t(6), &t(11))
+                .await
+                .unwrap()
+        );
+        assert!(
+            store
+                .try_lease("mesh-inbox", "b", &t(8), &t(13))
+                .await
+                .unwrap(),
+            "expired"
+        );
     }
 }

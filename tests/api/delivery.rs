@@ -859,6 +859,75 @@ mod flaky {
             self.inner.finish_webhook(id, update).await
         }
 
+        async fn mesh_message(
+            &self,
+            delivery_id: &str,
+        ) -> Result<Option<MeshMessageRecord>, StoreError> {
+            self.inner.mesh_message(delivery_id).await
+        }
+
+        async fn start_mesh_message(
+            &self,
+            record: MeshMessageRecord,
+        ) -> Result<MeshMessageRecord, StoreError> {
+            self.inner.start_mesh_message(record).await
+        }
+
+        async fn mesh_message_sent(
+            &self,
+            delivery_id: &str,
+            mesh_message_id: &str,
+            sent_at: &str,
+            infrastructure_due: &str,
+            business_due: &str,
+        ) -> Result<(), StoreError> {
+            self.inner
+                .mesh_message_sent(
+                    delivery_id,
+                    mesh_message_id,
+                    sent_at,
+                    infrastructure_due,
+                    business_due,
+                )
+                .await
+        }
+
+        async fn mesh_message_answered(
+            &self,
+            message_id: Option<&str>,
+            sender_reference: Option<&str>,
+        ) -> Result<Option<MeshMessageRecord>, StoreError> {
+            self.inner
+                .mesh_message_answered(message_id, sender_reference)
+                .await
+        }
+
+        async fn mesh_overdue(&self, now: &str) -> Result<Vec<MeshMessageRecord>, StoreError> {
+            self.inner.mesh_overdue(now).await
+        }
+
+        async fn mesh_inbox_handled(&self, mesh_message_id: &str) -> Result<bool, StoreError> {
+            self.inner.mesh_inbox_handled(mesh_message_id).await
+        }
+
+        async fn handle_mesh_inbox(
+            &self,
+            entry: MeshInboxEntry,
+            effect: MeshInboxEffect,
+        ) -> Result<bool, StoreError> {
+            self.inner.handle_mesh_inbox(entry, effect).await
+        }
+
+        async fn try_lease(
+            &self,
+            name: &str,
+            holder: &str,
+            now: &str,
+            until: &str,
+        ) -> Result<bool, StoreError> {
+            self.inner.try_lease(name, holder, now, until).await
+        }
+
         async fn delivery_counts(&self) -> Result<(Vec<(String, String, i64)>, i64), StoreError> {
             self.inner.delivery_counts().await
         }
