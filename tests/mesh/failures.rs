@@ -128,3 +128,27 @@ async fn a_mesh_outage_is_retried_and_the_send_succeeds_once_mesh_is_back() {
     );
     assert_eq!(receiver.download(&reference).await.unwrap().body, BODY);
 }
+
+#[tokio::test]
+async fn over_tls_the_configured_ca_is_trusted_and_nothing_else() {
+    let Some(source) = harness::sandbox_source() else {
+        return;
+    };
+    let sandbox = Sandbox::start(&source, &[("MESH_TLS", "1")]);
+    assert!(sandbox.base.starts_with("https://"), "{}", sandbox.base);
+    let mut settings = sandbox.settings("X26ABC1");
+    settings.ca = Some(harness::tls_ca());
+    // The mailbox's client certificate is loaded and offered (the sandbox does not ask for one).
+    let certs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("certs-example/clients");
+    settings.client_cert = Some(certs.join("gp.crt"));
+    settings.client_key = Some(certs.join("gp.key"));
+    MeshClient::from_settings(&settings)
+        .unwrap()
+        .handshake()
+        .await
+        .unwrap();
+    // Without the CA the sandbox's certificate is not trusted: no connection (retryable, as a
+    // wrong CA file is an operator's fix, not the message's).
+    let e = sandbox.client("X26ABC1").handshake().await.unwrap_err();
+    assert!(matches!(e, MeshError::Connect(_)), "{e:?}");
+}

@@ -78,6 +78,19 @@ fn venv() -> PathBuf {
     Path::new(env!("CARGO_TARGET_TMPDIR")).join("../mesh-venv")
 }
 
+/// The CA of the sandbox's certificate under `MESH_TLS=1`: the development CA of
+/// `certs-example/`. (`start.sh` makes a self-signed certificate only when the venv has none;
+/// it is marked CA:TRUE, which rustls refuses as a server certificate, so the harness puts the
+/// development server certificate, for `localhost` and `127.0.0.1`, and its chain in its
+/// place.)
+pub fn tls_ca() -> PathBuf {
+    certs_example().join("ca.crt")
+}
+
+fn certs_example() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("certs-example")
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -112,7 +125,15 @@ impl Sandbox {
     fn run_start(&self) -> String {
         let _one_at_a_time = STARTS.lock().unwrap_or_else(|e| e.into_inner());
         let venv = venv();
-        std::fs::create_dir_all(venv.parent().unwrap()).unwrap();
+        std::fs::create_dir_all(&venv).unwrap();
+        if self.env.iter().any(|(k, v)| k == "MESH_TLS" && v == "1") {
+            // The chain (server, then CA): uvicorn serves it, and start.sh's health check
+            // trusts the file as its CA bundle.
+            let read = |name: &str| std::fs::read_to_string(certs_example().join(name)).unwrap();
+            let chain = format!("{}{}", read("server.crt"), read("ca.crt"));
+            std::fs::write(venv.join("mesh-sandbox-cert.pem"), chain).unwrap();
+            std::fs::write(venv.join("mesh-sandbox-key.pem"), read("server.key")).unwrap();
+        }
         let began = Instant::now();
         let output = Command::new(self.source.join("start.sh"))
             .arg(&venv)
