@@ -63,6 +63,9 @@ pub const DELIVERY_HELD_CLINICAL: &str = "GW-DELIVERY-12";
 pub const DELIVERY_HELD_SAFETY: &str = "GW-DELIVERY-13";
 pub const DELIVERY_ADMINISTRATIVE: &str = "GW-DELIVERY-14";
 pub const PULL_HELD: &str = "GW-PULL-03";
+pub const MESH_AUTH: &str = "GW-MESH-01";
+pub const MESH_REFUSED: &str = "GW-MESH-02";
+pub const MESH_PROTOCOL: &str = "GW-MESH-03";
 pub const NOT_FOUND: &str = "GW-NOT-FOUND";
 pub const UNKNOWN_ROUTE: &str = "GW-NO-ROUTE";
 pub const UNEXPECTED: &str = "GW-INTERNAL";
@@ -285,6 +288,18 @@ pub const ALL: &[(&str, &str)] = &[
     (
         DELIVERY_DOCUMENT,
         "The stored document or delivery row can no longer be read.",
+    ),
+    (
+        MESH_AUTH,
+        "MESH refused the gateway's mailbox credentials (403: mailbox, password, shared key or client certificate).",
+    ),
+    (
+        MESH_REFUSED,
+        "MESH refused the message; the reason carries the MESH error code and text (e.g. 12, unregistered recipient mailbox).",
+    ),
+    (
+        MESH_PROTOCOL,
+        "MESH answered in a way the gateway cannot read, or the message cannot be sent as given (a header value, the size).",
     ),
     (NOT_FOUND, "Not known, or not visible to this client."),
     (UNKNOWN_ROUTE, "No route for this method and path."),

@@ -28,6 +28,9 @@ pub struct Settings {
     pub delivery: DeliverySettings,
     #[serde(default)]
     pub alerts: AlertSettings,
+    /// MESH (NHS England's message exchange), for GP practices: off unless configured.
+    #[serde(default)]
+    pub mesh: Option<MeshSettings>,
     #[serde(default)]
     pub clients: Vec<ClientRegistration>,
 }
@@ -359,6 +362,226 @@ impl AlertSettings {
     }
 }
 
+/// A secret read from the environment or a file: never printed (`Debug` and serialisation show
+/// `<redacted>`).
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str("<redacted>")
+    }
+}
+
+/// The gateway's MESH mailbox (`src/transport/mesh/`). The password and the shared key are
+/// secrets: give each either as a file (`password_file`, `shared_key_file`, read at start, a
+/// trailing newline dropped) or through the environment (`THROUGHCARE__MESH__PASSWORD`,
+/// `THROUGHCARE__MESH__SHARED_KEY`). Written inline in the configuration file they are refused
+/// unless `url` is a loopback address (a local sandbox).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MeshSettings {
+    /// The MESH API's base URL, such as `https://msg.intspineservices.nhs.uk` (the paths
+    /// `/messageexchange/...` are added). `https://` only, but for a loopback sandbox.
+    pub url: String,
+    /// The gateway's mailbox ID.
+    pub mailbox: String,
+    #[serde(default)]
+    pub password: Option<Secret>,
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// The environment's shared secret that keys the `NHSMESH` HMAC.
+    #[serde(default)]
+    pub shared_key: Option<Secret>,
+    #[serde(default)]
+    pub shared_key_file: Option<PathBuf>,
+    /// CA certificates (PEM) the MESH server chains to.
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
+    /// The mailbox's client certificate and key (PEM) for mutual TLS.
+    #[serde(default)]
+    pub client_cert: Option<PathBuf>,
+    #[serde(default)]
+    pub client_key: Option<PathBuf>,
+    /// A message (after compression) larger than this is sent in chunks of this size.
+    #[serde(default = "default_mesh_chunk_size")]
+    pub chunk_size_bytes: usize,
+    /// A message larger than this is gzip-compressed before it is chunked
+    /// (`Content-Encoding: gzip`, `Mex-Content-Compressed: Y`).
+    #[serde(default = "default_mesh_compress_above")]
+    pub compress_above_bytes: usize,
+    /// The largest message downloaded (after decompression); larger ones are refused.
+    #[serde(default = "default_mesh_max_download")]
+    pub max_download_bytes: usize,
+    /// How often the inbox is polled.
+    #[serde(default = "default_mesh_poll_interval")]
+    pub poll_interval_secs: u64,
+    /// How long an endpoint lookup answer is kept.
+    #[serde(default = "default_mesh_lookup_cache")]
+    pub lookup_cache_secs: u64,
+    /// Timeout of one MESH request (one chunk).
+    #[serde(default = "default_mesh_timeout")]
+    pub timeout_secs: u64,
+}
+
+fn default_mesh_chunk_size() -> usize {
+    20 * 1024 * 1024
+}
+
+fn default_mesh_compress_above() -> usize {
+    1024 * 1024
+}
+
+fn default_mesh_max_download() -> usize {
+    100 * 1024 * 1024
+}
+
+fn default_mesh_poll_interval() -> u64 {
+    300
+}
+
+fn default_mesh_lookup_cache() -> u64 {
+    3600
+}
+
+fn default_mesh_timeout() -> u64 {
+    60
+}
+
+impl MeshSettings {
+    /// Settings for `mailbox` at `url` with every default and no secrets yet.
+    pub fn new(url: &str, mailbox: &str) -> MeshSettings {
+        MeshSettings {
+            url: url.to_string(),
+            mailbox: mailbox.to_string(),
+            password: None,
+            password_file: None,
+            shared_key: None,
+            shared_key_file: None,
+            ca: None,
+            client_cert: None,
+            client_key: None,
+            chunk_size_bytes: default_mesh_chunk_size(),
+            compress_above_bytes: default_mesh_compress_above(),
+            max_download_bytes: default_mesh_max_download(),
+            poll_interval_secs: default_mesh_poll_interval(),
+            lookup_cache_secs: default_mesh_lookup_cache(),
+            timeout_secs: default_mesh_timeout(),
+        }
+    }
+
+    /// Whether `url` is plain `http://` or `https://` to a loopback host (a local sandbox).
+    pub fn is_loopback(&self) -> bool {
+        let rest = self
+            .url
+            .strip_prefix("http://")
+            .or_else(|| self.url.strip_prefix("https://"))
+            .unwrap_or("");
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+        let host = match authority.strip_prefix('[') {
+            Some(v6) => v6.split(']').next().unwrap_or(""),
+            None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+        };
+        host == "localhost"
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+    }
+
+    /// The password: inline (from the environment) or read from `password_file`.
+    pub fn password(&self) -> anyhow::Result<Secret> {
+        read_secret("mesh.password", &self.password, &self.password_file)
+    }
+
+    /// The shared key: inline (from the environment) or read from `shared_key_file`.
+    pub fn shared_key(&self) -> anyhow::Result<Secret> {
+        read_secret("mesh.shared_key", &self.shared_key, &self.shared_key_file)
+    }
+
+    fn check(&self) -> anyhow::Result<()> {
+        let https = self.url.starts_with("https://");
+        if !(https || self.url.starts_with("http://") && self.is_loopback()) {
+            anyhow::bail!(
+                "mesh.url must be an https:// URL (plain http only to a loopback sandbox), got {:?}",
+                self.url
+            );
+        }
+        if self.mailbox.is_empty()
+            || !self
+                .mailbox
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        {
+            anyhow::bail!(
+                "mesh.mailbox must be a MESH mailbox ID, got {:?}",
+                self.mailbox
+            );
+        }
+        for (name, inline, file) in [
+            ("password", &self.password, &self.password_file),
+            ("shared_key", &self.shared_key, &self.shared_key_file),
+        ] {
+            match (inline, file) {
+                (Some(_), Some(_)) => {
+                    anyhow::bail!("mesh.{name} and mesh.{name}_file are both set")
+                }
+                (None, None) => anyhow::bail!(
+                    "mesh.{name} is missing: set mesh.{name}_file or THROUGHCARE__MESH__{}",
+                    name.to_ascii_uppercase()
+                ),
+                _ => {}
+            }
+        }
+        if self.client_cert.is_some() != self.client_key.is_some() {
+            anyhow::bail!("mesh.client_cert and mesh.client_key go together");
+        }
+        if self.chunk_size_bytes == 0 || self.timeout_secs == 0 || self.poll_interval_secs == 0 {
+            anyhow::bail!(
+                "mesh.chunk_size_bytes, timeout_secs and poll_interval_secs must be at least 1"
+            );
+        }
+        Ok(())
+    }
+}
+
+fn read_secret(
+    name: &str,
+    inline: &Option<Secret>,
+    file: &Option<PathBuf>,
+) -> anyhow::Result<Secret> {
+    match (inline, file) {
+        (Some(secret), None) => Ok(secret.clone()),
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("reading {name}_file {}: {e}", path.display()))?;
+            let value = text.trim_end_matches(['\r', '\n']);
+            if value.is_empty() {
+                anyhow::bail!("{name}_file {} is empty", path.display());
+            }
+            Ok(Secret::new(value))
+        }
+        (Some(_), Some(_)) => anyhow::bail!("{name} and {name}_file are both set"),
+        (None, None) => anyhow::bail!("{name} is not configured"),
+    }
+}
+
 /// A registered client (SMART Backend Services).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -434,6 +657,7 @@ impl Default for Settings {
             audit: AuditSettings::default(),
             delivery: DeliverySettings::default(),
             alerts: AlertSettings::default(),
+            mesh: None,
             clients: Vec::new(),
         }
     }
@@ -448,6 +672,29 @@ pub struct Overrides {
 
 /// Where to look for the configuration file when `--config` is not given.
 pub const DEFAULT_CONFIG_FILE: &str = "throughcare.toml";
+
+/// MESH secrets come from the environment or from files, never from the configuration file,
+/// but for a loopback sandbox.
+fn check_no_secret_in_file(figment: &Figment, settings: &Settings) -> anyhow::Result<()> {
+    let Some(mesh) = &settings.mesh else {
+        return Ok(());
+    };
+    if mesh.is_loopback() {
+        return Ok(());
+    }
+    for key in ["mesh.password", "mesh.shared_key"] {
+        let from_file = figment
+            .find_metadata(key)
+            .is_some_and(|m| matches!(m.source, Some(figment::Source::File(_))));
+        if from_file {
+            anyhow::bail!(
+                "{key} is written in the configuration file: give it as {key}_file or through THROUGHCARE__{}",
+                key.replace('.', "__").to_ascii_uppercase()
+            );
+        }
+    }
+    Ok(())
+}
 
 impl Settings {
     /// Loads defaults, then the file (if `file` is given it must exist; otherwise
@@ -472,6 +719,7 @@ impl Settings {
         let mut settings: Settings = figment
             .extract()
             .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+        check_no_secret_in_file(&figment, &settings)?;
         settings.resolve_paths(&base_dir);
         if let Some(listen) = overrides.listen {
             settings.server.listen = listen;
@@ -524,6 +772,20 @@ impl Settings {
         for client in &mut self.clients {
             fix(&mut client.certificate);
         }
+        if let Some(mesh) = self.mesh.as_mut() {
+            for p in [
+                &mut mesh.password_file,
+                &mut mesh.shared_key_file,
+                &mut mesh.ca,
+                &mut mesh.client_cert,
+                &mut mesh.client_key,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                fix(p);
+            }
+        }
     }
 
     /// Checks what serde cannot: unique client ids, sane limits.
@@ -560,6 +822,9 @@ impl Settings {
         }
         self.policy.check_areas()?;
         self.alerts.check()?;
+        if let Some(mesh) = &self.mesh {
+            mesh.check()?;
+        }
         Ok(())
     }
 
@@ -668,6 +933,63 @@ mod tests {
         .unwrap();
         let err = Settings::load(Some(&file), &Overrides::default()).unwrap_err();
         assert!(format!("{err:#}").contains("https://"), "{err:#}");
+    }
+
+    #[test]
+    fn mesh_secrets_come_from_files_never_inline_in_the_file_but_for_a_loopback_sandbox() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("mesh-password"), "s3cret\n").unwrap();
+        std::fs::write(dir.path().join("mesh-key"), "the-key").unwrap();
+        let file = dir.path().join("t.toml");
+        std::fs::write(
+            &file,
+            "[mesh]\nurl = \"https://mesh.example.nhs.uk\"\nmailbox = \"PRISON01\"\n\
+             password_file = \"mesh-password\"\nshared_key_file = \"mesh-key\"\n",
+        )
+        .unwrap();
+        let settings = Settings::load(Some(&file), &Overrides::default()).unwrap();
+        let mesh = settings.mesh.expect("the mesh section");
+        assert_eq!(mesh.password().unwrap().expose(), "s3cret");
+        assert_eq!(mesh.shared_key().unwrap().expose(), "the-key");
+        assert_eq!(mesh.chunk_size_bytes, 20 * 1024 * 1024);
+        assert!(!format!("{mesh:?}").contains("s3cret"));
+
+        // Inline in the file: refused for a real MESH, allowed for a loopback sandbox.
+        let inline = "mailbox = \"PRISON01\"\npassword = \"s3cret\"\nshared_key = \"k\"\n";
+        std::fs::write(
+            &file,
+            format!("[mesh]\nurl = \"https://mesh.example.nhs.uk\"\n{inline}"),
+        )
+        .unwrap();
+        let err = Settings::load(Some(&file), &Overrides::default()).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("mesh.password is written in the configuration file"),
+            "{err:#}"
+        );
+        std::fs::write(
+            &file,
+            format!("[mesh]\nurl = \"http://127.0.0.1:8700\"\n{inline}"),
+        )
+        .unwrap();
+        assert!(Settings::load(Some(&file), &Overrides::default()).is_ok());
+
+        // Plain http elsewhere, a missing secret, both a secret and its file: refused.
+        let mut mesh = MeshSettings::new("http://mesh.example.nhs.uk", "PRISON01");
+        mesh.password = Some(Secret::new("p"));
+        mesh.shared_key = Some(Secret::new("k"));
+        assert!(mesh.check().unwrap_err().to_string().contains("https://"));
+        mesh.url = "https://mesh.example.nhs.uk".into();
+        assert!(mesh.check().is_ok());
+        mesh.shared_key = None;
+        assert!(
+            mesh.check()
+                .unwrap_err()
+                .to_string()
+                .contains("THROUGHCARE__MESH__SHARED_KEY")
+        );
+        mesh.shared_key = Some(Secret::new("k"));
+        mesh.password_file = Some(dir.path().join("mesh-password"));
+        assert!(mesh.check().is_err());
     }
 
     #[test]

@@ -6,12 +6,14 @@
 //!
 //! - [`endpoint`]: the endpoint directory, typed (kind, URL, profile, auth);
 //! - [`rest`]: `fhir-rest`, a POST of the copy with an idempotency key;
-//! - [`retry`]: which failures are worth another attempt, and when.
+//! - [`retry`]: which failures are worth another attempt, and when;
+//! - [`mesh`]: the MESH API client (for GP practices; not yet a `Transport`).
 //!
 //! Adding a transport (MESH for GP practices) is one new file implementing [`Transport`], a
 //! variant of [`EndpointKind`] and a field of [`Transports`].
 
 pub mod endpoint;
+pub mod mesh;
 pub mod rest;
 pub mod retry;
 pub mod webhook;
