@@ -155,7 +155,8 @@ pub async fn endpoints(app: &App) -> Result<Vec<Value>, ApiError> {
             Err(e) => json!({"unreadable": e}),
         };
         out.push(
-            json!({"ods": r.ods, "kind": r.kind, "url": r.url, "profile": r.profile,
+            json!({"ods": r.ods, "kind": r.kind, "url": r.url, "mailbox": r.mailbox,
+                        "workflow": r.workflow, "profile": r.profile,
                         "auth": auth, "updatedAt": r.updated_at, "updatedBy": r.updated_by}),
         );
     }
@@ -168,7 +169,15 @@ pub async fn endpoints(app: &App) -> Result<Vec<Value>, ApiError> {
 pub struct EndpointBody {
     #[serde(default)]
     pub kind: Option<String>,
-    pub url: String,
+    /// `fhir-rest`: where copies are POSTed.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// `mesh`: the recipient's mailbox (absent: MESH endpoint lookup by ODS code).
+    #[serde(default)]
+    pub mailbox: Option<String>,
+    /// `mesh`: the document workflow (default `TOC_FHIR_IP_DISCH`).
+    #[serde(default)]
+    pub workflow: Option<String>,
     /// `uk-core-r4`, `gp-connect-stu3` or `prison`.
     pub profile: String,
     #[serde(default)]
@@ -229,8 +238,43 @@ pub async fn put_endpoint(
         None => EndpointKind::FhirRest,
         Some(k) => k.parse().map_err(|e: String| endpoint_invalid(e, "kind"))?,
     };
-    crate::transport::endpoint::check_url(&parsed.url, app.settings.delivery.allow_loopback_http)
-        .map_err(|e| endpoint_invalid(e, "url"))?;
+    let (url, mesh) = match kind {
+        EndpointKind::FhirRest => {
+            let url = parsed
+                .url
+                .clone()
+                .ok_or_else(|| endpoint_invalid("a fhir-rest endpoint needs a url", "url"))?;
+            if parsed.mailbox.is_some() || parsed.workflow.is_some() {
+                return Err(endpoint_invalid(
+                    "mailbox and workflow are for mesh endpoints",
+                    "mailbox",
+                ));
+            }
+            crate::transport::endpoint::check_url(&url, app.settings.delivery.allow_loopback_http)
+                .map_err(|e| endpoint_invalid(e, "url"))?;
+            (url, None)
+        }
+        EndpointKind::Mesh => {
+            if parsed.url.is_some() {
+                return Err(endpoint_invalid(
+                    "a mesh endpoint has a mailbox, not a url",
+                    "url",
+                ));
+            }
+            if app.settings.mesh.is_none() {
+                return Err(endpoint_invalid(
+                    "this gateway has no MESH mailbox ([mesh] is not configured)",
+                    "kind",
+                ));
+            }
+            let address = crate::transport::endpoint::MeshAddress::new(
+                parsed.mailbox.as_deref(),
+                parsed.workflow.as_deref(),
+            )
+            .map_err(|e| endpoint_invalid(e, "mailbox"))?;
+            (String::new(), Some(address))
+        }
+    };
     let profile = parsed.profile.parse::<Target>().map_err(|_| {
         endpoint_invalid(
             "profile must be uk-core-r4, gp-connect-stu3 or prison",
@@ -255,7 +299,8 @@ pub async fn put_endpoint(
     let endpoint = Endpoint {
         ods: ods.to_string(),
         kind,
-        url: parsed.url.clone(),
+        url,
+        mesh,
         profile,
         auth,
         updated_at: app.now_stamp(),

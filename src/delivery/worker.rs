@@ -289,6 +289,7 @@ async fn attempt(state: &App, d: &DeliveryRecord) -> (Attempt, Reports) {
         document_id: &d.document_id,
         target: made.target,
         body: copy.to_string().into_bytes(),
+        to_mailbox: None,
     };
     let outcome = state
         .transports

@@ -317,12 +317,16 @@ pub struct WebhookUpdate {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EndpointRecord {
     pub ods: String,
-    /// How the endpoint receives (`fhir-rest`).
+    /// How the endpoint receives (`fhir-rest`, `mesh`).
     pub kind: String,
     pub url: String,
     pub profile: String,
     /// JSON: how the gateway authenticates to the endpoint.
     pub auth: String,
+    /// MESH: the recipient's mailbox (`None`: found by MESH endpoint lookup).
+    pub mailbox: Option<String>,
+    /// MESH: the document workflow.
+    pub workflow: Option<String>,
     pub updated_at: String,
     pub updated_by: String,
 }

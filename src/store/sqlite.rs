@@ -251,6 +251,8 @@ fn endpoint_from_row(row: &SqliteRow) -> Result<EndpointRecord, sqlx::Error> {
         url: row.try_get("url")?,
         profile: row.try_get("profile")?,
         auth: row.try_get("auth")?,
+        mailbox: row.try_get("mailbox")?,
+        workflow: row.try_get("workflow")?,
         updated_at: row.try_get("updated_at")?,
         updated_by: row.try_get("updated_by")?,
     })
@@ -1065,16 +1067,19 @@ impl Store for SqliteStore {
     ) -> Result<(), StoreError> {
         let mut tx = self.writer.begin().await?;
         sqlx::query(
-            "INSERT INTO endpoints (ods, kind, url, profile, auth, updated_at, updated_by) \
-             VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (ods) DO UPDATE SET kind = excluded.kind, \
-             url = excluded.url, profile = excluded.profile, auth = excluded.auth, updated_at = excluded.updated_at, \
-             updated_by = excluded.updated_by",
+            "INSERT INTO endpoints (ods, kind, url, profile, auth, mailbox, workflow, updated_at, \
+             updated_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (ods) DO UPDATE SET \
+             kind = excluded.kind, url = excluded.url, profile = excluded.profile, \
+             auth = excluded.auth, mailbox = excluded.mailbox, workflow = excluded.workflow, \
+             updated_at = excluded.updated_at, updated_by = excluded.updated_by",
         )
         .bind(&e.ods)
         .bind(&e.kind)
         .bind(&e.url)
         .bind(&e.profile)
         .bind(&e.auth)
+        .bind(&e.mailbox)
+        .bind(&e.workflow)
         .bind(&e.updated_at)
         .bind(&e.updated_by)
         .execute(&mut *tx)

@@ -14,12 +14,16 @@ pub enum EndpointKind {
     /// The copy is POSTed as a FHIR Bundle (services, ICBs, other gateways).
     #[serde(rename = "fhir-rest")]
     FhirRest,
+    /// The copy goes as an ITK3 Transfer of Care message over MESH (GP practices).
+    #[serde(rename = "mesh")]
+    Mesh,
 }
 
 impl EndpointKind {
     pub fn as_str(self) -> &'static str {
         match self {
             EndpointKind::FhirRest => "fhir-rest",
+            EndpointKind::Mesh => "mesh",
         }
     }
 }
@@ -30,8 +34,51 @@ impl std::str::FromStr for EndpointKind {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "fhir-rest" => Ok(EndpointKind::FhirRest),
-            other => Err(format!("endpoint kind {other:?} is not fhir-rest")),
+            "mesh" => Ok(EndpointKind::Mesh),
+            other => Err(format!("endpoint kind {other:?} is not fhir-rest or mesh")),
         }
+    }
+}
+
+/// The ITK3 Transfer of Care workflow for inpatient discharge documents, and its
+/// acknowledgements' (`corpus/itk3/README.md` §3).
+pub const TOC_DISCHARGE_WORKFLOW: &str = "TOC_FHIR_IP_DISCH";
+
+/// Where a MESH endpoint receives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MeshAddress {
+    /// The recipient's MESH mailbox; `None`: found by MESH endpoint lookup (ODS code and
+    /// workflow), cached.
+    pub mailbox: Option<String>,
+    /// The document workflow (`TOC_FHIR_IP_DISCH`); acknowledgements come on `{workflow}_ACK`.
+    pub workflow: String,
+}
+
+impl MeshAddress {
+    /// Checks a mailbox id and workflow id as MESH writes them (upper-case letters, digits,
+    /// `_`; a mailbox at most 20 characters, a workflow at most 64).
+    pub fn new(mailbox: Option<&str>, workflow: Option<&str>) -> Result<MeshAddress, String> {
+        let ok = |v: &str, max: usize| {
+            !v.is_empty()
+                && v.len() <= max
+                && v.bytes()
+                    .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+        };
+        if let Some(m) = mailbox
+            && !ok(m, 20)
+        {
+            return Err(format!(
+                "mailbox {m:?} is not a MESH mailbox id (upper-case letters and digits)"
+            ));
+        }
+        let workflow = workflow.unwrap_or(TOC_DISCHARGE_WORKFLOW);
+        if !ok(workflow, 64) {
+            return Err(format!("workflow {workflow:?} is not a MESH workflow id"));
+        }
+        Ok(MeshAddress {
+            mailbox: mailbox.map(str::to_owned),
+            workflow: workflow.to_owned(),
+        })
     }
 }
 
@@ -123,7 +170,10 @@ pub fn check_url(url: &str, allow_loopback_http: bool) -> Result<reqwest::Url, S
 pub struct Endpoint {
     pub ods: String,
     pub kind: EndpointKind,
+    /// `fhir-rest`: where copies are POSTed (empty for MESH).
     pub url: String,
+    /// `mesh`: the mailbox and workflow.
+    pub mesh: Option<MeshAddress>,
     pub profile: Target,
     pub auth: EndpointAuth,
     pub updated_at: String,
@@ -135,10 +185,19 @@ impl Endpoint {
     /// is an error for the delivery, never a guess.
     pub fn from_record(r: &EndpointRecord) -> Result<Endpoint, String> {
         let auth: Value = serde_json::from_str(&r.auth).map_err(|e| format!("auth: {e}"))?;
+        let kind: EndpointKind = r.kind.parse()?;
+        let mesh = match kind {
+            EndpointKind::Mesh => Some(MeshAddress::new(
+                r.mailbox.as_deref(),
+                r.workflow.as_deref(),
+            )?),
+            EndpointKind::FhirRest => None,
+        };
         Ok(Endpoint {
             ods: r.ods.clone(),
-            kind: r.kind.parse()?,
+            kind,
             url: r.url.clone(),
+            mesh,
             profile: r
                 .profile
                 .parse::<Target>()
@@ -156,6 +215,8 @@ impl Endpoint {
             url: self.url.clone(),
             profile: self.profile.as_str().into(),
             auth: self.auth.to_json().to_string(),
+            mailbox: self.mesh.as_ref().and_then(|m| m.mailbox.clone()),
+            workflow: self.mesh.as_ref().map(|m| m.workflow.clone()),
             updated_at: self.updated_at.clone(),
             updated_by: self.updated_by.clone(),
         }
@@ -184,6 +245,17 @@ mod tests {
             check_url("http://gp.example.nhs.uk/fhir", true).is_err(),
             "the flag allows loopback only"
         );
+    }
+
+    #[test]
+    fn a_mesh_address_takes_mesh_ids_and_defaults_to_the_discharge_workflow() {
+        let a = MeshAddress::new(Some("X26ABC2"), None).unwrap();
+        assert_eq!(a.workflow, "TOC_FHIR_IP_DISCH");
+        assert!(MeshAddress::new(None, None).unwrap().mailbox.is_none());
+        for bad in ["x26abc2", "X26 ABC2", "", "ABCDEFGHIJKLMNOPQRSTU"] {
+            assert!(MeshAddress::new(Some(bad), None).is_err(), "{bad}");
+        }
+        assert!(MeshAddress::new(None, Some("toc")).is_err());
     }
 
     #[test]

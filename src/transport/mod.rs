@@ -45,6 +45,9 @@ pub struct PreparedCopy<'a> {
     pub target: Target,
     /// The serialised copy: exactly these bytes leave the gateway.
     pub body: Vec<u8>,
+    /// MESH: the mailbox the copy goes to, when the delivery stage resolved it (the ITK3
+    /// message names its receiver); `None`: the transport resolves it.
+    pub to_mailbox: Option<&'a str>,
 }
 
 /// How one send ended.
@@ -96,6 +99,8 @@ pub trait Transport: Send + Sync {
 /// The transports this gateway runs, one per endpoint kind.
 pub struct Transports {
     pub fhir_rest: rest::FhirRest,
+    /// MESH, when `[mesh]` is configured.
+    pub mesh: Option<mesh::transport::MeshTransport>,
     /// The alert webhook, when `alerts.webhook_url` is set.
     pub alert_webhook: Option<webhook::AlertWebhook>,
 }
@@ -104,6 +109,12 @@ impl Transports {
     pub fn from_settings(settings: &crate::config::Settings) -> anyhow::Result<Transports> {
         Ok(Transports {
             fhir_rest: rest::FhirRest::new(&settings.delivery)?,
+            mesh: match &settings.mesh {
+                Some(m) => Some(mesh::transport::MeshTransport {
+                    client: mesh::MeshClient::from_settings(m)?,
+                }),
+                None => None,
+            },
             alert_webhook: webhook::AlertWebhook::from_settings(settings)?,
         })
     }
@@ -111,6 +122,10 @@ impl Transports {
     pub fn for_kind(&self, kind: EndpointKind) -> &dyn Transport {
         match kind {
             EndpointKind::FhirRest => &self.fhir_rest,
+            EndpointKind::Mesh => match &self.mesh {
+                Some(m) => m,
+                None => &mesh::transport::MeshNotConfigured,
+            },
         }
     }
 }

@@ -22,6 +22,7 @@
 
 pub mod auth;
 pub mod client;
+pub mod transport;
 
 pub use client::{
     InboxMessage, LookupResult, MeshClient, MessageType, OutboundMessage, SentMessage, Tracking,
