@@ -22,7 +22,14 @@ pub struct AlertLabel {
 }
 
 /// The escalation states, labelled in the alert metrics (`delivery::escalation::STATES`).
-pub const ALERT_STATES: &[&str] = &["held", "failed", "dead-letter", "undelivered-near-release"];
+pub const ALERT_STATES: &[&str] = &[
+    "held",
+    "failed",
+    "dead-letter",
+    "undelivered-near-release",
+    "unacknowledged",
+    "recently-deceased",
+];
 
 /// How an alert webhook attempt ended.
 pub const WEBHOOK_OUTCOMES: &[&str] = &["sent", "retrying", "failed"];

@@ -39,6 +39,14 @@ pub const STATES: &[(&str, &str)] = &[
         "undelivered-near-release",
         "Not delivered within the lead time before release",
     ),
+    (
+        "unacknowledged",
+        "No ITK3 acknowledgement from the practice in time",
+    ),
+    (
+        "recently-deceased",
+        "The practice reports the patient recently deceased",
+    ),
 ];
 
 /// The webhook event's name.
@@ -179,6 +187,12 @@ fn what_happened(d: &DeliveryRecord, state: &str, lead: i64) -> String {
         "dead-letter" => format!(
             "The delivery to {to} gave up after {} attempts and is in the dead letter{why}{code}.",
             d.attempts
+        ),
+        "unacknowledged" => format!(
+            "The ITK3 message to {to} was sent over MESH and the practice system has not acknowledged it in time{why}{code}."
+        ),
+        "recently-deceased" => format!(
+            "The practice {to} received the document and reports the patient as recently deceased (ITK 30004): please check the identity and the release records."
         ),
         _ => format!(
             "The copy for {to} has not been delivered ({}){why}{code}.",

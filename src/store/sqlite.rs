@@ -847,6 +847,14 @@ impl Store for SqliteStore {
                WHEN status = 'on-hold' THEN 'held' \
                WHEN status = 'failed' AND business_status = 'dead-letter' THEN 'dead-letter' \
                WHEN status = 'failed' THEN 'failed' \
+               WHEN status = 'completed' AND EXISTS (SELECT 1 FROM mesh_messages m \
+                 WHERE m.delivery_id = deliveries.id AND m.business_code = '30004') \
+                 THEN 'recently-deceased' \
+               WHEN status = 'in-progress' AND EXISTS (SELECT 1 FROM mesh_messages m \
+                 WHERE m.delivery_id = deliveries.id AND m.sent_at IS NOT NULL AND \
+                 ((m.infrastructure_code IS NULL AND m.infrastructure_due <= ?) OR \
+                  (m.business_code IS NULL AND m.business_due <= ?))) \
+                 THEN 'unacknowledged' \
                WHEN status IN ('requested', 'in-progress') AND release_date IS NOT NULL \
                  AND strftime('%Y-%m-%dT%H:%M:%fZ', release_date, \
                        '-' || COALESCE(lead_time_days, ?) || ' days') <= ? \
@@ -854,6 +862,8 @@ impl Store for SqliteStore {
                ELSE NULL END AS escalation FROM deliveries) \
              WHERE escalation IS NOT alert_state ORDER BY created_at, id",
         )
+        .bind(now)
+        .bind(now)
         .bind(default_lead_days)
         .bind(now)
         .fetch_all(&self.readers)
