@@ -32,6 +32,26 @@ pub fn rfc3339(t: OffsetDateTime) -> String {
         .unwrap_or_else(|_| t.unix_timestamp().to_string())
 }
 
+/// `t` plus `days` working days: weekends and `holidays` do not count, the time of day is kept
+/// (a message sent on Friday afternoon with two working days is due on Tuesday afternoon; one
+/// sent on Saturday, on Tuesday at the same time).
+pub fn add_working_days(t: OffsetDateTime, days: u32, holidays: &[time::Date]) -> OffsetDateTime {
+    let mut at = t;
+    let mut left = days;
+    while left > 0 {
+        at += time::Duration::days(1);
+        let day = at.date();
+        let weekend = matches!(
+            day.weekday(),
+            time::Weekday::Saturday | time::Weekday::Sunday
+        );
+        if !weekend && !holidays.contains(&day) {
+            left -= 1;
+        }
+    }
+    at
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -46,5 +66,27 @@ mod tests {
         assert!(rfc3339(whole) < rfc3339(half));
         let back = OffsetDateTime::parse(&rfc3339(half), &Rfc3339).unwrap();
         assert_eq!(back, half);
+    }
+
+    #[test]
+    fn working_days_skip_weekends_and_holidays() {
+        use time::macros::{date, datetime};
+        let friday = datetime!(2026-12-18 15:00 UTC);
+        assert_eq!(
+            super::add_working_days(friday, 2, &[]),
+            datetime!(2026-12-22 15:00 UTC)
+        );
+        let saturday = datetime!(2026-12-19 09:00 UTC);
+        assert_eq!(
+            super::add_working_days(saturday, 2, &[]),
+            datetime!(2026-12-22 09:00 UTC)
+        );
+        // Christmas week: the 25th (Friday) and the 28th (substitute Boxing Day) are holidays.
+        let holidays = [date!(2026 - 12 - 25), date!(2026 - 12 - 28)];
+        assert_eq!(
+            super::add_working_days(datetime!(2026-12-24 10:00 UTC), 2, &holidays),
+            datetime!(2026-12-30 10:00 UTC)
+        );
+        assert_eq!(super::add_working_days(friday, 0, &[]), friday);
     }
 }

@@ -439,6 +439,24 @@ pub struct MeshSettings {
     /// Timeout of one MESH request (one chunk).
     #[serde(default = "default_mesh_timeout")]
     pub timeout_secs: u64,
+    /// An ITK3 infrastructure acknowledgement later than this after the send escalates.
+    #[serde(default = "default_mesh_infrastructure_ack_minutes")]
+    pub infrastructure_ack_minutes: u64,
+    /// An ITK3 business acknowledgement later than this many working days after the send
+    /// escalates (weekends and `holidays` are not working days).
+    #[serde(default = "default_mesh_business_ack_working_days")]
+    pub business_ack_working_days: u32,
+    /// Bank holidays (`YYYY-MM-DD`), not working days.
+    #[serde(default)]
+    pub holidays: Vec<String>,
+}
+
+fn default_mesh_infrastructure_ack_minutes() -> u64 {
+    60
+}
+
+fn default_mesh_business_ack_working_days() -> u32 {
+    2
 }
 
 fn default_mesh_chunk_size() -> usize {
@@ -484,6 +502,9 @@ impl MeshSettings {
             poll_interval_secs: default_mesh_poll_interval(),
             lookup_cache_secs: default_mesh_lookup_cache(),
             timeout_secs: default_mesh_timeout(),
+            infrastructure_ack_minutes: default_mesh_infrastructure_ack_minutes(),
+            business_ack_working_days: default_mesh_business_ack_working_days(),
+            holidays: Vec::new(),
         }
     }
 
