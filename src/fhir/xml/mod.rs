@@ -14,7 +14,8 @@
 //!   `_name` companion (`id`, `extension`) goes on the same element
 //!   (`<birthDate id="b" value="1970-01-01"><extension url="..."/></birthDate>`), and in a
 //!   repeating primitive each item is one element (a `null` value with an extension gives an
-//!   element with the extension only);
+//!   element with the extension only; the parser always gives the values array, with `null`
+//!   for such items, and the `_name` array only when an item has an id or extensions);
 //! - `id` of a datatype or backbone element, and `url` of an `Extension`, are attributes; the
 //!   `id` of a resource is an element;
 //! - a resource inside another (`Bundle.entry.resource`, `contained`,

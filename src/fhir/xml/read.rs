@@ -362,7 +362,9 @@ impl<'i> Parser<'i> {
                 Some(Acc::Primitive(mut items)) => {
                     let companion = format!("_{}", el.name);
                     if el.many {
-                        let any_value = items.iter().any(|(v, _)| v.is_some());
+                        // The values array is always there (`[null]` for an item with only
+                        // an extension, as the gateway's own documents write it); the
+                        // companion only when an item has an id or extensions.
                         let any_ext = items.iter().any(|(_, e)| e.is_some());
                         let (values, exts): (Vec<Value>, Vec<Value>) = items
                             .into_iter()
@@ -373,9 +375,7 @@ impl<'i> Parser<'i> {
                                 )
                             })
                             .unzip();
-                        if any_value {
-                            obj.insert(el.name.clone(), Value::Array(values));
-                        }
+                        obj.insert(el.name.clone(), Value::Array(values));
                         if any_ext {
                             obj.insert(companion, Value::Array(exts));
                         }

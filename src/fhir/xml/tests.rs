@@ -67,10 +67,16 @@ fn primitive_ids_and_extensions_go_on_the_element() {
         xml.contains("<active>\n    <extension url=\"only\">"),
         "{xml}"
     );
-    // Only extensions on every item: no value array comes back.
-    let v =
-        parse(r#"{"resourceType": "Patient", "name": [{"_given": [{"id": "a"}, {"id": "b"}]}]}"#);
+    // Only extensions on every item: the values array comes back as nulls (the form the
+    // gateway's own documents use), whether or not the JSON had it.
+    let v = parse(
+        r#"{"resourceType": "Patient", "name": [{"given": [null, null], "_given": [{"id": "a"}, {"id": "b"}]}]}"#,
+    );
     round_trip(&v);
+    let without =
+        parse(r#"{"resourceType": "Patient", "name": [{"_given": [{"id": "a"}, {"id": "b"}]}]}"#);
+    let xml = to_xml(&without, FhirVersion::Stu3).unwrap();
+    assert_eq!(from_xml(xml.as_bytes(), FhirVersion::Stu3).unwrap(), v);
 }
 
 #[test]
