@@ -6,10 +6,11 @@
 #   scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]
 #
 # SECONDS_PER_TARGET defaults to 180; targets are fhirpath, consent, document_intake,
-# token_request, conceptmap_translate (default: all). Each runs in batches of PROPTEST_CASES
-# (default 256) until its time is spent; a target still running a minute after that (a hang)
-# is stopped and counted as failed, as is one that panics or crashes. A failing case is shrunk
-# and printed: fix it in the module concerned and add its regression to tests/fuzz/regressions.rs.
+# token_request, conceptmap_translate, xml_parse, xml_round_trip (default: all). Each runs in
+# batches of PROPTEST_CASES (default 256) until its time is spent; a target still running a
+# minute after that (a hang) is stopped and counted as failed, as is one that panics or
+# crashes. A failing case is shrunk and printed: fix it in the module concerned and add its
+# regression to tests/fuzz/regressions.rs.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,7 +18,7 @@ SECONDS_PER_TARGET=${1:-180}
 shift || true
 TARGETS=("$@")
 if [ ${#TARGETS[@]} -eq 0 ]; then
-  TARGETS=(fhirpath consent document_intake token_request conceptmap_translate)
+  TARGETS=(fhirpath consent document_intake token_request conceptmap_translate xml_parse xml_round_trip)
 fi
 export PROPTEST_CASES=${PROPTEST_CASES:-256}
 export FUZZ_SECONDS=$SECONDS_PER_TARGET
@@ -35,6 +36,8 @@ for target in "${TARGETS[@]}"; do
     document_intake) name=intake::fuzz_document_intake ;;
     token_request) name=token::fuzz_token_request ;;
     conceptmap_translate) name=translate::fuzz_conceptmap_translate ;;
+    xml_parse) name=xml::fuzz_xml_parse ;;
+    xml_round_trip) name=xml::fuzz_xml_round_trip ;;
     *) echo "unknown target $target" >&2; exit 2 ;;
   esac
   timeout --kill-after=10 $((SECONDS_PER_TARGET + 60)) \

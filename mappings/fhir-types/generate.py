@@ -1,11 +1,18 @@
 #!/usr/bin/env python3
 """Generates the element-type tables (`r4.json`, `stu3.json`) that the translator uses to make
-its output fit the FHIR model of the target version.
+its output fit the FHIR model of the target version, and the element-order tables
+(`r4-elements.json`, `stu3-elements.json`) that the FHIR XML serialiser and parser use
+(`src/fhir/xml/`): every resource and datatype of the version, each element in definition
+order, with its type and whether it repeats.
 
 The tables are derived from the typed models that the gateway itself checks with (fhir-model,
 the model crate behind fhir-sdk =0.16.0: `r4b` for R4 content, `stu3` for GP Connect), so that
 what the translator emits is exactly what `fhir_io::check_*` accepts: element names, which
 elements repeat, which are required, primitive types, and the closed code lists.
+
+The order tables rely on fhir-model declaring the fields of each struct in the order of the
+StructureDefinition's elements (it is generated from them, and the XML round trip over the ITK3
+and GP Connect examples in tests/fhir_xml.rs checks it against real documents).
 
 Usage: python3 mappings/fhir-types/generate.py [path/to/fhir-model-0.13.0/src]
 (default: the crate in ~/.cargo/registry). Re-run after upgrading fhir-sdk; do not edit the
@@ -64,6 +71,15 @@ def parse_model(files):
                     attrs.append(stripped)
                     continue
                 if kind == "struct":
+                    if re.match(r"^\s*pub ", line) and not line.rstrip().endswith(","):
+                        # A field whose type rustfmt wrapped over several lines.
+                        parts = [line.strip()]
+                        for cont in fh:
+                            parts.append(cont.strip())
+                            joined = "".join(parts)
+                            if joined.endswith(",") and joined.count("<") == joined.count(">"):
+                                break
+                        line = "    " + "".join(parts).replace(",>", ">") + "\n"
                     m = FIELD_RE.match(line)
                     if m:
                         structs[cur].append((m.group(2), m.group(3), attrs))
@@ -200,6 +216,106 @@ def build(src, version_dir, fhir_version):
     }
 
 
+RESOURCE_ENUM_RE = re.compile(r"^pub enum Resource \{")
+RESOURCE_VARIANT_RE = re.compile(r"^\s*([A-Za-z0-9]+)\(([A-Za-z0-9]+)\),\s*$")
+
+
+def all_resources(path):
+    """The variants of `pub enum Resource` (every resource type of the version)."""
+    names, inside = [], False
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            if not inside:
+                inside = bool(RESOURCE_ENUM_RE.match(line))
+                continue
+            if line.startswith("}"):
+                break
+            m = RESOURCE_VARIANT_RE.match(line)
+            if m:
+                names.append(m.group(1))
+    if not names:
+        raise SystemExit(f"{path}: no `pub enum Resource`")
+    return names
+
+
+def xml_type(rust):
+    """The FHIR type of an element for the XML tables: a primitive, `Resource`, or a struct."""
+    rust = rust.strip()
+    if rust.startswith("Box<") and rust.endswith(">"):
+        rust = rust[4:-1]
+    if rust.startswith("codes::"):
+        return "code"
+    return PRIMITIVES.get(rust, rust)
+
+
+def build_order(src, version_dir, fhir_version):
+    """Every type reachable from every resource: [name, type] or [name, type, "*"] per element,
+    in definition order (choice elements expanded in place, one entry per type)."""
+    files = [os.path.join(src, version_dir, "types", "generated.rs"),
+             os.path.join(src, version_dir, "resources", "generated.rs")]
+    structs, enums = parse_model(files)
+    resources = all_resources(files[1])
+
+    def struct_fields(name):
+        if name + "Inner" in structs:
+            return structs[name + "Inner"]
+        return structs.get(name)
+
+    types, todo, seen = {}, list(resources), set()
+    while todo:
+        name = todo.pop()
+        if name in seen or name == "Resource":
+            continue
+        seen.add(name)
+        fields = struct_fields(name)
+        if fields is None:
+            raise SystemExit(f"{version_dir}: no struct for {name}")
+        elements = []
+
+        def add(json_name, ty, many):
+            if name == "Narrative" and json_name == "div":
+                ty = "xhtml"
+            elements.append([json_name, ty, "*"] if many else [json_name, ty])
+            if ty not in PRIMITIVES.values() and ty not in ("code", "xhtml", "Resource"):
+                todo.append(ty)
+
+        for field, rust, attrs in fields:
+            if field.endswith("_ext") or field == "resource_type":
+                continue
+            inner, max_, _ = unwrap(rust)
+            if any("flatten" in a for a in attrs):
+                choice = enums.get(inner)
+                if choice is None:
+                    raise SystemExit(f"{version_dir}: no enum {inner} for {name}.{field}")
+                for _variant, payload, vattrs in choice:
+                    add(rename_of(vattrs), xml_type(payload), False)
+                continue
+            json_name = rename_of(attrs)
+            if json_name is None:
+                raise SystemExit(f"{version_dir}: {name}.{field} has no serde rename")
+            add(json_name, xml_type(inner), max_ == "*")
+        types[name] = {"resource": name in resources, "elements": elements}
+    return {
+        "fhirVersion": fhir_version,
+        "generatedFrom": f"fhir-model 0.13.0 ({version_dir}) via mappings/fhir-types/generate.py",
+        "types": {k: types[k] for k in sorted(types)},
+    }
+
+
+def write_order(path, table):
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write("{\n")
+        fh.write(f'  "fhirVersion": {json.dumps(table["fhirVersion"])},\n')
+        fh.write(f'  "generatedFrom": {json.dumps(table["generatedFrom"])},\n')
+        fh.write('  "types": {\n')
+        items = list(table["types"].items())
+        for i, (name, entry) in enumerate(items):
+            sep = "," if i + 1 < len(items) else ""
+            body = json.dumps(entry, separators=(",", ":"))
+            fh.write(f"    {json.dumps(name)}: {body}{sep}\n")
+        fh.write("  }\n}\n")
+
+
 def main():
     if len(sys.argv) > 1:
         src = sys.argv[1]
@@ -235,6 +351,11 @@ def main():
                 fh.write(f"    {json.dumps(name)}: {json.dumps(values)}{sep}\n")
             fh.write("  }\n}\n")
         print(f"{out}: {len(table['types'])} types, {len(table['codes'])} code lists")
+        order = build_order(src, version_dir, fhir_version)
+        order_out = out.replace(".json", "-elements.json")
+        write_order(os.path.join(here, order_out), order)
+        resources = sum(1 for t in order["types"].values() if t["resource"])
+        print(f"{order_out}: {len(order['types'])} types ({resources} resources)")
 
 
 if __name__ == "__main__":

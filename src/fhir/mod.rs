@@ -3,6 +3,7 @@
 pub mod capability;
 pub mod json;
 pub mod outcome;
+pub mod xml;
 
 /// The FHIR media type the gateway speaks.
 pub const FHIR_JSON: &str = "application/fhir+json";

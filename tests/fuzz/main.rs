@@ -16,6 +16,7 @@ mod intake;
 mod regressions;
 mod token;
 mod translate;
+mod xml;
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
