@@ -430,3 +430,57 @@ fn the_response_examples_validate_against_the_shipped_profiles() {
         }
     }
 }
+
+fn release_to_itk(edit: impl FnOnce(&mut Value)) -> Value {
+    use throughcare::translate::{Source, Target, Translator};
+    let t = Translator::load(&Path::new(MANIFEST).join("mappings")).unwrap();
+    let mut doc: Value = serde_json::from_slice(
+        &std::fs::read(Path::new(MANIFEST).join("samples/release-bundle.json")).unwrap(),
+    )
+    .unwrap();
+    edit(&mut doc);
+    t.translate(Source::Prison, Target::ItkEdischargeStu3, &doc)
+        .unwrap()
+        .output
+}
+
+/// The whole path: the sample release translated by the eDischarge mapping, wrapped in the
+/// message envelope, validates against the ITK3 profiles with no errors.
+#[test]
+fn the_sample_release_goes_as_a_valid_itk3_edischarge_message() {
+    let document = release_to_itk(|_| {});
+    let message = build_message(document, &params()).unwrap();
+    let issues = validator().validate(&message, None, ProfileSet::Itk);
+    assert_eq!(errors(&issues), Vec::<String>::new());
+    let doc = &message["entry"][3]["resource"];
+    assert_eq!(doc["type"], "document");
+    assert_eq!(
+        doc["entry"][0]["resource"]["type"]["coding"][0]["code"],
+        "373942005"
+    );
+    // The opiate substitution's last dose in custody travels as data and in the narrative.
+    let text = serde_json::to_string(doc).unwrap();
+    assert!(text.contains("last-dose-in-custody"));
+    assert!(text.contains("last dose in custody: 2026-12-04T08:15:00Z"));
+}
+
+/// A correction (Composition.relatesTo `replaces`) goes as an ITK3 replacement document.
+#[test]
+fn a_corrected_release_goes_as_an_itk3_replacement_document() {
+    let replaced = json!({"system": "https://throughcare.example.org/fhir/Id/prison-document",
+        "value": "Y02307-REL-2026-000100"});
+    let document = release_to_itk(|d| {
+        d["entry"][0]["resource"]["relatesTo"] =
+            json!([{"code": "replaces", "targetIdentifier": replaced.clone()}]);
+    });
+    let c = &document["entry"][0]["resource"];
+    assert_eq!(c["relatesTo"][0]["targetIdentifier"], replaced);
+    let mut p = params();
+    p.replaces = Some(Replaces {
+        system: replaced["system"].as_str().map(str::to_string),
+        value: replaced["value"].as_str().unwrap().to_string(),
+    });
+    let message = build_message(document, &p).unwrap();
+    let issues = validator().validate(&message, None, ProfileSet::Itk);
+    assert_eq!(errors(&issues), Vec::<String>::new());
+}
