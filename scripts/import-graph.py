@@ -12,7 +12,7 @@ LAYERS = [
     (3, ["app", "intake", "pipeline", "sharing", "pull", "consents", "custody", "delivery", "recipient",
          "admin", "decisions", "preview", "error", "custody"]),
     (2, ["audit", "store", "auth", "certs", "client", "tls", "metrics", "transport"]),
-    (1, ["policy", "translate", "validate", "routing", "document", "directory", "medicines"]),
+    (1, ["policy", "translate", "validate", "routing", "document", "directory", "medicines", "itk"]),
     (0, ["domain", "fhir", "config", "clock", "codes", "chain", "lib", "hazard_log_tests"]),
 ]
 def layer(mod):

@@ -277,7 +277,7 @@ pub async fn put_endpoint(
     };
     let profile = parsed.profile.parse::<Target>().map_err(|_| {
         endpoint_invalid(
-            "profile must be uk-core-r4, gp-connect-stu3 or prison",
+            "profile must be uk-core-r4, gp-connect-stu3, prison or itk-edischarge-stu3",
             "profile",
         )
     })?;

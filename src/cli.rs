@@ -54,7 +54,7 @@ pub enum Command {
     /// Translate a prison document (or a GP Connect structured record) to another profile; prints
     /// the result, and the loss report on stderr.
     Translate {
-        /// uk-core-r4, gp-connect-stu3 or prison.
+        /// uk-core-r4, gp-connect-stu3, prison or itk-edischarge-stu3.
         #[arg(long = "to")]
         to: String,
         file: PathBuf,
@@ -170,7 +170,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             let settings = Settings::load(config.as_deref(), &Overrides::default())?;
             let translator = crate::translate::Translator::load(&settings.fhir.mappings_dir)?;
             let target: crate::translate::Target = to.parse().map_err(|_| {
-                anyhow::anyhow!("--to must be uk-core-r4, gp-connect-stu3 or prison")
+                anyhow::anyhow!(
+                    "--to must be uk-core-r4, gp-connect-stu3, prison or itk-edischarge-stu3"
+                )
             })?;
             let text = std::fs::read(&file)?;
             let document: serde_json::Value = serde_json::from_slice(&text)

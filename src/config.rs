@@ -157,7 +157,7 @@ impl Default for RateLimitSettings {
 pub struct FhirSettings {
     /// Our own StructureDefinitions (the prison profiles), one JSON file per profile.
     pub profiles_dir: PathBuf,
-    /// External packages (FHIR R4 core, UK Core R4, GP Connect STU3): folders of conformance
+    /// External packages (FHIR R4 core, UK Core R4, GP Connect STU3, ITK3 STU3): folders of conformance
     /// resources (`.json`, or gzip-compressed `.json.gz`), loaded like implementation-guide
     /// packages. The repository ships them in `packages/` (`packages/README.md`).
     #[serde(default)]
@@ -660,10 +660,15 @@ impl Default for Settings {
             fhir: FhirSettings {
                 profiles_dir: PathBuf::from("profiles"),
                 // The packages the repository ships (packages/README.md: sources, licences).
-                packages: ["hl7.fhir.r4.core", "uk.core.r4", "gpconnect.stu3"]
-                    .iter()
-                    .map(|p| PathBuf::from("packages").join(p))
-                    .collect(),
+                packages: [
+                    "hl7.fhir.r4.core",
+                    "uk.core.r4",
+                    "gpconnect.stu3",
+                    "itk3.stu3",
+                ]
+                .iter()
+                .map(|p| PathBuf::from("packages").join(p))
+                .collect(),
                 allow_missing_packages: false,
                 mappings_dir: PathBuf::from("mappings"),
             },

@@ -39,6 +39,7 @@ pub mod domain;
 pub mod error;
 pub mod fhir;
 pub mod intake;
+pub mod itk;
 pub mod medicines;
 pub mod metrics;
 pub mod policy;

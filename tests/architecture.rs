@@ -66,6 +66,7 @@ const LAYERS: &[(u8, &[&str])] = &[
             "document",
             "directory",
             "medicines",
+            "itk",
         ],
     ),
     (

@@ -33,10 +33,15 @@ fn validator() -> Option<&'static Validator> {
             profiles_dir: PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/profiles")),
             // The packages the gateway ships (built from the corpus by scripts/package-fhir.py):
             // the examples below hold them to the corpus.
-            packages: ["hl7.fhir.r4.core", "uk.core.r4", "gpconnect.stu3"]
-                .iter()
-                .map(|p| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/packages")).join(p))
-                .collect(),
+            packages: [
+                "hl7.fhir.r4.core",
+                "uk.core.r4",
+                "gpconnect.stu3",
+                "itk3.stu3",
+            ]
+            .iter()
+            .map(|p| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/packages")).join(p))
+            .collect(),
             mappings_dir: PathBuf::from("mappings"),
             allow_missing_packages: false,
         };

@@ -97,7 +97,7 @@ fn validator() -> Option<&'static Validator> {
         }
         let settings = FhirSettings {
             profiles_dir: Path::new(MANIFEST).join("profiles"),
-            packages: ["hl7.fhir.r4.core", "uk.core.r4", "gpconnect.stu3"]
+            packages: ["hl7.fhir.r4.core", "uk.core.r4", "gpconnect.stu3", "itk3.stu3"]
                 .iter()
                 .map(|p| Path::new(MANIFEST).join("packages").join(p))
                 .collect(),
@@ -116,6 +116,7 @@ fn profile_set(target: Target) -> ProfileSet {
         Target::UkCoreR4 => ProfileSet::UkCore,
         Target::GpConnectStu3 => ProfileSet::GpConnect,
         Target::Prison => ProfileSet::Prison,
+        Target::ItkEdischargeStu3 => ProfileSet::Itk,
     }
 }
 
@@ -125,7 +126,7 @@ fn profile_set(target: Target) -> ProfileSet {
 fn validation_errors(target: Target, output: &Value) -> Vec<String> {
     let bytes = serde_json::to_vec(output).unwrap();
     let checked = match target {
-        Target::GpConnectStu3 => fhir_io::check_stu3_bundle(&bytes),
+        Target::GpConnectStu3 | Target::ItkEdischargeStu3 => fhir_io::check_stu3_bundle(&bytes),
         Target::UkCoreR4 | Target::Prison => fhir_io::check_r4_bundle(&bytes),
     };
     let mut out = Vec::new();
@@ -352,7 +353,7 @@ fn every_mapping_has_golden_cases_and_every_case_matches_its_expected_files() {
         );
         counts.push(format!("{}: {} cases", m.id, cases.len()));
     }
-    assert_eq!(counts.len(), 4, "expected four mappings, found {counts:?}");
+    assert_eq!(counts.len(), 5, "expected five mappings, found {counts:?}");
     eprintln!("golden cases: {}", counts.join(", "));
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
@@ -384,10 +385,13 @@ fn a_dose_of_2_50_survives_every_translation_as_2_50() {
             "{target}: the 2.50 dose was not kept as written"
         );
         assert!(!text.contains("\"value\":2.5,"), "{target}");
-        assert!(
-            text.contains("\"authoredOn\":\"2026-11-18\""),
-            "{target}: dates as written"
-        );
+        // The ITK eDischarge carries a prescription as a MedicationStatement, asserted then.
+        let authored = if target == Target::ItkEdischargeStu3 {
+            "\"dateAsserted\":\"2026-11-18\""
+        } else {
+            "\"authoredOn\":\"2026-11-18\""
+        };
+        assert!(text.contains(authored), "{target}: dates as written");
         assert_validates(target, &out.output, &format!("sample to {target}"));
     }
 }
@@ -1310,4 +1314,92 @@ fn safety_elements_are_never_derived_a_medicine_without_a_dose_stays_without_one
             "{target}: {losses:#?}"
         );
     }
+}
+
+#[test]
+fn rule_itk_nhs_number_untraced_unless_the_sender_gave_a_status() {
+    rule(
+        Target::ItkEdischargeStu3,
+        "Patient",
+        "identifier",
+        |c| assert_eq!(nhs_status(c), "02"),
+        with_verified_nhs_number,
+        |c| assert_eq!(nhs_status(c), "01"),
+    );
+}
+
+#[test]
+fn rule_itk_the_author_is_the_prisons_record_system_and_the_prison_the_custodian() {
+    let (copy, losses) = derived(Target::ItkEdischargeStu3, &minimal_document());
+    let c = resource_of(&copy, "Composition");
+    let device = resource_of(&copy, "Device");
+    let device_url = copy["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["resource"]["resourceType"] == "Device")
+        .map(|e| e["fullUrl"].clone())
+        .unwrap();
+    assert_eq!(c["author"], serde_json::json!([{"reference": device_url}]));
+    // The prison organisation is the custodian and owns the record system.
+    assert_eq!(device["owner"], c["custodian"]);
+    assert!(c["custodian"]["reference"].is_string());
+    assert_eq!(assumed(&losses, "Composition", "author").len(), 1);
+}
+
+#[test]
+fn rule_itk_a_missing_allergies_section_says_nothing_is_known_never_no_known_allergies() {
+    let mut doc = minimal_document();
+    let sections = resource_mut(&mut doc, "Composition")["section"]
+        .as_array_mut()
+        .unwrap();
+    sections.retain(|s| s["code"]["coding"][0]["code"] != "886921000000105");
+    let (copy, losses) = derived(Target::ItkEdischargeStu3, &doc);
+    let c = resource_of(&copy, "Composition");
+    let allergies = c["section"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["code"]["coding"][0]["code"] == "886921000000105")
+        .expect("the required allergies section is added");
+    let div = allergies["text"]["div"].as_str().unwrap();
+    assert!(div.contains("no allergy information is known"), "{div}");
+    assert!(div.contains("does not mean no known allergies"), "{div}");
+    assert!(
+        losses
+            .iter()
+            .any(|l| l.is_assumption()
+                && l.reason.contains("Allergies and adverse reactions section"))
+    );
+}
+
+#[test]
+fn rule_itk_a_prescription_goes_as_a_statement_taken_unknown_with_its_dose_and_last_dose() {
+    let (copy, losses) = derived(Target::ItkEdischargeStu3, &minimal_document());
+    let statements: Vec<&Value> = copy["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| &e["resource"])
+        .filter(|r| r["resourceType"] == "MedicationStatement")
+        .collect();
+    assert!(!statements.is_empty());
+    for ms in &statements {
+        assert_eq!(ms["taken"], "unk");
+        assert!(ms["dosage"][0]["text"].is_string(), "the dose is carried");
+        let med = ms["medicationReference"]["reference"].as_str().unwrap();
+        assert!(
+            copy["entry"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e["fullUrl"] == med && e["resource"]["resourceType"] == "Medication")
+        );
+    }
+    assert!(
+        statements
+            .iter()
+            .any(|ms| ms["extension"].to_string().contains("last-dose-in-custody"))
+    );
+    assert_eq!(assumed(&losses, "MedicationRequest", "taken").len(), 1);
 }

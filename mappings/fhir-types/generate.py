@@ -28,7 +28,7 @@ RESOURCES = [
     "Bundle", "Composition", "Patient", "Organization", "Practitioner", "PractitionerRole",
     "Location", "Encounter", "CarePlan", "MedicationRequest", "MedicationStatement",
     "Medication", "Condition", "AllergyIntolerance", "Flag", "Appointment", "List", "Consent",
-    "OperationOutcome",
+    "OperationOutcome", "Device",
 ]
 
 PRIMITIVES = {

@@ -103,9 +103,9 @@ pub async fn read_document(
     }
 }
 
-/// The media type of a copy in `target`: STU3 for GP Connect.
+/// The media type of a copy in `target`: STU3 for GP Connect and ITK3.
 pub fn media_type(target: Target) -> &'static str {
-    if target == Target::GpConnectStu3 {
+    if target.is_stu3() {
         "application/fhir+json;fhirVersion=3.0"
     } else {
         FHIR_JSON

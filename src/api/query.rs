@@ -295,7 +295,12 @@ pub const READ_PROFILES: &[&str] = &[
 ];
 
 /// Translation targets (`$translate?target=`).
-pub const TARGETS: &[&str] = &["uk-core-r4", "gp-connect-stu3", "prison"];
+pub const TARGETS: &[&str] = &[
+    "uk-core-r4",
+    "gp-connect-stu3",
+    "prison",
+    "itk-edischarge-stu3",
+];
 
 /// `_profile`, on every read of a copy.
 pub const PROFILE: Param = param("_profile", Kind::OneOf(READ_PROFILES));

@@ -21,13 +21,13 @@ pub async fn translate_bundle(
     let target = params.get("target").ok_or_else(|| {
         ApiError::bad_request(
             codes::PARAMETER,
-            "Give ?target=uk-core-r4, gp-connect-stu3 or prison.",
+            "Give ?target=uk-core-r4, gp-connect-stu3, prison or itk-edischarge-stu3.",
         )
     })?;
     let target: Target = target.parse().map_err(|_| {
         ApiError::bad_request(
             codes::PARAMETER,
-            format!("target {target:?} is not uk-core-r4, gp-connect-stu3 or prison"),
+            format!("target {target:?} is not uk-core-r4, gp-connect-stu3, prison or itk-edischarge-stu3"),
         )
     })?;
     let document =

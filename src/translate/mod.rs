@@ -27,6 +27,7 @@
 //! The rule-file format is documented in `mappings/README.md`.
 
 mod conceptmap;
+mod edischarge;
 mod ops;
 mod path;
 mod rules;
@@ -59,6 +60,11 @@ pub enum Target {
     GpConnectStu3,
     /// The prison profiles (R4), for transfers and receptions.
     Prison,
+    /// The ITK3 Transfer of Care inpatient eDischarge document (STU3): an
+    /// ITK-Document-Bundle-1 built on the CareConnect-ITK profiles of
+    /// ITK-eDischarge-MessageDefinition-4, for GP practices over MESH (`crate::itk` wraps it
+    /// in the message envelope).
+    ItkEdischargeStu3,
 }
 
 impl Target {
@@ -68,6 +74,7 @@ impl Target {
             Target::UkCoreR4 => crate::validate::ProfileSet::UkCore,
             Target::GpConnectStu3 => crate::validate::ProfileSet::GpConnect,
             Target::Prison => crate::validate::ProfileSet::Prison,
+            Target::ItkEdischargeStu3 => crate::validate::ProfileSet::Itk,
         }
     }
 
@@ -77,12 +84,23 @@ impl Target {
             Target::UkCoreR4 => "uk-core-r4",
             Target::GpConnectStu3 => "gp-connect-stu3",
             Target::Prison => "prison",
+            Target::ItkEdischargeStu3 => "itk-edischarge-stu3",
         }
     }
 
+    /// Whether copies in this target are FHIR STU3 (the others are R4).
+    pub fn is_stu3(self) -> bool {
+        matches!(self, Target::GpConnectStu3 | Target::ItkEdischargeStu3)
+    }
+
     /// Every target, in a stable order.
-    pub fn all() -> [Target; 3] {
-        [Target::UkCoreR4, Target::GpConnectStu3, Target::Prison]
+    pub fn all() -> [Target; 4] {
+        [
+            Target::UkCoreR4,
+            Target::GpConnectStu3,
+            Target::Prison,
+            Target::ItkEdischargeStu3,
+        ]
     }
 }
 
@@ -92,9 +110,10 @@ impl fmt::Display for Target {
     }
 }
 
-/// A target name that is not one of `uk-core-r4`, `gp-connect-stu3`, `prison`.
+/// A target name that is not one of `uk-core-r4`, `gp-connect-stu3`, `prison`,
+/// `itk-edischarge-stu3`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown target `{0}`: use uk-core-r4, gp-connect-stu3 or prison")]
+#[error("unknown target `{0}`: use uk-core-r4, gp-connect-stu3, prison or itk-edischarge-stu3")]
 pub struct UnknownTarget(pub String);
 
 impl FromStr for Target {
@@ -105,6 +124,7 @@ impl FromStr for Target {
             "uk-core-r4" => Ok(Target::UkCoreR4),
             "gp-connect-stu3" => Ok(Target::GpConnectStu3),
             "prison" => Ok(Target::Prison),
+            "itk-edischarge-stu3" => Ok(Target::ItkEdischargeStu3),
             other => Err(UnknownTarget(other.to_owned())),
         }
     }
@@ -551,6 +571,9 @@ impl Translator {
             let built =
                 structure::composition_to_lists(origin, comp, spec, &self.maps, &mut losses);
             items.extend(built);
+        }
+        if let Some(spec) = &mapping.bundle.edischarge {
+            dropped.extend(edischarge::build(spec, document, &mut items, &mut losses));
         }
         if let Some(spec) = &mapping.bundle.composition {
             let lists: Vec<(String, &Value)> =

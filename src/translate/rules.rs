@@ -270,6 +270,9 @@ pub(crate) struct StructureSpec {
     pub composition_to_lists: Option<ListsSpec>,
     #[serde(default)]
     pub lists_to_composition: Option<CompositionSpec>,
+    /// The prison Composition as an ITK3 eDischarge Composition (`edischarge.rs`).
+    #[serde(default)]
+    pub edischarge: Option<super::edischarge::EdischargeSpec>,
 }
 
 /// How references and `fullUrl`s are written in the output.
@@ -333,6 +336,7 @@ pub(crate) struct BundleSpec {
     pub dropped_reason: String,
     pub lists: Option<ListsSpec>,
     pub composition: Option<CompositionSpec>,
+    pub edischarge: Option<super::edischarge::EdischargeSpec>,
     pub inline: Vec<InlineSpec>,
 }
 
@@ -436,13 +440,20 @@ pub(crate) fn compile_mapping(
         "urn-uuid" => ReferenceStyle::UrnUuid,
         other => bail!("bundle.references: `{other}` is not keep, relative or urn-uuid"),
     };
-    let (lists, composition) = match raw.bundle.structure {
-        None => (None, None),
+    let (lists, composition, edischarge) = match raw.bundle.structure {
+        None => (None, None, None),
         Some(s) => {
-            if s.composition_to_lists.is_some() && s.lists_to_composition.is_some() {
-                bail!("bundle.structure: give compositionToLists or listsToComposition, not both");
+            let given = [
+                s.composition_to_lists.is_some(),
+                s.lists_to_composition.is_some(),
+                s.edischarge.is_some(),
+            ];
+            if given.iter().filter(|g| **g).count() > 1 {
+                bail!(
+                    "bundle.structure: give one of compositionToLists, listsToComposition or edischarge"
+                );
             }
-            (s.composition_to_lists, s.lists_to_composition)
+            (s.composition_to_lists, s.lists_to_composition, s.edischarge)
         }
     };
     if let Some(l) = &lists {
@@ -478,6 +489,7 @@ pub(crate) fn compile_mapping(
             .unwrap_or_else(|| "this resource type is not carried by the target profile".into()),
         lists,
         composition,
+        edischarge,
         inline: raw.bundle.inline,
     };
     let rules = compile_rule_set(&raw.rules, known_map).context("rules")?;

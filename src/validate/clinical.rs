@@ -251,8 +251,9 @@ fn profile_set(name: &str) -> Result<ProfileSet, String> {
         "uk-core" => Ok(ProfileSet::UkCore),
         "gp-connect" => Ok(ProfileSet::GpConnect),
         "base" => Ok(ProfileSet::Base),
+        "itk" => Ok(ProfileSet::Itk),
         other => Err(format!(
-            "profile_set {other:?} is not prison, uk-core, gp-connect or base"
+            "profile_set {other:?} is not prison, uk-core, gp-connect, itk or base"
         )),
     }
 }
@@ -311,6 +312,7 @@ impl ClinicalContent {
             ProfileSet::Prison,
             ProfileSet::UkCore,
             ProfileSet::GpConnect,
+            ProfileSet::Itk,
         ] {
             if !sets.contains_key(&needed) {
                 anyhow::bail!("no clinical-content list for the {needed:?} profiles");

@@ -358,12 +358,32 @@ impl Registry {
                     // Some STU3 snapshots give only the type slice of a choice element
                     // (`value[x]:valueCodeableConcept`), without `value[x]` itself: the slice
                     // then stands for the element.
-                    if let Some(&owner) = by_id.get(parent_of(sliced_id))
+                    let owner_id = parent_of(sliced_id);
+                    if let Some(&owner) = by_id.get(owner_id)
                         && last_name.ends_with("[x]")
                     {
                         node.slice_name = None;
                         nodes.push(node);
                         nodes[owner as usize].children.push(nid);
+                        by_id.insert(sliced_id.to_string(), nid);
+                        // Its children may be named by the renamed path
+                        // (`valueCoding:valueCoding.system`).
+                        by_id.insert(format!("{owner_id}.{slice}:{slice}"), nid);
+                        by_id.insert(format!("{owner_id}.{slice}"), nid);
+                        by_id.insert(id, nid);
+                    } else if let Some(&owner) = by_id.get(owner_id)
+                        && let Some(base) = renamed_choice(last_name, slice, el)
+                    {
+                        // Forge's STU3 snapshots may give a choice element constrained to one
+                        // type only by its renamed path (`valueBoolean:valueBoolean`), with no
+                        // `value[x]`: it stands for `value[x]` with that one type.
+                        let mut node = node;
+                        node.name = format!("{base}[x]");
+                        node.slice_name = None;
+                        node.is_array = false;
+                        nodes.push(node);
+                        nodes[owner as usize].children.push(nid);
+                        by_id.insert(format!("{owner_id}.{base}[x]"), nid);
                         by_id.insert(sliced_id.to_string(), nid);
                         by_id.insert(id, nid);
                     } else {
@@ -500,6 +520,25 @@ impl Registry {
             expr,
         }))
     }
+}
+
+/// For a renamed choice element (`valueBoolean` sliced as `valueBoolean`, one type), the
+/// choice's base name (`value`).
+fn renamed_choice<'a>(last_name: &'a str, slice: &str, el: &ElementDef) -> Option<&'a str> {
+    if last_name != slice {
+        return None;
+    }
+    let types = el.types.as_ref()?;
+    let [only] = types.as_slice() else {
+        return None;
+    };
+    let mut suffix = only.code.clone();
+    if let Some(first) = suffix.get_mut(..1) {
+        first.make_ascii_uppercase();
+    }
+    last_name
+        .strip_suffix(suffix.as_str())
+        .filter(|base| !base.is_empty() && base.bytes().all(|b| b.is_ascii_lowercase()))
 }
 
 fn parent_of(id: &str) -> &str {

@@ -41,6 +41,22 @@ pub use terminology::{Concept, Expansion};
 pub const PRISON_SD_BASE: &str = "https://throughcare.example.org/fhir/StructureDefinition/";
 /// Canonical base of UK Core StructureDefinitions.
 pub const UK_CORE_SD_BASE: &str = "https://fhir.hl7.org.uk/StructureDefinition/";
+/// Canonical base of the NHS Digital STU3 StructureDefinitions (GP Connect, ITK3).
+pub const NHS_STU3_SD_BASE: &str = "https://fhir.nhs.uk/STU3/StructureDefinition/";
+/// Canonical base of the CareConnect STU3 base profiles (HL7 UK), which the ITK3 and
+/// CareConnect-ITK profiles build on and which the corpus does not carry.
+pub const CARECONNECT_STU3_SD_BASE: &str = "https://fhir.hl7.org.uk/STU3/StructureDefinition/";
+
+/// Whether a canonical URL is one of the ITK3 envelope or CareConnect-ITK profiles
+/// (`packages/itk3.stu3`).
+pub fn is_itk_profile(url: &str) -> bool {
+    url.strip_prefix(NHS_STU3_SD_BASE).is_some_and(|name| {
+        name.starts_with("ITK-")
+            || name.starts_with("CareConnect-ITK-")
+            || name.starts_with("Extension-ITK-")
+            || name == "Extension-CareSettingType-1"
+    })
+}
 
 /// Which profile a resource that claims none (or none that is loaded) is checked against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -53,6 +69,11 @@ pub enum ProfileSet {
     GpConnect,
     /// The base FHIR R4 resource definitions only.
     Base,
+    /// The ITK3 envelope and CareConnect-ITK (Transfer of Care) STU3 profiles
+    /// (`packages/itk3.stu3`). Resources are checked against the profiles they claim; a claimed
+    /// profile that is not shipped (the CareConnect base profiles, `CareConnect-Patient-1` and
+    /// the like, are not in the corpus) is reported as unchecked, with severity information.
+    Itk,
 }
 
 impl ProfileSet {
@@ -62,6 +83,7 @@ impl ProfileSet {
             ProfileSet::UkCore => 1,
             ProfileSet::GpConnect => 2,
             ProfileSet::Base => 3,
+            ProfileSet::Itk => 4,
         }
     }
 }
@@ -92,7 +114,7 @@ pub struct Validator {
     compiled: Compiled,
     terminology: Terminology,
     /// Per profile set: resource type to default tree.
-    defaults: [HashMap<String, TreeId>; 4],
+    defaults: [HashMap<String, TreeId>; 5],
     report: LoadReport,
 }
 
@@ -358,9 +380,21 @@ impl Validator {
             .get("meta")
             .and_then(|m| m.get("profile"))
             .and_then(Value::as_array);
+        let mut claimed_unloaded = false;
         for p in claimed.into_iter().flatten().filter_map(Value::as_str) {
             match self.compiled.by_url.get(strip_version(p)) {
                 Some(&t) => trees.push(t),
+                // The CareConnect base profiles the ITK3 ones build on are not shipped: known
+                // and expected, so said once per resource as information.
+                None if defaults == ProfileSet::Itk => {
+                    claimed_unloaded = true;
+                    issues.push(
+                        Issue::information(format!(
+                            "claimed profile {p} is not among the shipped profiles, so it was not checked"
+                        ))
+                        .at(format!("{path}.meta.profile")),
+                    );
+                }
                 None => issues.push(
                     Issue::new(
                         Severity::Warning,
@@ -380,13 +414,17 @@ impl Validator {
         {
             trees.push(t);
         }
+        if trees.is_empty() && claimed_unloaded {
+            // Judged against none: the ITK default for the type is a different profile.
+            return trees;
+        }
         if trees.is_empty() {
             let default = self.defaults[defaults.index()].get(rt).copied();
             match (default, defaults) {
                 (Some(t), _) => trees.push(t),
                 // The base definitions loaded are R4's: an STU3 resource with no loaded GP
                 // Connect profile is left to the typed STU3 model rather than judged as R4.
-                (None, ProfileSet::GpConnect) => issues.push(
+                (None, ProfileSet::GpConnect | ProfileSet::Itk) => issues.push(
                     Issue::information(format!(
                         "no STU3 definition of {rt} is loaded; its profile constraints were not checked"
                     ))
@@ -485,9 +523,13 @@ fn parse_files(files: Vec<(PathBuf, bool)>) -> Vec<LoadedFile> {
 }
 
 /// Builds the default-profile tables of each [`ProfileSet`].
-fn default_tables(compiled: &Compiled, own_urls: &[String]) -> [HashMap<String, TreeId>; 4] {
+fn default_tables(compiled: &Compiled, own_urls: &[String]) -> [HashMap<String, TreeId>; 5] {
     let mut uk: HashMap<String, TreeId> = HashMap::new();
     let mut gpc: HashMap<String, TreeId> = HashMap::new();
+    let mut itk: HashMap<String, TreeId> = HashMap::new();
+    // ITK types with more than one profile (Bundle: message, document, payload; List: four
+    // kinds) get no default: their resources say which one they follow.
+    let mut itk_ambiguous: HashSet<String> = HashSet::new();
     let mut prison: HashMap<String, TreeId> = HashMap::new();
     let sorted: BTreeMap<&String, &TreeId> = compiled.by_url.iter().collect();
     let own: HashSet<&str> = own_urls.iter().map(String::as_str).collect();
@@ -500,6 +542,10 @@ fn default_tables(compiled: &Compiled, own_urls: &[String]) -> [HashMap<String, 
             && *url == format!("{UK_CORE_SD_BASE}UKCore-{}", tree.type_name)
         {
             uk.insert(tree.type_name.clone(), t);
+        } else if !tree.r4 && is_itk_profile(url) {
+            if itk.insert(tree.type_name.clone(), t).is_some() {
+                itk_ambiguous.insert(tree.type_name.clone());
+            }
         } else if !tree.r4 {
             gpc.entry(tree.type_name.clone()).or_insert(t);
         } else if own.contains(url.as_str()) {
@@ -515,7 +561,10 @@ fn default_tables(compiled: &Compiled, own_urls: &[String]) -> [HashMap<String, 
     for (ty, t) in &uk {
         prison.entry(ty.clone()).or_insert(*t);
     }
-    [prison, uk, gpc, HashMap::new()]
+    for ty in itk_ambiguous {
+        itk.remove(&ty);
+    }
+    [prison, uk, gpc, HashMap::new(), itk]
 }
 
 /// Removes repeated issues (the same finding from two profiles of one resource).

@@ -143,7 +143,7 @@ async fn the_gateway_refuses_to_start_without_its_fhir_packages_unless_told_to()
         .unwrap();
     assert_eq!(
         ready["fhir"]["packages"].as_array().unwrap().len(),
-        3,
+        4,
         "{ready}"
     );
     assert!(
