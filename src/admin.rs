@@ -267,6 +267,12 @@ pub async fn put_endpoint(
                     "kind",
                 ));
             }
+            if parsed.profile != "itk-edischarge-stu3" {
+                return Err(endpoint_invalid(
+                    "a mesh endpoint receives ITK3 Transfer of Care messages: profile itk-edischarge-stu3",
+                    "profile",
+                ));
+            }
             let address = crate::transport::endpoint::MeshAddress::new(
                 parsed.mailbox.as_deref(),
                 parsed.workflow.as_deref(),

@@ -66,6 +66,11 @@ pub const PULL_HELD: &str = "GW-PULL-03";
 pub const MESH_AUTH: &str = "GW-MESH-01";
 pub const MESH_REFUSED: &str = "GW-MESH-02";
 pub const MESH_PROTOCOL: &str = "GW-MESH-03";
+/// The practice system answered the ITK3 message with a negative response (or one that is no
+/// answer to a discharge document): the Task fails with the ITK code and display.
+pub const ITK_NEGATIVE: &str = "GW-ITK-01";
+/// MESH could not deliver the message (a non-delivery REPORT).
+pub const ITK_MESH_REPORT: &str = "GW-ITK-02";
 pub const NOT_FOUND: &str = "GW-NOT-FOUND";
 pub const UNKNOWN_ROUTE: &str = "GW-NO-ROUTE";
 pub const UNEXPECTED: &str = "GW-INTERNAL";
@@ -300,6 +305,14 @@ pub const ALL: &[(&str, &str)] = &[
     (
         MESH_PROTOCOL,
         "MESH answered in a way the gateway cannot read, or the message cannot be sent as given (a header value, the size).",
+    ),
+    (
+        ITK_NEGATIVE,
+        "The practice system answered the ITK3 message with a negative response (or one that is no answer to a discharge); the Task fails with the ITK code and display, and is escalated.",
+    ),
+    (
+        ITK_MESH_REPORT,
+        "MESH could not deliver the ITK3 message (a non-delivery report); the Task fails with MESH's reason, and is escalated.",
     ),
     (NOT_FOUND, "Not known, or not visible to this client."),
     (UNKNOWN_ROUTE, "No route for this method and path."),

@@ -319,7 +319,9 @@ impl Application {
             tokio::spawn(async move {
                 tokio::join!(
                     crate::delivery::worker::run(app.clone()),
-                    crate::delivery::webhook::run(app)
+                    crate::delivery::webhook::run(app.clone()),
+                    // The MESH inbox (ITK3 acknowledgements), when [mesh] is configured.
+                    crate::delivery::mesh::run_inbox(app)
                 );
             })
         });

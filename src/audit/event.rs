@@ -117,6 +117,19 @@ pub enum AuditEvent {
         communication_id: String,
         webhook: bool,
     },
+    /// A message was read from the gateway's MESH inbox (an ITK3 response, a MESH report, or
+    /// a message it could not read) and handled.
+    MeshMessageReceived {
+        mesh_message_id: String,
+        from: String,
+        workflow: String,
+        /// `itk-infrastructure`, `itk-business`, `mesh-report`, `unreadable`,
+        /// `unmatched-response`.
+        what: String,
+        detail: String,
+        delivery_id: Option<String>,
+        nhs_number: Option<String>,
+    },
     /// A recipient's push endpoint was registered or changed.
     EndpointChanged {
         actor: Actor,
@@ -172,6 +185,7 @@ impl AuditEvent {
             AuditEvent::SharingDecided { .. } => "sharing-decided",
             AuditEvent::DeliveryChanged { what, .. } => what,
             AuditEvent::DeliveryEscalated { .. } => "delivery-escalated",
+            AuditEvent::MeshMessageReceived { .. } => "mesh-message-received",
             AuditEvent::EndpointChanged { .. } => "endpoint-changed",
             AuditEvent::EndpointRedirected { .. } => "endpoint-redirected",
             AuditEvent::Searched { .. } => "searched",
@@ -404,6 +418,24 @@ impl AuditEvent {
                 json!({"alert": true, "state": state, "due": due, "sender": sender,
                        "recipient": recipient, "leadTimeDays": lead_time_days,
                        "continuityCritical": continuity_critical, "webhook": webhook}),
+            ),
+            AuditEvent::MeshMessageReceived {
+                mesh_message_id,
+                from,
+                workflow,
+                what,
+                detail,
+                delivery_id,
+                nhs_number,
+            } => (
+                Outcome::Success,
+                None,
+                nhs_number,
+                delivery_id
+                    .map(|d| vec![format!("Task/{d}")])
+                    .unwrap_or_default(),
+                json!({"meshMessageId": mesh_message_id, "from": from, "workflow": workflow,
+                       "what": what, "detail": detail}),
             ),
             AuditEvent::Searched {
                 actor,

@@ -4,6 +4,7 @@
 //! the moment of each attempt (`recipient::copy_for`), so a consent withdrawn in between counts.
 
 pub mod escalation;
+pub mod mesh;
 pub mod task;
 pub mod webhook;
 pub mod worker;

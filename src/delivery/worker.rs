@@ -18,7 +18,7 @@ use crate::policy::{Purpose, Relationship};
 use crate::recipient::{CopyRequest, Subject, copy_for, gateway_actor};
 use crate::routing::Route;
 use crate::store::{DeliveryRecord, DeliveryUpdate, StoreError};
-use crate::transport::endpoint::Endpoint;
+use crate::transport::endpoint::{Endpoint, EndpointKind};
 use crate::transport::retry::{Backoff, unit_random};
 use crate::transport::{DeliveryOutcome, PreparedCopy, SendContext};
 
@@ -284,12 +284,21 @@ async fn attempt(state: &App, d: &DeliveryRecord) -> (Attempt, Reports) {
             reports,
         );
     };
+    // MESH: the copy goes as an ITK3 message (FHIR STU3 XML) whose ids are kept for every
+    // resend; REST: the copy itself.
+    let (body, to_mailbox) = match endpoint.kind {
+        EndpointKind::Mesh => match super::mesh::prepare(state, d, &endpoint, copy).await {
+            Ok((body, mailbox)) => (body, Some(mailbox)),
+            Err(outcome) => return (Attempt::Ended(outcome), reports),
+        },
+        EndpointKind::FhirRest => (copy.to_string().into_bytes(), None),
+    };
     let prepared = PreparedCopy {
         delivery_id: &d.id,
         document_id: &d.document_id,
         target: made.target,
-        body: copy.to_string().into_bytes(),
-        to_mailbox: None,
+        body,
+        to_mailbox: to_mailbox.as_deref(),
     };
     let outcome = state
         .transports
@@ -303,6 +312,14 @@ async fn attempt(state: &App, d: &DeliveryRecord) -> (Attempt, Reports) {
             &prepared,
         )
         .await;
+    if let (EndpointKind::Mesh, DeliveryOutcome::AwaitingAcknowledgement { reference }) =
+        (endpoint.kind, &outcome)
+        && let Err(e) = super::mesh::sent(state, d, reference).await
+    {
+        // The acknowledgements still match the message by its ids; only the due times of
+        // this send are missing, so escalation falls back on the release lead time.
+        tracing::error!(delivery = %d.id, error = %e, "Could not record a MESH send.");
+    }
     (Attempt::Ended(outcome), reports)
 }
 

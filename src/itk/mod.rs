@@ -61,7 +61,7 @@ const ODS_SYSTEM: &str = "https://fhir.nhs.uk/Id/ods-organization-code";
 
 /// A UUID derived from a stable seed (a name-based UUID in the spirit of RFC 4122 version 5,
 /// over SHA-256), so that a resend of the same delivery produces the same identifiers.
-pub(crate) fn stable_uuid(seed: &str) -> String {
+pub fn stable_uuid(seed: &str) -> String {
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, seed.as_bytes());
     let mut b = [0u8; 16];
     b.copy_from_slice(&digest.as_ref()[..16]);

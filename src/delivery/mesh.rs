@@ -1,0 +1,606 @@
+//! Delivering to GP practices over MESH as ITK3 Transfer of Care messages (issue 13).
+//!
+//! Sending ([`prepare`], [`sent`]): the recipient's copy is the ITK eDischarge document
+//! (`itk-edischarge-stu3`); it is wrapped in an ITK3 message ([`crate::itk::build_message`]:
+//! both acknowledgements requested) whose ids are made once per delivery and kept in the store
+//! (`mesh_messages`), so a resend after a crash or a retry is the same message and the practice
+//! system's duplicate detection (20007, 20008) recognises it; it leaves as FHIR STU3 XML
+//! ([`crate::fhir::xml::to_xml`]). A send MESH accepts awaits the acknowledgements, with due
+//! times: the infrastructure acknowledgement within `mesh.infrastructure_ack_minutes`, the
+//! business one within `mesh.business_ack_working_days` working days; past either the delivery
+//! is escalated (`unacknowledged`, `delivery::escalation`).
+//!
+//! Receiving ([`poll_inbox`]): one instance at a time (a store lease) lists the gateway's MESH
+//! inbox, downloads each message, and handles it once (the store records each MESH message id
+//! with its effects in one transaction), then acknowledges it on MESH:
+//!
+//! | message | effect |
+//! |---|---|
+//! | ITK3 response `20013` | Task `in-progress`, "accepted by the practice system" |
+//! | `30001` | Task `completed` |
+//! | `30004` | Task `completed`; the sending prison is alerted (`recently-deceased`) |
+//! | `20007`, `20008` | nothing, or `in-progress` when the original was seen accepted: never a failure |
+//! | any other code (negative, unknown, of another payload) | Task `failed` with the ITK code and display (`GW-ITK-01`), escalated |
+//! | MESH non-delivery REPORT | Task `failed` with MESH's reason (`GW-ITK-02`), escalated |
+//! | a business response | the gateway returns an infrastructure acknowledgement (20013) on the `_ACK` workflow |
+//! | a message it cannot read (not on an `_ACK` workflow) | an ITK `10009` to the sending mailbox |
+//!
+//! Responses and reports are never answered with a response (no loops). Everything is audited.
+
+use serde_json::Value;
+
+use crate::app::App;
+use crate::audit::AuditEvent;
+use crate::clock::{add_working_days, rfc3339};
+use crate::codes;
+use crate::domain::{BusinessStatus, TaskStatus};
+use crate::fhir::xml::{FhirVersion, from_xml, to_xml};
+use crate::itk::message::{HeaderOrganisation, MessageParams, build_message};
+use crate::itk::response::{
+    ItkResponse, ResponseParams, TaskEffect, build_response, parse_response,
+};
+use crate::store::{
+    AckKind, DeliveryRecord, DeliveryUpdate, MeshInboxEffect, MeshInboxEntry, MeshMessageRecord,
+    StoreError,
+};
+use crate::transport::DeliveryOutcome;
+use crate::transport::endpoint::Endpoint;
+use crate::transport::mesh::{InboxMessage, MeshClient, OutboundMessage};
+
+/// The lease name of the inbox poller.
+const INBOX_LEASE: &str = "mesh-inbox";
+
+/// The ITK3 message of delivery `d` as MESH will carry it: FHIR STU3 XML bytes and the mailbox
+/// it goes to. `document` is the recipient's ITK eDischarge copy (a correction's carries its
+/// `relatesTo replaces` from the mapping: it goes as an ITK3 replacement document).
+pub(super) async fn prepare(
+    app: &App,
+    d: &DeliveryRecord,
+    endpoint: &Endpoint,
+    document: &Value,
+) -> Result<(Vec<u8>, String), DeliveryOutcome> {
+    let (Some(mesh), Some(settings)) = (&app.transports.mesh, &app.settings.mesh) else {
+        return Err(DeliveryOutcome::Permanent {
+            code: codes::MESH_REFUSED,
+            reason: "a MESH endpoint, and this gateway has no [mesh] configuration".into(),
+            status_code: None,
+        });
+    };
+    let mailbox = mesh.mailbox_for(endpoint).await?;
+    let workflow = endpoint
+        .mesh
+        .as_ref()
+        .map(|m| m.workflow.clone())
+        .unwrap_or_else(|| crate::itk::WORKFLOW_IP_DISCHARGE.to_string());
+    let stamp = app.now_stamp();
+    let record = app
+        .store
+        .start_mesh_message(MeshMessageRecord {
+            delivery_id: d.id.clone(),
+            message_id: uuid::Uuid::new_v4().to_string(),
+            document_identifier: String::new(),
+            sender_reference: format!("throughcare:{}", d.id),
+            to_mailbox: mailbox.clone(),
+            workflow,
+            mesh_message_id: None,
+            sent_at: None,
+            infrastructure_code: None,
+            infrastructure_at: None,
+            business_code: None,
+            business_at: None,
+            infrastructure_due: None,
+            business_due: None,
+            created_at: stamp.clone(),
+            updated_at: stamp,
+        })
+        .await
+        .map_err(|e| retry("recording the ITK3 message", e))?;
+    let message = build_message(
+        document.clone(),
+        &MessageParams {
+            message_id: record.message_id.clone(),
+            sender: HeaderOrganisation {
+                ods: d.sender_ods.clone(),
+                name: d.sender_ods.clone(),
+            },
+            sender_mailbox: settings.mailbox.clone(),
+            receiver: HeaderOrganisation {
+                ods: d.recipient_ods.clone(),
+                name: d.recipient_ods.clone(),
+            },
+            sender_reference: record.sender_reference.clone(),
+            replaces: None,
+            // The first send's time: a resend is the same message, byte for byte.
+            timestamp: record.created_at.clone(),
+        },
+    )
+    .map_err(|e| DeliveryOutcome::Permanent {
+        code: codes::DELIVERY_TRANSLATION,
+        reason: format!("the ITK3 message could not be built: {e}"),
+        status_code: None,
+    })?;
+    let xml = to_xml(&message, FhirVersion::Stu3).map_err(|e| DeliveryOutcome::Permanent {
+        code: codes::DELIVERY_TRANSLATION,
+        reason: format!("the ITK3 message could not be written as XML: {e}"),
+        status_code: None,
+    })?;
+    Ok((xml.into_bytes(), record.to_mailbox))
+}
+
+fn retry(what: &str, e: impl std::fmt::Display) -> DeliveryOutcome {
+    DeliveryOutcome::RetryAfter {
+        reason: format!("{what}: {e}"),
+        status_code: None,
+        after: None,
+    }
+}
+
+/// Records a send MESH accepted: its MESH message id and when each acknowledgement is due.
+pub(super) async fn sent(
+    app: &App,
+    d: &DeliveryRecord,
+    mesh_message_id: &str,
+) -> Result<(), StoreError> {
+    let Some(settings) = &app.settings.mesh else {
+        return Ok(());
+    };
+    let now = app.clock.now();
+    let infrastructure = now
+        + time::Duration::minutes(i64::try_from(settings.infrastructure_ack_minutes).unwrap_or(60));
+    let holidays: Vec<time::Date> = settings
+        .holidays
+        .iter()
+        .filter_map(|h| {
+            time::Date::parse(h, &time::format_description::well_known::Iso8601::DATE).ok()
+        })
+        .collect();
+    let business = add_working_days(now, settings.business_ack_working_days, &holidays);
+    app.store
+        .mesh_message_sent(
+            &d.id,
+            mesh_message_id,
+            &rfc3339(now),
+            &rfc3339(infrastructure),
+            &rfc3339(business),
+        )
+        .await
+}
+
+/// Runs the inbox poller until the task is aborted (only when `[mesh]` is configured).
+pub async fn run_inbox(app: std::sync::Arc<App>) {
+    let Some(settings) = app.settings.mesh.clone() else {
+        return;
+    };
+    let every = std::time::Duration::from_secs(settings.poll_interval_secs.max(1));
+    let holder = uuid::Uuid::new_v4().to_string();
+    loop {
+        match poll_inbox(&app, &holder).await {
+            Ok(n) if n > 0 => tracing::info!(messages = n, "MESH inbox handled."),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "MESH inbox round failed; retried next round."),
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// Why an inbox round stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum InboxError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("MESH: {0}")]
+    Mesh(#[from] crate::transport::mesh::MeshError),
+}
+
+/// One round of the inbox: when this instance holds the lease, every message waiting is handled
+/// and acknowledged on MESH. Returns how many were handled.
+pub async fn poll_inbox(app: &App, holder: &str) -> Result<usize, InboxError> {
+    let (Some(mesh), Some(settings)) = (&app.transports.mesh, &app.settings.mesh) else {
+        return Ok(0);
+    };
+    let now = app.clock.now();
+    let lease = now
+        + time::Duration::seconds(
+            i64::try_from(settings.poll_interval_secs.max(30) * 3).unwrap_or(900),
+        );
+    if !app
+        .store
+        .try_lease(INBOX_LEASE, holder, &rfc3339(now), &rfc3339(lease))
+        .await?
+    {
+        return Ok(0);
+    }
+    let client = &mesh.client;
+    let mut handled = 0;
+    for id in client.list_inbox().await? {
+        if app.store.mesh_inbox_handled(&id).await? {
+            // Handled before a crash stopped its MESH acknowledgement.
+            client.acknowledge(&id).await?;
+            continue;
+        }
+        let message = client.download(&id).await?;
+        handle(app, client, &settings.mailbox, &id, &message).await?;
+        client.acknowledge(&id).await?;
+        handled += 1;
+    }
+    Ok(handled)
+}
+
+/// Handles one downloaded inbox message.
+async fn handle(
+    app: &App,
+    client: &MeshClient,
+    own_mailbox: &str,
+    mesh_id: &str,
+    message: &InboxMessage,
+) -> Result<(), InboxError> {
+    let stamp = app.now_stamp();
+    let entry = |outcome: String, delivery: Option<String>| MeshInboxEntry {
+        mesh_message_id: mesh_id.to_string(),
+        message_type: if message.is_report() {
+            "REPORT"
+        } else {
+            "DATA"
+        }
+        .to_string(),
+        outcome,
+        delivery_id: delivery,
+        received_at: stamp.clone(),
+    };
+    if let Some(report) = message.report() {
+        return handle_report(app, message, report, entry).await;
+    }
+    let parsed = from_xml(&message.body, FhirVersion::Stu3)
+        .map_err(|e| e.to_string())
+        .and_then(|v| parse_response(&v).map_err(|e| e.to_string()));
+    let response = match parsed {
+        Ok(r) => r,
+        Err(why) => {
+            // Never answer what may be a response (no loops): only a message on a document
+            // workflow gets a 10009.
+            let on_ack_workflow = message
+                .workflow_id
+                .as_deref()
+                .is_some_and(|w| w.ends_with("_ACK"));
+            let answered = !on_ack_workflow && message.from.is_some();
+            let audit = vec![
+                AuditEvent::MeshMessageReceived {
+                    mesh_message_id: mesh_id.to_string(),
+                    from: message.from.clone().unwrap_or_default(),
+                    workflow: message.workflow_id.clone().unwrap_or_default(),
+                    what: "unreadable".into(),
+                    detail: why.clone(),
+                    delivery_id: None,
+                    nhs_number: None,
+                }
+                .into_draft(),
+            ];
+            let first = app
+                .store
+                .handle_mesh_inbox(
+                    entry(format!("unreadable: {why}"), None),
+                    MeshInboxEffect {
+                        audit,
+                        ..Default::default()
+                    },
+                )
+                .await?;
+            if first && answered {
+                answer(
+                    app,
+                    client,
+                    own_mailbox,
+                    mesh_id,
+                    message,
+                    None,
+                    unreadable_code(),
+                    None,
+                    Some(why),
+                )
+                .await;
+            }
+            return Ok(());
+        }
+    };
+    let matched = app
+        .store
+        .mesh_message_answered(
+            Some(&response.answers_message_id),
+            response.sender_reference.as_deref(),
+        )
+        .await?;
+    let Some(original) = matched else {
+        let audit = vec![
+            AuditEvent::MeshMessageReceived {
+                mesh_message_id: mesh_id.to_string(),
+                from: message.from.clone().unwrap_or_default(),
+                workflow: message.workflow_id.clone().unwrap_or_default(),
+                what: "unmatched-response".into(),
+                detail: format!(
+                    "ITK {} answers {} which this gateway did not send",
+                    response.code, response.answers_message_id
+                ),
+                delivery_id: None,
+                nhs_number: None,
+            }
+            .into_draft(),
+        ];
+        app.store
+            .handle_mesh_inbox(
+                entry(format!("unmatched {}", response.code), None),
+                MeshInboxEffect {
+                    audit,
+                    ..Default::default()
+                },
+            )
+            .await?;
+        return Ok(());
+    };
+    let delivery = app.store.delivery(&original.delivery_id).await?;
+    let accepted_before = original.infrastructure_code.as_deref() == Some("20013");
+    let effect = response.task_effect(accepted_before);
+    let update = delivery
+        .as_ref()
+        .and_then(|d| task_update(d, &response, &effect, &stamp));
+    let kind = match response.kind {
+        crate::itk::codes::ResponseKind::Business => AckKind::Business,
+        crate::itk::codes::ResponseKind::Infrastructure => AckKind::Infrastructure,
+    };
+    // A duplicate never overwrites the acknowledgement it duplicates.
+    let acknowledgement = (!matches!(effect, TaskEffect::Unchanged)
+        && !matches!(
+            response.classification,
+            crate::itk::response::Classification::Duplicate
+        ))
+    .then(|| (original.delivery_id.clone(), kind, response.code.clone()));
+    let audit = vec![
+        AuditEvent::MeshMessageReceived {
+            mesh_message_id: mesh_id.to_string(),
+            from: message.from.clone().unwrap_or_default(),
+            workflow: message.workflow_id.clone().unwrap_or_default(),
+            what: format!("itk-{}", response.kind.as_str()),
+            detail: format!("ITK {} {}", response.code, response.display),
+            delivery_id: Some(original.delivery_id.clone()),
+            nhs_number: delivery.as_ref().map(|d| d.nhs_number.clone()),
+        }
+        .into_draft(),
+    ];
+    let first = app
+        .store
+        .handle_mesh_inbox(
+            entry(
+                format!("itk {} {}", response.kind.as_str(), response.code),
+                Some(original.delivery_id.clone()),
+            ),
+            MeshInboxEffect {
+                acknowledgement,
+                delivery: update.map(|u| (original.delivery_id.clone(), u)),
+                audit,
+            },
+        )
+        .await?;
+    // Full Acknowledgement: a business response is answered with an infrastructure
+    // acknowledgement; an infrastructure response never is.
+    if first && response.needs_infrastructure_ack() {
+        answer(
+            app,
+            client,
+            own_mailbox,
+            mesh_id,
+            message,
+            Some(&response),
+            success_code(),
+            Some(&original),
+            None,
+        )
+        .await;
+    }
+    Ok(())
+}
+
+/// The Task change a response makes, if any. A completed or cancelled Task does not move back.
+fn task_update(
+    d: &DeliveryRecord,
+    response: &ItkResponse,
+    effect: &TaskEffect,
+    stamp: &str,
+) -> Option<DeliveryUpdate> {
+    if matches!(
+        d.status,
+        TaskStatus::Completed | TaskStatus::Cancelled | TaskStatus::Failed
+    ) && !matches!(effect, TaskEffect::Completed { .. })
+    {
+        return None;
+    }
+    if d.status == TaskStatus::Completed {
+        return None;
+    }
+    let update = |status, business, code: Option<&str>, reason: String| DeliveryUpdate {
+        status,
+        business_status: business,
+        reason_code: code.map(str::to_string),
+        reason: Some(reason),
+        next_attempt_at: None,
+        last_status_code: None,
+        loss_report: None,
+        warnings: None,
+        updated_at: stamp.to_string(),
+    };
+    match effect {
+        TaskEffect::Unchanged => None,
+        TaskEffect::InProgress => Some(update(
+            TaskStatus::InProgress,
+            BusinessStatus::AwaitingAcknowledgement,
+            None,
+            format!(
+                "accepted by the practice system (ITK {}); waiting for its business acknowledgement",
+                response.code
+            ),
+        )),
+        TaskEffect::Completed { alert_sender } => Some(update(
+            TaskStatus::Completed,
+            BusinessStatus::Delivered,
+            None,
+            if *alert_sender {
+                format!(
+                    "ITK {} {}: the sending prison is alerted",
+                    response.code, response.display
+                )
+            } else {
+                format!("ITK {} {}", response.code, response.display)
+            },
+        )),
+        TaskEffect::Failed { code, display } => Some(update(
+            TaskStatus::Failed,
+            BusinessStatus::PermanentError,
+            Some(codes::ITK_NEGATIVE),
+            format!("ITK {code} {display}"),
+        )),
+    }
+}
+
+async fn handle_report(
+    app: &App,
+    message: &InboxMessage,
+    report: &crate::transport::mesh::MeshStatus,
+    entry: impl Fn(String, Option<String>) -> MeshInboxEntry,
+) -> Result<(), InboxError> {
+    // A report names the message it is about (Mex-LinkedMsgID) and carries our Mex-LocalID,
+    // the delivery id.
+    let delivery = match message.local_id.as_deref() {
+        Some(id) => app.store.delivery(id).await?,
+        None => None,
+    };
+    let reason = format!(
+        "MESH could not deliver the message ({}{}{})",
+        report
+            .code
+            .as_deref()
+            .map(|c| format!("code {c}"))
+            .unwrap_or_default(),
+        report
+            .description
+            .as_deref()
+            .map(|d| format!(": {d}"))
+            .unwrap_or_default(),
+        report
+            .linked_message_id
+            .as_deref()
+            .map(|l| format!("; MESH message {l}"))
+            .unwrap_or_default(),
+    );
+    let stamp = app.now_stamp();
+    let update = delivery
+        .as_ref()
+        .filter(|d| !matches!(d.status, TaskStatus::Completed | TaskStatus::Cancelled))
+        .map(|d| {
+            (
+                d.id.clone(),
+                DeliveryUpdate {
+                    status: TaskStatus::Failed,
+                    business_status: BusinessStatus::PermanentError,
+                    reason_code: Some(codes::ITK_MESH_REPORT.to_string()),
+                    reason: Some(reason.clone()),
+                    next_attempt_at: None,
+                    last_status_code: None,
+                    loss_report: None,
+                    warnings: None,
+                    updated_at: stamp.clone(),
+                },
+            )
+        });
+    let audit = vec![
+        AuditEvent::MeshMessageReceived {
+            mesh_message_id: entry(String::new(), None).mesh_message_id,
+            from: message.from.clone().unwrap_or_default(),
+            workflow: message.workflow_id.clone().unwrap_or_default(),
+            what: "mesh-report".into(),
+            detail: reason.clone(),
+            delivery_id: delivery.as_ref().map(|d| d.id.clone()),
+            nhs_number: delivery.as_ref().map(|d| d.nhs_number.clone()),
+        }
+        .into_draft(),
+    ];
+    app.store
+        .handle_mesh_inbox(
+            entry(
+                format!("report {}", report.code.clone().unwrap_or_default()),
+                delivery.as_ref().map(|d| d.id.clone()),
+            ),
+            MeshInboxEffect {
+                acknowledgement: None,
+                delivery: update,
+                audit,
+            },
+        )
+        .await?;
+    Ok(())
+}
+
+/// Sends the gateway's own ITK3 response (20013 for a business response, 10009 for an
+/// unreadable message) to the mailbox the message came from, on the acknowledgement workflow.
+/// A failure to answer is logged: the practice's system may ask again.
+#[allow(clippy::too_many_arguments)]
+async fn answer(
+    app: &App,
+    client: &MeshClient,
+    own_mailbox: &str,
+    mesh_id: &str,
+    message: &InboxMessage,
+    response: Option<&ItkResponse>,
+    code: &'static crate::itk::codes::ResponseCode,
+    original: Option<&MeshMessageRecord>,
+    diagnostics: Option<String>,
+) {
+    let Some(to) = message.from.clone() else {
+        return;
+    };
+    let workflow = match message.workflow_id.as_deref() {
+        Some(w) if w.ends_with("_ACK") => w.to_string(),
+        Some(w) => format!("{w}_ACK"),
+        None => crate::itk::WORKFLOW_IP_DISCHARGE_ACK.to_string(),
+    };
+    let sender = original
+        .map(|_| HeaderOrganisation {
+            ods: own_mailbox.to_string(),
+            name: own_mailbox.to_string(),
+        })
+        .unwrap_or(HeaderOrganisation {
+            ods: own_mailbox.to_string(),
+            name: own_mailbox.to_string(),
+        });
+    let built = build_response(&ResponseParams {
+        message_id: crate::itk::stable_uuid(&format!("throughcare-answer:{mesh_id}")),
+        answering: response.map(|r| r.message_id.clone()),
+        code,
+        sender,
+        sender_mailbox: own_mailbox.to_string(),
+        receiver: None,
+        sender_reference: response.and_then(|r| r.sender_reference.clone()),
+        timestamp: app.now_stamp(),
+        diagnostics,
+    });
+    let xml = match to_xml(&built, FhirVersion::Stu3) {
+        Ok(x) => x,
+        Err(e) => {
+            tracing::error!(error = %e, "Could not write the gateway's ITK3 response.");
+            return;
+        }
+    };
+    let outbound = OutboundMessage {
+        content_type: Some("application/fhir+xml"),
+        subject: Some("ITK3 response"),
+        ..OutboundMessage::new(&to, &workflow, xml.as_bytes())
+    };
+    if let Err(e) = client.send(&outbound).await {
+        tracing::warn!(error = %e, to = %to, code = code.code, "Could not send the gateway's ITK3 response.");
+    }
+}
+
+fn success_code() -> &'static crate::itk::codes::ResponseCode {
+    &crate::itk::codes::SUCCESS
+}
+
+fn unreadable_code() -> &'static crate::itk::codes::ResponseCode {
+    &crate::itk::codes::UNREADABLE
+}
