@@ -27,7 +27,7 @@ fn set_clock(clock: &ShiftedClock, at: time::OffsetDateTime) {
 }
 
 /// A token for `who`, asserted at the gateway's (shifted) time.
-async fn token_at(app: &TestApp, clock: &ShiftedClock, who: &str) -> String {
+pub(crate) async fn token_at(app: &TestApp, clock: &ShiftedClock, who: &str) -> String {
     let mut claims = app.assertion_claims(who);
     claims["iat"] = json!(clock.unix_now());
     claims["exp"] = json!(clock.unix_now() + 240);

@@ -15,6 +15,7 @@ mod escalation;
 mod helpers;
 mod holds;
 mod intake;
+mod mesh_delivery;
 mod minimal_document;
 mod mtls;
 mod openapi;
