@@ -218,7 +218,45 @@ pub async fn poll_inbox(app: &App, holder: &str) -> Result<usize, InboxError> {
             client.acknowledge(&id).await?;
             continue;
         }
-        let message = client.download(&id).await?;
+        let message = match client.download(&id).await {
+            Ok(m) => m,
+            // A message that can never be downloaded (too large, unreadable headers) must not
+            // block the inbox behind it: it is recorded, audited and acknowledged. Anything
+            // that may pass (connection, timeout, 5xx) ends the round; the next one retries.
+            Err(e) if matches!(e.outcome(), DeliveryOutcome::Permanent { .. }) => {
+                let audit = vec![
+                    AuditEvent::MeshMessageReceived {
+                        mesh_message_id: id.clone(),
+                        from: String::new(),
+                        workflow: String::new(),
+                        what: "undownloadable".into(),
+                        detail: e.to_string(),
+                        delivery_id: None,
+                        nhs_number: None,
+                    }
+                    .into_draft(),
+                ];
+                app.store
+                    .handle_mesh_inbox(
+                        MeshInboxEntry {
+                            mesh_message_id: id.clone(),
+                            message_type: "UNKNOWN".into(),
+                            outcome: format!("undownloadable: {e}"),
+                            delivery_id: None,
+                            received_at: app.now_stamp(),
+                        },
+                        MeshInboxEffect {
+                            audit,
+                            ..Default::default()
+                        },
+                    )
+                    .await?;
+                tracing::warn!(message = %id, error = %e, "A MESH inbox message could not be downloaded; recorded and acknowledged.");
+                client.acknowledge(&id).await?;
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
         handle(app, client, &settings.mailbox, &id, &message).await?;
         client.acknowledge(&id).await?;
         handled += 1;
