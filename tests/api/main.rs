@@ -16,6 +16,7 @@ mod helpers;
 mod holds;
 mod intake;
 mod mesh_delivery;
+mod mesh_lookup;
 mod minimal_document;
 mod mtls;
 mod openapi;
