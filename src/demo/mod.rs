@@ -1,6 +1,12 @@
 //! `throughcare demo`: a release flowing end to end on the embedded defaults, printed step by
 //! step. It generates a development PKI and a data directory in a temporary folder, starts the
 //! gateway, and acts as the sample prison through the real token endpoint.
+//!
+//! `throughcare demo --mesh` ([`mesh`]): the GP practice receives over MESH instead, as GP systems
+//! do (an ITK3 Transfer of Care message, acknowledged by the practice system), against NHS
+//! Digital's MESH sandbox when `../shared/tools/mesh-sandbox` is there.
+
+pub mod mesh;
 
 use std::net::SocketAddr;
 use std::path::Path;
