@@ -1,4 +1,4 @@
-//! The command line: `serve`, `demo`, `audit verify`, `deliveries --at-risk`, `certs generate`.
+//! The command line: `serve`, `demo` (`--mesh`), `audit verify`, `deliveries --at-risk`, `certs generate`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -40,7 +40,13 @@ pub enum Command {
         allow_missing_packages: bool,
     },
     /// Run a release end to end on the embedded defaults, printing each step.
-    Demo,
+    Demo {
+        /// Deliver to the GP practice over MESH (ITK3 Transfer of Care, acknowledged by a
+        /// built-in GP system) through NHS Digital's MESH sandbox, started from
+        /// ../shared/tools/mesh-sandbox (or MESH_SANDBOX_DIR); needs python3 with venv.
+        #[arg(long)]
+        mesh: bool,
+    },
     /// Validate a FHIR resource (JSON) against a profile; exits 1 when it has errors.
     Validate {
         file: PathBuf,
@@ -200,9 +206,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             }
             Ok(0)
         }
-        Command::Demo => {
+        Command::Demo { mesh: false } => {
             crate::demo::run().await?;
             Ok(0)
+        }
+        Command::Demo { mesh: true } => {
+            match crate::demo::mesh::run(&crate::demo::mesh::Options::from_env()).await {
+                Ok(()) => Ok(0),
+                Err(e) if e.is::<crate::demo::mesh::SandboxMissing>() => {
+                    eprintln!("error: {e}");
+                    Ok(crate::demo::mesh::EXIT_SANDBOX_MISSING)
+                }
+                Err(e) => Err(e),
+            }
         }
         Command::Audit {
             command: AuditCommand::Verify { config, data_dir },

@@ -9,7 +9,7 @@ fn main() -> std::process::ExitCode {
     let cli = throughcare::cli::Cli::parse();
     // The demo prints its own story; keep the server's log to warnings there.
     let default_level = match cli.command {
-        throughcare::cli::Command::Demo => "warn",
+        throughcare::cli::Command::Demo { .. } => "warn",
         _ => "info",
     };
     // actix-http logs the requests it refuses itself (431, malformed framing) at ERROR: anyone

@@ -22,7 +22,7 @@ use crate::helpers::*;
 
 #[path = "../mesh/harness.rs"]
 #[allow(dead_code)]
-mod harness;
+pub(crate) mod harness;
 
 const GATEWAY: &str = "THRUGATE";
 const PRACTICE: &str = "GPPRAC01";

@@ -9,9 +9,7 @@ use serde_json::json;
 use crate::delivery::{fast, wait_for};
 use crate::helpers::*;
 
-#[path = "../mesh/harness.rs"]
-#[allow(dead_code)]
-mod harness;
+use crate::mesh_delivery::harness;
 
 #[tokio::test]
 async fn a_practice_without_a_mailbox_in_the_directory_is_found_by_mesh_endpoint_lookup() {

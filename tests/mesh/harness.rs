@@ -74,7 +74,8 @@ pub fn shared() -> Option<&'static Sandbox> {
         .as_ref()
 }
 
-fn venv() -> PathBuf {
+/// The sandbox's venv (`target/mesh-venv`), which `demo --mesh` in the tests shares.
+pub fn venv() -> PathBuf {
     Path::new(env!("CARGO_TARGET_TMPDIR")).join("../mesh-venv")
 }
 
@@ -126,6 +127,10 @@ impl Sandbox {
         let _one_at_a_time = STARTS.lock().unwrap_or_else(|e| e.into_inner());
         let venv = venv();
         std::fs::create_dir_all(&venv).unwrap();
+        // Starts on the venv are serialised across processes too: `demo --mesh` (run by
+        // tests/api/demo.rs) takes the same lock, so two never install into it at once.
+        let lock = std::fs::File::create(venv.join(".start.lock")).unwrap();
+        lock.lock().unwrap();
         if self.env.iter().any(|(k, v)| k == "MESH_TLS" && v == "1") {
             // The chain (server, then CA): uvicorn serves it, and start.sh's health check
             // trusts the file as its CA bundle.

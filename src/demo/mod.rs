@@ -1,6 +1,12 @@
 //! `throughcare demo`: a release flowing end to end on the embedded defaults, printed step by
 //! step. It generates a development PKI and a data directory in a temporary folder, starts the
 //! gateway, and acts as the sample prison through the real token endpoint.
+//!
+//! `throughcare demo --mesh` ([`mesh`]): the GP practice receives over MESH instead, as GP systems
+//! do (an ITK3 Transfer of Care message, acknowledged by the practice system), against NHS
+//! Digital's MESH sandbox when `../shared/tools/mesh-sandbox` is there.
+
+pub mod mesh;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -14,7 +20,7 @@ use crate::config::{ClientRegistration, Settings};
 use crate::startup::{Application, BuildOptions};
 
 /// The synthetic release document the demo pushes.
-pub const SAMPLE_RELEASE: &str = include_str!("../samples/release-bundle.json");
+pub const SAMPLE_RELEASE: &str = include_str!("../../samples/release-bundle.json");
 
 /// The release date the sample document carries.
 const SAMPLE_RELEASE_DATE: &str = "2026-12-04";
@@ -154,57 +160,142 @@ pub async fn run() -> anyhow::Result<()> {
         "Starting the gateway on the embedded defaults (SQLite, TLS with client certificates required).",
     );
     let settings = settings_in(dir.path());
-    let app = Application::build_with(
-        settings.clone(),
-        BuildOptions {
-            disable_signals: true,
-            ..BuildOptions::default()
-        },
-    )
-    .await?;
-    let base = app.public_url().to_string();
-    let handle = app.handle();
-    let server = tokio::spawn(app.run_until_stopped());
-    println!("      listening at {base}");
+    let gateway = Gateway::start(settings.clone()).await?;
+    println!("      listening at {}", gateway.base);
 
-    let result = exercise(dir.path(), &base).await;
-    handle.stop(true).await;
-    server.await.context("joining the server")??;
+    let result = exercise(dir.path(), &gateway.base).await;
+    gateway.stop().await?;
 
     if result.is_ok() {
-        step(12, "Verifying the audit chain after shutdown.");
-        let store = crate::store::SqliteStore::open(
-            &settings.server.data_dir,
-            std::sync::Arc::new(crate::clock::SystemClock),
-        )
-        .await?;
-        let keys =
-            crate::audit::checkpoint::CheckpointKeys::load(&settings, &settings.server.data_dir)?;
-        let report = crate::audit::verify_all(
-            &store,
-            &settings.server.data_dir,
-            &keys,
-            settings.audit.checkpoint_interval_secs,
-        )
-        .await?;
-        crate::store::Store::close(&store).await;
-        match (&report.broken, &report.head) {
-            (None, Some((seq, hash))) => {
-                println!(
-                    "      {} entries, chain intact; head #{seq} {}; signed checkpoint at #{}",
-                    report.entries,
-                    &hash[..16],
-                    report.last_checkpoint.unwrap_or(0)
-                );
-            }
-            (Some(b), _) => {
-                anyhow::bail!("the audit chain is broken at entry {}: {}", b.seq, b.reason)
-            }
-            (None, None) => anyhow::bail!("the audit log is empty"),
-        }
+        verify_audit(12, &settings).await?;
         println!("\nDemo complete.");
     }
     result
+}
+
+/// The gateway the demo runs in process.
+struct Gateway {
+    base: String,
+    handle: actix_web::dev::ServerHandle,
+    server: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Gateway {
+    async fn start(settings: Settings) -> anyhow::Result<Gateway> {
+        let app = Application::build_with(
+            settings,
+            BuildOptions {
+                disable_signals: true,
+                ..BuildOptions::default()
+            },
+        )
+        .await?;
+        let base = app.public_url().to_string();
+        let handle = app.handle();
+        let server = tokio::spawn(app.run_until_stopped());
+        Ok(Gateway {
+            base,
+            handle,
+            server,
+        })
+    }
+
+    async fn stop(self) -> anyhow::Result<()> {
+        self.handle.stop(true).await;
+        self.server.await.context("joining the server")?
+    }
+}
+
+/// Step `n`: the audit chain of the stopped gateway verified, with its signed checkpoint.
+async fn verify_audit(n: u32, settings: &Settings) -> anyhow::Result<()> {
+    step(n, "Verifying the audit chain after shutdown.");
+    let store = crate::store::SqliteStore::open(
+        &settings.server.data_dir,
+        std::sync::Arc::new(crate::clock::SystemClock),
+    )
+    .await?;
+    let keys = crate::audit::checkpoint::CheckpointKeys::load(settings, &settings.server.data_dir)?;
+    let report = crate::audit::verify_all(
+        &store,
+        &settings.server.data_dir,
+        &keys,
+        settings.audit.checkpoint_interval_secs,
+    )
+    .await?;
+    crate::store::Store::close(&store).await;
+    match (&report.broken, &report.head) {
+        (None, Some((seq, hash))) => {
+            println!(
+                "      {} entries, chain intact; head #{seq} {}; signed checkpoint at #{}",
+                report.entries,
+                &hash[..16],
+                report.last_checkpoint.unwrap_or(0)
+            );
+            Ok(())
+        }
+        (Some(b), _) => {
+            anyhow::bail!("the audit chain is broken at entry {}: {}", b.seq, b.reason)
+        }
+        (None, None) => anyhow::bail!("the audit log is empty"),
+    }
+}
+
+/// A sample client's HTTP client (its certificate and key from `dir/certs/clients`) and its
+/// gateway client.
+fn sample_client(
+    dir: &Path,
+    base: &str,
+    name: &str,
+) -> anyhow::Result<(reqwest::Client, GatewayClient)> {
+    let certs = dir.join("certs");
+    let ca = std::fs::read(certs.join("ca.crt"))?;
+    let mut identity = std::fs::read(certs.join(format!("clients/{name}.crt")))?;
+    let key = std::fs::read(certs.join(format!("clients/{name}.key")))?;
+    identity.extend_from_slice(&key);
+    let http = http_client(&ca, Some(&identity))?;
+    Ok((http.clone(), GatewayClient::new(base, name, key, http)))
+}
+
+/// The delivery Tasks of a document, as its sender reads them.
+async fn tasks_of(
+    http: &reqwest::Client,
+    token: &str,
+    base: &str,
+    document_id: &str,
+) -> anyhow::Result<Vec<Value>> {
+    let tasks: Value = http
+        .get(format!("{base}/fhir/Task"))
+        .query(&[("focus", document_id)])
+        .bearer_auth(token)
+        .send()
+        .await?
+        .json()
+        .await?;
+    Ok(tasks
+        .get("entry")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|e| e["resource"].clone())
+        .collect())
+}
+
+/// One line about a Task: its id, owner, status, business status and attempts.
+fn print_task(t: &Value) {
+    println!(
+        "      Task/{} to {}: {} ({}), attempts {}",
+        t["id"].as_str().unwrap_or_default(),
+        t.pointer("/owner/identifier/value")
+            .and_then(Value::as_str)
+            .unwrap_or_default(),
+        t["status"].as_str().unwrap_or_default(),
+        t.pointer("/businessStatus/coding/0/code")
+            .and_then(Value::as_str)
+            .unwrap_or_default(),
+        t.pointer("/input/0/valueInteger")
+            .and_then(Value::as_i64)
+            .unwrap_or_default(),
+    );
 }
 
 async fn exercise(dir: &Path, base: &str) -> anyhow::Result<()> {
@@ -293,41 +384,13 @@ async fn exercise(dir: &Path, base: &str) -> anyhow::Result<()> {
     );
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     loop {
-        let tasks: Value = http
-            .get(format!("{base}/fhir/Task"))
-            .query(&[("focus", document_id.as_str())])
-            .bearer_auth(&token)
-            .send()
-            .await?
-            .json()
-            .await?;
-        let entries = tasks
-            .get("entry")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
-        let done = !entries.is_empty()
-            && entries.iter().all(|e| {
-                e.pointer("/resource/status").and_then(Value::as_str) == Some("completed")
-            });
+        let tasks = tasks_of(&http, &token, base, &document_id).await?;
+        let done = !tasks.is_empty()
+            && tasks
+                .iter()
+                .all(|t| t["status"].as_str() == Some("completed"));
         if done || std::time::Instant::now() > deadline {
-            for e in &entries {
-                let t = &e["resource"];
-                println!(
-                    "      Task/{} to {}: {} ({}), attempts {}",
-                    t["id"].as_str().unwrap_or_default(),
-                    t.pointer("/owner/identifier/value")
-                        .and_then(Value::as_str)
-                        .unwrap_or_default(),
-                    t["status"].as_str().unwrap_or_default(),
-                    t.pointer("/businessStatus/coding/0/code")
-                        .and_then(Value::as_str)
-                        .unwrap_or_default(),
-                    t.pointer("/input/0/valueInteger")
-                        .and_then(Value::as_i64)
-                        .unwrap_or_default(),
-                );
-            }
+            tasks.iter().for_each(print_task);
             if !done {
                 anyhow::bail!("the deliveries did not complete");
             }
@@ -375,13 +438,7 @@ async fn exercise(dir: &Path, base: &str) -> anyhow::Result<()> {
         anyhow::bail!("the stored document differs from what was sent");
     }
 
-    let client = |name: &str| -> anyhow::Result<(reqwest::Client, GatewayClient)> {
-        let mut identity = std::fs::read(certs.join(format!("clients/{name}.crt")))?;
-        let key = std::fs::read(certs.join(format!("clients/{name}.key")))?;
-        identity.extend_from_slice(&key);
-        let http = http_client(&ca, Some(&identity))?;
-        Ok((http.clone(), GatewayClient::new(base, name, key, http)))
-    };
+    let client = |name: &str| sample_client(dir, base, name);
     let (gp_http, gp) = client("gp")?;
     let (drug_http, drug) = client("drug-service")?;
 
