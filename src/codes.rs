@@ -268,7 +268,7 @@ pub const ALL: &[(&str, &str)] = &[
     ),
     (
         DELIVERY_NONCONFORMANT,
-        "The recipient's copy does not conform to its endpoint's profiles (recorded before issue 12; a copy that fails its profiles is now held, GW-DELIVERY-12, or sent with warnings, GW-DELIVERY-14).",
+        "The ITK3 message the gateway built around a copy does not conform to the ITK3 profiles (a gateway defect; the delivery fails and is escalated). Before issue 12 also a copy that failed its profiles, which is now held, GW-DELIVERY-12, or sent with warnings, GW-DELIVERY-14.",
     ),
     (
         DELIVERY_HELD_CLINICAL,

@@ -119,6 +119,38 @@ pub(super) async fn prepare(
         reason: format!("the ITK3 message could not be built: {e}"),
         status_code: None,
     })?;
+    // The whole message is checked against the ITK3 profiles before it leaves (the document
+    // was checked with the copy's verdict; this checks the envelope the gateway built around
+    // it). An envelope that does not conform is the gateway's defect: the delivery fails at
+    // once, and so is escalated, rather than sending what the practice system would refuse.
+    let errors: Vec<String> = app
+        .validator
+        .validate(&message, None, crate::validate::ProfileSet::Itk)
+        .into_iter()
+        .filter(|i| {
+            matches!(
+                i.severity,
+                crate::fhir::outcome::Severity::Error | crate::fhir::outcome::Severity::Fatal
+            )
+        })
+        .map(|i| {
+            format!(
+                "{}: {}",
+                i.expression.as_deref().unwrap_or("-"),
+                i.diagnostics
+            )
+        })
+        .collect();
+    if let Some(first) = errors.first() {
+        return Err(DeliveryOutcome::Permanent {
+            code: codes::DELIVERY_NONCONFORMANT,
+            reason: format!(
+                "the ITK3 message does not conform to the ITK3 profiles ({} error(s); first {first})",
+                errors.len()
+            ),
+            status_code: None,
+        });
+    }
     let xml = to_xml(&message, FhirVersion::Stu3).map_err(|e| DeliveryOutcome::Permanent {
         code: codes::DELIVERY_TRANSLATION,
         reason: format!("the ITK3 message could not be written as XML: {e}"),
