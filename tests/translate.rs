@@ -1403,3 +1403,36 @@ fn rule_itk_a_prescription_goes_as_a_statement_taken_unknown_with_its_dose_and_l
     );
     assert_eq!(assumed(&losses, "MedicationRequest", "taken").len(), 1);
 }
+
+/// CareConnect-ITK-Condition-1 forbids `evidence` (0..0): a diagnosis that cites its evidence
+/// goes without it, reported as a loss, instead of failing the ITK profiles and holding the
+/// GP's copy (found end to end over MESH: the GP copy of a diagnosis whose evidence the
+/// patient's consent shares was held).
+#[test]
+fn rule_itk_a_diagnosis_goes_without_its_evidence_reported_as_a_loss() {
+    let mut doc = read_json(&Path::new(MANIFEST).join("samples/release-bundle.json"));
+    let i = doc["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .position(|e| e["resource"]["resourceType"] == "Condition")
+        .unwrap();
+    doc["entry"][i]["resource"]["evidence"] = serde_json::json!([{"detail": [{
+        "reference": "urn:uuid:1f0c8a52-6a4e-4c1e-9f0f-0c5b2a7e1006",
+        "display": "Pharmacy order 1006"
+    }]}]);
+    let (copy, losses) = derived(Target::ItkEdischargeStu3, &doc);
+    let condition = resource_of(&copy, "Condition");
+    assert!(condition.get("evidence").is_none(), "{condition}");
+    assert!(
+        condition["code"]["coding"].is_array(),
+        "the diagnosis stays"
+    );
+    let path = format!("Bundle.entry[{i}].resource.evidence");
+    assert!(
+        losses
+            .iter()
+            .any(|l| !l.is_assumption() && l.path == path && l.reason.contains("no evidence")),
+        "{losses:#?}"
+    );
+}

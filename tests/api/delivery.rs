@@ -735,21 +735,42 @@ async fn the_sample_goes_to_a_gp_connect_endpoint_as_a_structured_record() {
 
 /// Faults a [`FlakyStore`] injects, shared with the test that arms them.
 #[derive(Default)]
-struct Faults {
+pub(crate) struct Faults {
     /// The next `document()` read fails.
-    fail_next_document_read: std::sync::atomic::AtomicBool,
+    pub(crate) fail_next_document_read: std::sync::atomic::AtomicBool,
     /// How many reads have failed.
-    failed_reads: std::sync::atomic::AtomicUsize,
+    pub(crate) failed_reads: std::sync::atomic::AtomicUsize,
     /// While set, no delivery is claimed (set by the failure, so the Task can be read in the
     /// state the failure left it in; cleared by the test).
-    hold_claims: std::sync::atomic::AtomicBool,
+    pub(crate) hold_claims: std::sync::atomic::AtomicBool,
+    /// The next send MESH accepts is not recorded, as if the gateway had died between the
+    /// send and recording it: `mesh_message_sent` fails while this is set, and the
+    /// `finish_delivery` that would mark the delivery awaiting acknowledgement fails once and
+    /// clears it. The delivery keeps its lease until the lease expires.
+    pub(crate) crash_after_next_mesh_send: std::sync::atomic::AtomicBool,
+    /// How many sends were left unrecorded so.
+    pub(crate) crashed_mesh_sends: std::sync::atomic::AtomicUsize,
 }
 
 /// The gateway's store, failing on cue: every method is the real store's, except that
-/// `document()` fails once when armed, and claims are held while `hold_claims` is set.
-struct FlakyStore {
-    inner: Arc<dyn throughcare::store::Store>,
-    faults: Arc<Faults>,
+/// `document()` fails once when armed, claims are held while `hold_claims` is set, and the
+/// recording of a MESH send fails when `crash_after_next_mesh_send` is set.
+pub(crate) struct FlakyStore {
+    pub(crate) inner: Arc<dyn throughcare::store::Store>,
+    pub(crate) faults: Arc<Faults>,
+}
+
+impl FlakyStore {
+    /// A store wrapper for `spawn_app_wrapping_store` injecting `faults`.
+    pub(crate) fn wrapper(faults: &Arc<Faults>) -> throughcare::startup::StoreWrapper {
+        let faults = faults.clone();
+        throughcare::startup::StoreWrapper(Arc::new(move |inner| {
+            Arc::new(FlakyStore {
+                inner,
+                faults: faults.clone(),
+            }) as Arc<dyn throughcare::store::Store>
+        }))
+    }
 }
 
 mod flaky {
@@ -788,6 +809,15 @@ mod flaky {
             update: DeliveryUpdate,
             audit: Vec<AuditDraft>,
         ) -> Result<(), StoreError> {
+            if update.business_status
+                == throughcare::domain::BusinessStatus::AwaitingAcknowledgement
+                && self.faults.crash_after_next_mesh_send.swap(false, SeqCst)
+            {
+                self.faults.crashed_mesh_sends.fetch_add(1, SeqCst);
+                return Err(StoreError::Io(std::io::Error::other(
+                    "injected crash after a MESH send",
+                )));
+            }
             self.inner.finish_delivery(id, update, audit).await
         }
 
@@ -881,6 +911,11 @@ mod flaky {
             infrastructure_due: &str,
             business_due: &str,
         ) -> Result<(), StoreError> {
+            if self.faults.crash_after_next_mesh_send.load(SeqCst) {
+                return Err(StoreError::Io(std::io::Error::other(
+                    "injected crash after a MESH send",
+                )));
+            }
             self.inner
                 .mesh_message_sent(
                     delivery_id,
@@ -1119,16 +1154,7 @@ async fn a_store_error_while_attempting_is_retried_not_failed() {
     use std::sync::atomic::Ordering::SeqCst;
     let (url, gp) = recipient(vec![]).await;
     let faults = Arc::new(Faults::default());
-    let wrapper = {
-        let faults = faults.clone();
-        throughcare::startup::StoreWrapper(Arc::new(move |inner| {
-            Arc::new(FlakyStore {
-                inner,
-                faults: faults.clone(),
-            }) as Arc<dyn throughcare::store::Store>
-        }))
-    };
-    let mut app = spawn_app_wrapping_store(fast, wrapper).await;
+    let mut app = spawn_app_wrapping_store(fast, FlakyStore::wrapper(&faults)).await;
     register(&app, "A99001", &url).await;
     // Intake reads no stored document, so the first read after arming is the delivery
     // worker's, for the GP (the only recipient with an endpoint). Arming before submitting

@@ -19,7 +19,7 @@ const DRUG_SERVICE: &str = "X99001";
 const RECEIVING_PRISON: &str = "Y05527";
 
 /// What a health recipient outside custody must never see, in any letter case.
-const CUSTODY_STRINGS: &[&str] = &[
+pub(crate) const CUSTODY_STRINGS: &[&str] = &[
     "a1234bc",
     "hb2-3-014",
     "burglary",
@@ -28,7 +28,7 @@ const CUSTODY_STRINGS: &[&str] = &[
 ];
 
 /// What a recipient without the patient's ETH consent must never see.
-const ETH_TERMS: &[&str] = &[
+pub(crate) const ETH_TERMS: &[&str] = &[
     "methadone",
     "buprenorphine",
     "naloxone",
@@ -39,14 +39,14 @@ const ETH_TERMS: &[&str] = &[
 ];
 
 /// The display string of a reference that points at the withheld methadone order.
-const MASKED_DISPLAY: &str = "pharmacy order 1006";
+pub(crate) const MASKED_DISPLAY: &str = "pharmacy order 1006";
 
 fn narrative(text: &str) -> Value {
     json!({"status": "generated", "div": format!("<div xmlns=\"http://www.w3.org/1999/xhtml\"><p>{text}</p></div>")})
 }
 
 /// The sample release, with free text everywhere an EHR puts it.
-fn hostile(edit: impl FnOnce(&mut Value)) -> String {
+pub(crate) fn hostile(edit: impl FnOnce(&mut Value)) -> String {
     release_tree(|b| {
         let entries = b["entry"].as_array_mut().unwrap();
         // Composition: narrative, a section narrative and an entry display naming methadone.
@@ -168,14 +168,14 @@ async fn every_read(app: &TestApp, who: &str, document: &str) -> Vec<(String, St
     out
 }
 
-fn assert_free_of(what: &str, bytes: &str, forbidden: &[&str]) {
+pub(crate) fn assert_free_of(what: &str, bytes: &str, forbidden: &[&str]) {
     let lower = bytes.to_lowercase();
     for f in forbidden {
         assert!(!lower.contains(f), "{what}: {f:?} leaked: {bytes}");
     }
 }
 
-fn assert_carries(what: &str, bytes: &str, wanted: &[&str]) {
+pub(crate) fn assert_carries(what: &str, bytes: &str, wanted: &[&str]) {
     let lower = bytes.to_lowercase();
     for w in wanted {
         assert!(lower.contains(w), "{what}: {w:?} is missing: {bytes}");
