@@ -25,7 +25,10 @@
 //! | a business response | the gateway returns an infrastructure acknowledgement (20013) on the `_ACK` workflow |
 //! | a message it cannot read (not on an `_ACK` workflow) | an ITK `10009` to the sending mailbox |
 //!
-//! Responses and reports are never answered with a response (no loops). Everything is audited.
+//! Responses and reports are never answered with a response (no loops). The gateway's own
+//! responses are queued with the message they answer (one transaction) and sent by the poller
+//! with retries, so a crash between handling and answering loses no answer. Everything is
+//! audited.
 
 use serde_json::Value;
 
@@ -40,8 +43,8 @@ use crate::itk::response::{
     ItkResponse, ResponseParams, TaskEffect, build_response, parse_response,
 };
 use crate::store::{
-    AckKind, DeliveryRecord, DeliveryUpdate, MeshInboxEffect, MeshInboxEntry, MeshMessageRecord,
-    StoreError,
+    AckKind, DeliveryRecord, DeliveryUpdate, MeshAnswer, MeshInboxEffect, MeshInboxEntry,
+    MeshMessageRecord, StoreError,
 };
 use crate::transport::DeliveryOutcome;
 use crate::transport::endpoint::Endpoint;
@@ -289,17 +292,17 @@ pub async fn poll_inbox(app: &App, holder: &str) -> Result<usize, InboxError> {
             }
             Err(e) => return Err(e.into()),
         };
-        handle(app, client, &settings.mailbox, &id, &message).await?;
+        handle(app, &settings.mailbox, &id, &message).await?;
         client.acknowledge(&id).await?;
         handled += 1;
     }
+    send_answers(app, client).await?;
     Ok(handled)
 }
 
 /// Handles one downloaded inbox message.
 async fn handle(
     app: &App,
-    client: &MeshClient,
     own_mailbox: &str,
     mesh_id: &str,
     message: &InboxMessage,
@@ -345,30 +348,30 @@ async fn handle(
                 }
                 .into_draft(),
             ];
-            let first = app
-                .store
-                .handle_mesh_inbox(
-                    entry(format!("unreadable: {why}"), None),
-                    MeshInboxEffect {
-                        audit,
-                        ..Default::default()
-                    },
-                )
-                .await?;
-            if first && answered {
+            let reply = if answered {
                 answer(
                     app,
-                    client,
                     own_mailbox,
                     mesh_id,
                     message,
                     None,
                     unreadable_code(),
                     None,
-                    Some(why),
+                    Some(why.clone()),
                 )
-                .await;
-            }
+            } else {
+                None
+            };
+            app.store
+                .handle_mesh_inbox(
+                    entry(format!("unreadable: {why}"), None),
+                    MeshInboxEffect {
+                        audit,
+                        answer: reply,
+                        ..Default::default()
+                    },
+                )
+                .await?;
             return Ok(());
         }
     };
@@ -435,8 +438,23 @@ async fn handle(
         }
         .into_draft(),
     ];
-    let first = app
-        .store
+    // Full Acknowledgement: a business response is answered with an infrastructure
+    // acknowledgement (queued with the rest, sent after); an infrastructure response never is.
+    let reply = if response.needs_infrastructure_ack() {
+        answer(
+            app,
+            own_mailbox,
+            mesh_id,
+            message,
+            Some(&response),
+            success_code(),
+            delivery.as_ref().map(|d| d.sender_ods.as_str()),
+            None,
+        )
+    } else {
+        None
+    };
+    app.store
         .handle_mesh_inbox(
             entry(
                 format!("itk {} {}", response.kind.as_str(), response.code),
@@ -445,26 +463,11 @@ async fn handle(
             MeshInboxEffect {
                 acknowledgement,
                 delivery: update.map(|u| (original.delivery_id.clone(), u)),
+                answer: reply,
                 audit,
             },
         )
         .await?;
-    // Full Acknowledgement: a business response is answered with an infrastructure
-    // acknowledgement; an infrastructure response never is.
-    if first && response.needs_infrastructure_ack() {
-        answer(
-            app,
-            client,
-            own_mailbox,
-            mesh_id,
-            message,
-            Some(&response),
-            success_code(),
-            Some(&original),
-            None,
-        )
-        .await;
-    }
     Ok(())
 }
 
@@ -600,6 +603,7 @@ async fn handle_report(
             MeshInboxEffect {
                 acknowledgement: None,
                 delivery: update,
+                answer: None,
                 audit,
             },
         )
@@ -607,64 +611,108 @@ async fn handle_report(
     Ok(())
 }
 
-/// Sends the gateway's own ITK3 response (20013 for a business response, 10009 for an
-/// unreadable message) to the mailbox the message came from, on the acknowledgement workflow.
-/// A failure to answer is logged: the practice's system may ask again.
+/// The gateway's own ITK3 response (20013 for a business response, 10009 for an unreadable
+/// message) to the mailbox the message came from, on the acknowledgement workflow, queued with
+/// the inbox message it answers and sent by [`send_answers`]. Its id is made from the MESH id
+/// of the message answered, so it is one answer however often that message is read. `sender`:
+/// the organisation the original message was sent for (else the gateway's mailbox).
 #[allow(clippy::too_many_arguments)]
-async fn answer(
+fn answer(
     app: &App,
-    client: &MeshClient,
     own_mailbox: &str,
     mesh_id: &str,
     message: &InboxMessage,
     response: Option<&ItkResponse>,
     code: &'static crate::itk::codes::ResponseCode,
-    original: Option<&MeshMessageRecord>,
+    sender: Option<&str>,
     diagnostics: Option<String>,
-) {
-    let Some(to) = message.from.clone() else {
-        return;
-    };
+) -> Option<MeshAnswer> {
+    let to = message.from.clone()?;
     let workflow = match message.workflow_id.as_deref() {
         Some(w) if w.ends_with("_ACK") => w.to_string(),
         Some(w) => format!("{w}_ACK"),
         None => crate::itk::WORKFLOW_IP_DISCHARGE_ACK.to_string(),
     };
-    let sender = original
-        .map(|_| HeaderOrganisation {
-            ods: own_mailbox.to_string(),
-            name: own_mailbox.to_string(),
-        })
-        .unwrap_or(HeaderOrganisation {
-            ods: own_mailbox.to_string(),
-            name: own_mailbox.to_string(),
-        });
+    let sender = sender.unwrap_or(own_mailbox).to_string();
+    let id = crate::itk::stable_uuid(&format!("throughcare-answer:{mesh_id}"));
     let built = build_response(&ResponseParams {
-        message_id: crate::itk::stable_uuid(&format!("throughcare-answer:{mesh_id}")),
+        message_id: id.clone(),
         answering: response.map(|r| r.message_id.clone()),
         code,
-        sender,
+        sender: HeaderOrganisation {
+            ods: sender.clone(),
+            name: sender,
+        },
         sender_mailbox: own_mailbox.to_string(),
         receiver: None,
         sender_reference: response.and_then(|r| r.sender_reference.clone()),
         timestamp: app.now_stamp(),
         diagnostics,
     });
-    let xml = match to_xml(&built, FhirVersion::Stu3) {
-        Ok(x) => x,
+    match to_xml(&built, FhirVersion::Stu3) {
+        Ok(xml) => Some(MeshAnswer {
+            id,
+            to_mailbox: to,
+            workflow,
+            body: xml.into_bytes(),
+            attempts: 0,
+        }),
         Err(e) => {
             tracing::error!(error = %e, "Could not write the gateway's ITK3 response.");
-            return;
+            None
         }
-    };
-    let outbound = OutboundMessage {
-        content_type: Some("application/fhir+xml"),
-        subject: Some("ITK3 response"),
-        ..OutboundMessage::new(&to, &workflow, xml.as_bytes())
-    };
-    if let Err(e) = client.send(&outbound).await {
-        tracing::warn!(error = %e, to = %to, code = code.code, "Could not send the gateway's ITK3 response.");
     }
+}
+
+/// Sends the queued ITK3 responses that are due, each retried with the delivery backoff up to
+/// `delivery.max_attempts` (then failed, logged at ERROR: the practice's system may ask again).
+async fn send_answers(app: &App, client: &MeshClient) -> Result<usize, InboxError> {
+    let now = app.clock.now();
+    let due = app.store.due_mesh_answers(&rfc3339(now), 50).await?;
+    let mut sent = 0;
+    for a in due {
+        let outbound = OutboundMessage {
+            content_type: Some("application/fhir+xml"),
+            subject: Some("ITK3 response"),
+            local_id: Some(&a.id),
+            ..OutboundMessage::new(&a.to_mailbox, &a.workflow, &a.body)
+        };
+        match client.send(&outbound).await {
+            Ok(_) => {
+                app.store
+                    .finish_mesh_answer(&a.id, true, None, None, &rfc3339(now))
+                    .await?;
+                sent += 1;
+            }
+            Err(e) => {
+                let settings = &app.settings.delivery;
+                let retryable = !matches!(e.outcome(), DeliveryOutcome::Permanent { .. });
+                let attempts = a.attempts + 1;
+                let next = (retryable && attempts < settings.max_attempts).then(|| {
+                    let backoff = crate::transport::retry::Backoff {
+                        base: std::time::Duration::from_millis(settings.backoff_base_ms),
+                        cap: std::time::Duration::from_secs(settings.backoff_cap_secs),
+                    };
+                    let wait =
+                        backoff.delay(attempts, None, crate::transport::retry::unit_random());
+                    rfc3339(now + time::Duration::try_from(wait).unwrap_or(time::Duration::ZERO))
+                });
+                if next.is_none() {
+                    tracing::error!(answer = %a.id, to = %a.to_mailbox, error = %e, "The gateway's ITK3 response could not be sent; given up.");
+                }
+                app.store
+                    .finish_mesh_answer(
+                        &a.id,
+                        false,
+                        next.as_deref(),
+                        Some(&e.to_string()),
+                        &rfc3339(now),
+                    )
+                    .await?;
+            }
+        }
+    }
+    Ok(sent)
 }
 
 fn success_code() -> &'static crate::itk::codes::ResponseCode {

@@ -278,7 +278,19 @@ pub struct MeshInboxEffect {
     pub acknowledgement: Option<(String, AckKind, String)>,
     /// The delivery's new state.
     pub delivery: Option<(String, DeliveryUpdate)>,
+    /// The gateway's own ITK3 response to send (queued with the rest, sent after).
+    pub answer: Option<MeshAnswer>,
     pub audit: Vec<AuditDraft>,
+}
+
+/// An ITK3 response of the gateway's own, queued for the inbox poller to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MeshAnswer {
+    pub id: String,
+    pub to_mailbox: String,
+    pub workflow: String,
+    pub body: Vec<u8>,
+    pub attempts: i64,
 }
 
 /// Which ITK acknowledgement.
@@ -651,6 +663,20 @@ pub trait Store: Send + Sync {
         entry: MeshInboxEntry,
         effect: MeshInboxEffect,
     ) -> Result<bool, StoreError>;
+
+    /// Queued ITK3 responses due to be sent by `now` (at most `limit`).
+    async fn due_mesh_answers(&self, now: &str, limit: i64) -> Result<Vec<MeshAnswer>, StoreError>;
+
+    /// Records an attempt to send a queued response: `sent`, or not yet (`next_attempt_at`,
+    /// the error) or never (`next_attempt_at` `None`: failed).
+    async fn finish_mesh_answer(
+        &self,
+        id: &str,
+        sent: bool,
+        next_attempt_at: Option<&str>,
+        error: Option<&str>,
+        now: &str,
+    ) -> Result<(), StoreError>;
 
     /// Takes or renews the lease `name` for `holder` until `until`, if it is free (expired
     /// before `now`) or already `holder`'s. True when `holder` holds it.

@@ -17,7 +17,7 @@ use super::{
     DeliveryRecord, DeliveryUpdate, EndpointRecord, NewDelivery, NewDocument, Store, StoreError,
     StoredDocument, VersionOutcome, WebhookRecord, WebhookUpdate,
 };
-use super::{AckKind, MeshInboxEffect, MeshInboxEntry, MeshMessageRecord};
+use super::{AckKind, MeshAnswer, MeshInboxEffect, MeshInboxEntry, MeshMessageRecord};
 use crate::chain::{AuditDraft, AuditEntry};
 use crate::clock::{SharedClock, rfc3339};
 
@@ -1303,9 +1303,75 @@ impl Store for SqliteStore {
             .execute(&mut *tx)
             .await?;
         }
+        if let Some(a) = &effect.answer {
+            sqlx::query(
+                "INSERT INTO mesh_outbox (id, to_mailbox, workflow, body, status, attempts, \
+                 next_attempt_at, created_at, updated_at) VALUES (?, ?, ?, ?, 'pending', 0, ?, ?, ?) \
+                 ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(&a.id)
+            .bind(&a.to_mailbox)
+            .bind(&a.workflow)
+            .bind(&a.body)
+            .bind(&entry.received_at)
+            .bind(&entry.received_at)
+            .bind(&entry.received_at)
+            .execute(&mut *tx)
+            .await?;
+        }
         self.chain_into(&mut tx, effect.audit).await?;
         tx.commit().await?;
         Ok(true)
+    }
+
+    async fn due_mesh_answers(&self, now: &str, limit: i64) -> Result<Vec<MeshAnswer>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, to_mailbox, workflow, body, attempts FROM mesh_outbox \
+             WHERE status = 'pending' AND next_attempt_at <= ? ORDER BY created_at LIMIT ?",
+        )
+        .bind(now)
+        .bind(limit)
+        .fetch_all(&self.readers)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(MeshAnswer {
+                    id: row.try_get("id")?,
+                    to_mailbox: row.try_get("to_mailbox")?,
+                    workflow: row.try_get("workflow")?,
+                    body: row.try_get("body")?,
+                    attempts: row.try_get("attempts")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::from)
+    }
+
+    async fn finish_mesh_answer(
+        &self,
+        id: &str,
+        sent: bool,
+        next_attempt_at: Option<&str>,
+        error: Option<&str>,
+        now: &str,
+    ) -> Result<(), StoreError> {
+        let status = match (sent, next_attempt_at) {
+            (true, _) => "sent",
+            (false, Some(_)) => "pending",
+            (false, None) => "failed",
+        };
+        sqlx::query(
+            "UPDATE mesh_outbox SET status = ?, attempts = attempts + 1, next_attempt_at = ?, \
+             last_error = ?, updated_at = ? WHERE id = ?",
+        )
+        .bind(status)
+        .bind(next_attempt_at)
+        .bind(error)
+        .bind(now)
+        .bind(id)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
     }
 
     async fn try_lease(
@@ -1511,6 +1577,78 @@ mod mesh_tests {
                 .len(),
             1,
             "no business acknowledgement after its due time"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_answer_is_queued_with_the_message_it_answers_once_and_retried_until_sent() {
+        let (_dir, store) = store_with_delivery().await;
+        let entry = MeshInboxEntry {
+            mesh_message_id: "in-2".into(),
+            message_type: "DATA".into(),
+            outcome: "itk business 30001".into(),
+            delivery_id: None,
+            received_at: "2026-12-07T10:00:00.000Z".into(),
+        };
+        let effect = MeshInboxEffect {
+            answer: Some(MeshAnswer {
+                id: "ans-1".into(),
+                to_mailbox: "GPPRAC01".into(),
+                workflow: "TOC_FHIR_IP_DISCH_ACK".into(),
+                body: b"<Bundle/>".to_vec(),
+                attempts: 0,
+            }),
+            ..Default::default()
+        };
+        assert!(
+            store
+                .handle_mesh_inbox(entry.clone(), effect.clone())
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store.handle_mesh_inbox(entry, effect).await.unwrap(),
+            "once"
+        );
+        let due = store
+            .due_mesh_answers("2026-12-07T10:00:01.000Z", 10)
+            .await
+            .unwrap();
+        assert_eq!(due.len(), 1);
+        assert_eq!(due[0].body, b"<Bundle/>");
+        store
+            .finish_mesh_answer(
+                "ans-1",
+                false,
+                Some("2026-12-07T10:05:00.000Z"),
+                Some("MESH down"),
+                "2026-12-07T10:00:01.000Z",
+            )
+            .await
+            .unwrap();
+        assert!(
+            store
+                .due_mesh_answers("2026-12-07T10:01:00.000Z", 10)
+                .await
+                .unwrap()
+                .is_empty(),
+            "not before its next attempt"
+        );
+        let again = store
+            .due_mesh_answers("2026-12-07T10:05:00.000Z", 10)
+            .await
+            .unwrap();
+        assert_eq!(again[0].attempts, 1);
+        store
+            .finish_mesh_answer("ans-1", true, None, None, "2026-12-07T10:05:01.000Z")
+            .await
+            .unwrap();
+        assert!(
+            store
+                .due_mesh_answers("2026-12-08T00:00:00.000Z", 10)
+                .await
+                .unwrap()
+                .is_empty()
         );
     }
 

@@ -953,6 +953,27 @@ mod flaky {
             self.inner.handle_mesh_inbox(entry, effect).await
         }
 
+        async fn due_mesh_answers(
+            &self,
+            now: &str,
+            limit: i64,
+        ) -> Result<Vec<MeshAnswer>, StoreError> {
+            self.inner.due_mesh_answers(now, limit).await
+        }
+
+        async fn finish_mesh_answer(
+            &self,
+            id: &str,
+            sent: bool,
+            next_attempt_at: Option<&str>,
+            error: Option<&str>,
+            now: &str,
+        ) -> Result<(), StoreError> {
+            self.inner
+                .finish_mesh_answer(id, sent, next_attempt_at, error, now)
+                .await
+        }
+
         async fn try_lease(
             &self,
             name: &str,
