@@ -76,13 +76,16 @@ pub(super) async fn prepare(
         .map(|m| m.workflow.clone())
         .unwrap_or_else(|| crate::itk::WORKFLOW_IP_DISCHARGE.to_string());
     let stamp = app.now_stamp();
+    let message_id = uuid::Uuid::new_v4().to_string();
     let record = app
         .store
         .start_mesh_message(MeshMessageRecord {
             delivery_id: d.id.clone(),
-            message_id: uuid::Uuid::new_v4().to_string(),
+            // One SenderReference per message: a response to an earlier message of the same
+            // delivery (before a replay or a change of mailbox) answers that one only.
+            sender_reference: format!("throughcare:{}:{}", d.id, &message_id[..8]),
+            message_id,
             document_identifier: String::new(),
-            sender_reference: format!("throughcare:{}", d.id),
             to_mailbox: mailbox.clone(),
             workflow,
             mesh_message_id: None,
@@ -126,6 +129,13 @@ pub(super) async fn prepare(
     // was checked with the copy's verdict; this checks the envelope the gateway built around
     // it). An envelope that does not conform is the gateway's defect: the delivery fails at
     // once, and so is escalated, rather than sending what the practice system would refuse.
+    // The document's own issues were judged by the copy's verdict (held, or sent with
+    // administrative warnings): only the envelope's count here.
+    let document_at = message
+        .get("entry")
+        .and_then(Value::as_array)
+        .map(|e| format!("Bundle.entry[{}].resource", e.len().saturating_sub(1)))
+        .unwrap_or_default();
     let errors: Vec<String> = app
         .validator
         .validate(&message, None, crate::validate::ProfileSet::Itk)
@@ -135,6 +145,11 @@ pub(super) async fn prepare(
                 i.severity,
                 crate::fhir::outcome::Severity::Error | crate::fhir::outcome::Severity::Fatal
             )
+        })
+        .filter(|i| {
+            !i.expression
+                .as_deref()
+                .is_some_and(|e| !document_at.is_empty() && e.starts_with(&document_at))
         })
         .map(|i| {
             format!(
@@ -250,15 +265,17 @@ pub async fn poll_inbox(app: &App, holder: &str) -> Result<usize, InboxError> {
     for id in client.list_inbox().await? {
         if app.store.mesh_inbox_handled(&id).await? {
             // Handled before a crash stopped its MESH acknowledgement.
-            client.acknowledge(&id).await?;
+            if let Err(e) = client.acknowledge(&id).await {
+                tracing::warn!(message = %id, error = %e, "Could not acknowledge a MESH inbox message; next round.");
+            }
             continue;
         }
         let message = match client.download(&id).await {
             Ok(m) => m,
-            // A message that can never be downloaded (too large, unreadable headers) must not
-            // block the inbox behind it: it is recorded, audited and acknowledged. Anything
-            // that may pass (connection, timeout, 5xx) ends the round; the next one retries.
-            Err(e) if matches!(e.outcome(), DeliveryOutcome::Permanent { .. }) => {
+            // A message that can never be downloaded (too large, unreadable headers, refused
+            // as such) must not block the inbox behind it: it is recorded, audited and
+            // acknowledged.
+            Err(e) if undownloadable(&e) => {
                 let audit = vec![
                     AuditEvent::MeshMessageReceived {
                         mesh_message_id: id.clone(),
@@ -287,17 +304,37 @@ pub async fn poll_inbox(app: &App, holder: &str) -> Result<usize, InboxError> {
                     )
                     .await?;
                 tracing::warn!(message = %id, error = %e, "A MESH inbox message could not be downloaded; recorded and acknowledged.");
-                client.acknowledge(&id).await?;
+                if let Err(e) = client.acknowledge(&id).await {
+                    tracing::warn!(message = %id, error = %e, "Could not acknowledge a MESH inbox message; next round.");
+                }
                 continue;
             }
-            Err(e) => return Err(e.into()),
+            // Anything that may pass (connection, timeout, 5xx, credentials refused once):
+            // this message waits for the next round; the others go on.
+            Err(e) => {
+                tracing::warn!(message = %id, error = %e, "Could not download a MESH inbox message; next round.");
+                continue;
+            }
         };
         handle(app, &settings.mailbox, &id, &message).await?;
-        client.acknowledge(&id).await?;
+        if let Err(e) = client.acknowledge(&id).await {
+            tracing::warn!(message = %id, error = %e, "Could not acknowledge a handled MESH inbox message; next round.");
+        }
         handled += 1;
     }
     send_answers(app, client).await?;
     Ok(handled)
+}
+
+/// A download failure that no retry will mend: an answer MESH gives for this message alone
+/// (too large, unreadable, refused as such). Connection failures, timeouts, 5xx and refused
+/// credentials may pass.
+fn undownloadable(e: &crate::transport::mesh::MeshError) -> bool {
+    use crate::transport::mesh::MeshError;
+    matches!(
+        e,
+        MeshError::Protocol(_) | MeshError::Config(_) | MeshError::Refused { .. }
+    )
 }
 
 /// Handles one downloaded inbox message.
@@ -409,6 +446,40 @@ async fn handle(
             .await?;
         return Ok(());
     };
+    // A response must come from the mailbox the message went to: one from elsewhere (a
+    // misrouted or forwarded response) is audited and moves nothing.
+    if let Some(from) = message.from.as_deref()
+        && from != original.to_mailbox
+    {
+        let audit = vec![
+            AuditEvent::MeshMessageReceived {
+                mesh_message_id: mesh_id.to_string(),
+                from: from.to_string(),
+                workflow: message.workflow_id.clone().unwrap_or_default(),
+                what: "response-from-another-mailbox".into(),
+                detail: format!(
+                    "ITK {} answers a message sent to {}, from {from}: not acted on",
+                    response.code, original.to_mailbox
+                ),
+                delivery_id: Some(original.delivery_id.clone()),
+                nhs_number: None,
+            }
+            .into_draft(),
+        ];
+        app.store
+            .handle_mesh_inbox(
+                entry(
+                    format!("from another mailbox {}", response.code),
+                    Some(original.delivery_id.clone()),
+                ),
+                MeshInboxEffect {
+                    audit,
+                    ..Default::default()
+                },
+            )
+            .await?;
+        return Ok(());
+    }
     let delivery = app.store.delivery(&original.delivery_id).await?;
     let accepted_before = original.infrastructure_code.as_deref() == Some("20013");
     let effect = response.task_effect(accepted_before);
@@ -544,6 +615,19 @@ async fn handle_report(
         Some(id) => app.store.delivery(id).await?,
         None => None,
     };
+    // A report about an earlier send of the delivery (before a resend or a replay) says
+    // nothing about the message now awaiting its acknowledgements: audited, no Task change.
+    let mut superseded = false;
+    if let Some(d) = &delivery
+        && let Some(record) = app.store.mesh_message(&d.id).await?
+        && let (Some(latest), Some(linked)) = (
+            record.mesh_message_id.as_deref(),
+            report.linked_message_id.as_deref(),
+        )
+        && latest != linked
+    {
+        superseded = true;
+    }
     let reason = format!(
         "MESH could not deliver the message ({}{}{})",
         report
@@ -565,6 +649,7 @@ async fn handle_report(
     let stamp = app.now_stamp();
     let update = delivery
         .as_ref()
+        .filter(|_| !superseded)
         .filter(|d| !matches!(d.status, TaskStatus::Completed | TaskStatus::Cancelled))
         .map(|d| {
             (
@@ -587,7 +672,11 @@ async fn handle_report(
             mesh_message_id: entry(String::new(), None).mesh_message_id,
             from: message.from.clone().unwrap_or_default(),
             workflow: message.workflow_id.clone().unwrap_or_default(),
-            what: "mesh-report".into(),
+            what: if superseded {
+                "mesh-report-superseded".into()
+            } else {
+                "mesh-report".into()
+            },
             detail: reason.clone(),
             delivery_id: delivery.as_ref().map(|d| d.id.clone()),
             nhs_number: delivery.as_ref().map(|d| d.nhs_number.clone()),

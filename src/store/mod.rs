@@ -446,7 +446,8 @@ pub trait Store: Send + Sync {
         limit: i64,
     ) -> Result<Vec<DeliveryRecord>, StoreError>;
 
-    /// Records the end of an attempt with its audit entries.
+    /// Records the end of an attempt with its audit entries. A delivery already `completed`
+    /// (its acknowledgement arrived while the attempt was in flight) keeps its state.
     async fn finish_delivery(
         &self,
         id: &str,
@@ -625,7 +626,8 @@ pub trait Store: Send + Sync {
     ) -> Result<Option<MeshMessageRecord>, StoreError>;
 
     /// Starts the ITK3 message of a delivery: stores `record` unless the delivery already has
-    /// one, and returns the stored one (so a resend reuses its ids).
+    /// one for the same mailbox and workflow, and returns the stored one (so a resend reuses
+    /// its ids; a delivery whose mailbox changed goes as a new message).
     async fn start_mesh_message(
         &self,
         record: MeshMessageRecord,

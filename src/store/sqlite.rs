@@ -719,7 +719,8 @@ impl Store for SqliteStore {
         sqlx::query(
             "UPDATE deliveries SET status = ?, business_status = ?, reason_code = ?, reason = ?, \
              next_attempt_at = ?, last_status_code = ?, loss_report = COALESCE(?, loss_report), \
-             warnings = COALESCE(?, warnings), updated_at = ?, claimed_until = NULL WHERE id = ?",
+             warnings = COALESCE(?, warnings), updated_at = ?, claimed_until = NULL \
+             WHERE id = ? AND status <> 'completed'",
         )
         .bind(u.status.as_str())
         .bind(u.business_status.as_str())
@@ -810,6 +811,14 @@ impl Store for SqliteStore {
             tx.rollback().await?;
             return Ok(false);
         }
+        // A replayed delivery over MESH goes as a new ITK3 message (new ids, due times and
+        // acknowledgements): the one that failed was refused or undeliverable, and its
+        // acknowledgements must not answer for the new one. (A resend after a crash or a
+        // retryable failure keeps the message: that row is not touched there.)
+        sqlx::query("DELETE FROM mesh_messages WHERE delivery_id = ?")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
         self.chain_into(&mut tx, audit).await?;
         tx.commit().await?;
         Ok(true)
@@ -860,7 +869,10 @@ impl Store for SqliteStore {
                        '-' || COALESCE(lead_time_days, ?) || ' days') <= ? \
                  THEN 'undelivered-near-release' \
                ELSE NULL END AS escalation FROM deliveries) \
-             WHERE escalation IS NOT alert_state ORDER BY created_at, id",
+             WHERE escalation IS NOT alert_state \
+               AND NOT (COALESCE(escalation IN ('unacknowledged', 'undelivered-near-release'), 0) \
+                        AND COALESCE(alert_state IN ('unacknowledged', 'undelivered-near-release'), 0)) \
+             ORDER BY created_at, id",
         )
         .bind(now)
         .bind(now)
@@ -1147,7 +1159,15 @@ impl Store for SqliteStore {
         sqlx::query(
             "INSERT INTO mesh_messages (delivery_id, message_id, document_identifier, \
              sender_reference, to_mailbox, workflow, created_at, updated_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (delivery_id) DO NOTHING",
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (delivery_id) DO UPDATE SET \
+             message_id = excluded.message_id, document_identifier = excluded.document_identifier, \
+             sender_reference = excluded.sender_reference, to_mailbox = excluded.to_mailbox, \
+             workflow = excluded.workflow, mesh_message_id = NULL, sent_at = NULL, \
+             infrastructure_code = NULL, infrastructure_at = NULL, business_code = NULL, \
+             business_at = NULL, infrastructure_due = NULL, business_due = NULL, \
+             created_at = excluded.created_at, updated_at = excluded.updated_at \
+             WHERE mesh_messages.to_mailbox <> excluded.to_mailbox \
+                OR mesh_messages.workflow <> excluded.workflow",
         )
         .bind(&r.delivery_id)
         .bind(&r.message_id)
@@ -1288,7 +1308,8 @@ impl Store for SqliteStore {
                 "UPDATE deliveries SET status = ?, business_status = ?, reason_code = ?, \
                  reason = ?, next_attempt_at = ?, last_status_code = ?, \
                  loss_report = COALESCE(?, loss_report), warnings = COALESCE(?, warnings), \
-                 updated_at = ?, claimed_until = NULL WHERE id = ?",
+                 updated_at = ?, claimed_until = NULL \
+                 WHERE id = ? AND status NOT IN ('completed', 'cancelled')",
             )
             .bind(u.status.as_str())
             .bind(u.business_status.as_str())
@@ -1411,6 +1432,7 @@ impl Store for SqliteStore {
 mod mesh_tests {
     use super::*;
     use crate::domain::{BusinessStatus, TaskStatus};
+    use crate::store::AlertChange;
 
     async fn store_with_delivery() -> (tempfile::TempDir, SqliteStore) {
         let dir = tempfile::tempdir().unwrap();
@@ -1649,6 +1671,70 @@ mod mesh_tests {
                 .await
                 .unwrap()
                 .is_empty()
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unacknowledged_message_near_release_alerts_once_not_each_time_its_state_flips() {
+        let (_dir, store) = store_with_delivery().await;
+        store.start_mesh_message(message("m-1")).await.unwrap();
+        store
+            .mesh_message_sent(
+                "del-1",
+                "mesh-1",
+                "2026-12-18T10:00:00.000Z",
+                "2026-12-18T11:00:00.000Z",
+                "2026-12-22T10:00:00.000Z",
+            )
+            .await
+            .unwrap();
+        // Two days before a release on the 20th, an hour after the send: both states apply.
+        let now = "2026-12-18T11:30:00.000Z";
+        let found = store.escalations(now, 3).await.unwrap();
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].1.as_deref(), Some("unacknowledged"));
+        store
+            .change_alerts(
+                vec![AlertChange {
+                    delivery_id: "del-1".into(),
+                    from: None,
+                    to: Some("unacknowledged".into()),
+                    communication: None,
+                    webhook: None,
+                    audit: Vec::new(),
+                }],
+                now,
+            )
+            .await
+            .unwrap();
+        // The 20013 arrives: still undelivered near release, which is no new alert.
+        store
+            .handle_mesh_inbox(
+                MeshInboxEntry {
+                    mesh_message_id: "in-1".into(),
+                    message_type: "DATA".into(),
+                    outcome: "itk infrastructure 20013".into(),
+                    delivery_id: Some("del-1".into()),
+                    received_at: "2026-12-18T11:40:00.000Z".into(),
+                },
+                MeshInboxEffect {
+                    acknowledgement: Some((
+                        "del-1".into(),
+                        AckKind::Infrastructure,
+                        "20013".into(),
+                    )),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        assert!(
+            store
+                .escalations("2026-12-18T12:00:00.000Z", 3)
+                .await
+                .unwrap()
+                .is_empty(),
+            "no second alert for the same delivery problem"
         );
     }
 

@@ -201,7 +201,14 @@ pub(crate) fn build(
             .into_iter()
             .filter_map(|(i, r)| Some((i, r.clone(), index.resolve(&r)?)))
             .collect();
-        let text = match section.get("text") {
+        // The sender's narrative stands; one the policy stage generated (it replaces a
+        // section's narrative whenever it removes anything, saying only what each resource is)
+        // is written again from what the copy holds, so that a resource carried in the
+        // narrative only (a care plan, a flag) is told in full.
+        let senders = section
+            .get("text")
+            .filter(|t| t.get("status").and_then(Value::as_str) != Some("generated"));
+        let text = match senders {
             Some(t) => t.clone(),
             None => {
                 let lines: Vec<String> = resolved

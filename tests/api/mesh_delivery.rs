@@ -869,6 +869,16 @@ async fn with_the_patients_eth_consent_the_mesh_message_carries_the_opiate_treat
     assert_free_of(what, &text, CUSTODY_STRINGS);
     assert_free_of(what, &text, CUSTODY_URLS);
     assert_carries(what, &text, &["methadone", "128302006"]);
+    // The care plan (told in the plan section's narrative: EDIS lists no CarePlan) reaches the
+    // practice in full, not as a bare resource type.
+    assert_carries(
+        what,
+        &text,
+        &[
+            "continuity of opiate substitution treatment after release",
+            "first community dispensing appointment on the day of release",
+        ],
+    );
     wait_for(&app, &document, GP, "in-progress").await;
 }
 
@@ -1000,4 +1010,52 @@ async fn a_large_discharge_is_compressed_then_chunked_and_the_practice_reads_it_
         true,
     )
     .await;
+}
+
+#[tokio::test]
+async fn a_response_from_another_mailbox_moves_nothing_and_is_audited() {
+    let Some((sandbox, app, practice)) = setup(None).await else {
+        return;
+    };
+    let document = send_release(&app).await;
+    let (message, _) = received_discharge(&practice).await;
+    // Another organisation's mailbox answers the practice's message with a failure.
+    let stranger = sandbox.client("X26ABC1");
+    respond(
+        &stranger,
+        &message,
+        "30002",
+        false,
+        "7b1f6c1e-0000-4000-8000-000000000001",
+    )
+    .await;
+    // The practice's own acceptance then arrives and is acted on: the stranger's was not.
+    respond(
+        &practice,
+        &message,
+        "20013",
+        false,
+        "7b1f6c1e-0000-4000-8000-000000000002",
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let task = wait_for(&app, &document, GP, "in-progress").await;
+        if task["statusReason"]["text"]
+            .as_str()
+            .is_some_and(|r| r.contains("accepted by the practice system"))
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{task}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut app = app;
+    app.stop().await;
+    let entries = app.audit_entries().await;
+    assert!(
+        entries.iter().any(|e| e.action == "mesh-message-received"
+            && e.detail.contains("response-from-another-mailbox")),
+        "the stranger's response is audited"
+    );
 }
