@@ -52,6 +52,33 @@ pub fn add_working_days(t: OffsetDateTime, days: u32, holidays: &[time::Date]) -
     at
 }
 
+/// A FHIR date or dateTime (`2026`, `2026-12`, `2026-12-04`, `2026-12-04T09:30:00+01:00`) as
+/// the UTC calendar date (`YYYY-MM-DD`) on which it falls, taking the earliest day of a partial
+/// date: the cautious reading for a release date, which decides when escalation starts.
+/// `None` for anything else.
+pub fn earliest_utc_date(value: &str) -> Option<String> {
+    let v = value.trim();
+    let date = |y: &str, m: &str, d: &str| -> Option<String> {
+        let y: i32 = y.parse().ok()?;
+        let m: u8 = m.parse().ok()?;
+        let d: u8 = d.parse().ok()?;
+        let month = time::Month::try_from(m).ok()?;
+        time::Date::from_calendar_date(y, month, d)
+            .ok()
+            .map(|d| d.to_string())
+    };
+    match v.len() {
+        4 => date(v, "1", "1"),
+        7 if v.as_bytes()[4] == b'-' => date(&v[..4], &v[5..7], "1"),
+        10 if v.as_bytes()[4] == b'-' && v.as_bytes()[7] == b'-' => {
+            date(&v[..4], &v[5..7], &v[8..10])
+        }
+        _ => OffsetDateTime::parse(v, &time::format_description::well_known::Rfc3339)
+            .ok()
+            .map(|t| t.to_offset(time::UtcOffset::UTC).date().to_string()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -88,5 +115,22 @@ mod tests {
             datetime!(2026-12-30 10:00 UTC)
         );
         assert_eq!(super::add_working_days(friday, 0, &[]), friday);
+    }
+
+    #[test]
+    fn release_dates_become_the_earliest_utc_date_they_can_mean() {
+        use super::earliest_utc_date as d;
+        assert_eq!(d("2026-12-04").as_deref(), Some("2026-12-04"));
+        assert_eq!(d("2026-12").as_deref(), Some("2026-12-01"));
+        assert_eq!(d("2026").as_deref(), Some("2026-01-01"));
+        assert_eq!(
+            d("2026-12-04T00:30:00+02:00").as_deref(),
+            Some("2026-12-03"),
+            "half past midnight in UTC+2 is the 3rd in UTC"
+        );
+        assert_eq!(d("2026-12-04T09:30:00Z").as_deref(), Some("2026-12-04"));
+        for bad in ["", "2026-13", "2026-02-30", "next week", "2026-12-04T09:30"] {
+            assert_eq!(d(bad), None, "{bad}");
+        }
     }
 }

@@ -68,7 +68,12 @@ pub fn plan(
         summary.event,
         CustodyEvent::PreRelease | CustodyEvent::Release | CustodyEvent::CourtRelease
     )
-    .then(|| summary.event_date.clone());
+    // Stored as the earliest UTC date the release can fall on (a partial date's first day),
+    // so that escalation and at-risk flagging compare like with like.
+    .then(|| {
+        crate::clock::earliest_utc_date(&summary.event_date)
+            .unwrap_or_else(|| summary.event_date.clone())
+    });
     let mut deliveries = Vec::with_capacity(copies.len());
     let mut events = Vec::with_capacity(copies.len());
     for c in copies {

@@ -868,7 +868,10 @@ impl Store for SqliteStore {
                  AND strftime('%Y-%m-%dT%H:%M:%fZ', release_date, \
                        '-' || COALESCE(lead_time_days, ?) || ' days') <= ? \
                  THEN 'undelivered-near-release' \
-               ELSE NULL END AS escalation FROM deliveries) \
+               ELSE NULL END AS escalation FROM deliveries \
+               WHERE status IN ('requested', 'in-progress', 'on-hold', 'failed') \
+                  OR alert_state IS NOT NULL \
+                  OR id IN (SELECT delivery_id FROM mesh_messages WHERE business_code = '30004')) \
              WHERE escalation IS NOT alert_state \
                AND NOT (COALESCE(escalation IN ('unacknowledged', 'undelivered-near-release'), 0) \
                         AND COALESCE(alert_state IN ('unacknowledged', 'undelivered-near-release'), 0)) \
