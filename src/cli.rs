@@ -42,10 +42,12 @@ pub enum Command {
     /// Run a release end to end on the embedded defaults, printing each step.
     Demo {
         /// Deliver to the GP practice over MESH (ITK3 Transfer of Care, acknowledged by a
-        /// built-in GP system) through NHS Digital's MESH sandbox, started from
-        /// ../shared/tools/mesh-sandbox (or MESH_SANDBOX_DIR); needs python3 with venv.
+        /// built-in GP system) through NHS Digital's MESH sandbox; needs python3 with venv.
         #[arg(long)]
         mesh: bool,
+        /// With --mesh: the MESH sandbox's folder (its start.sh); default MESH_SANDBOX_DIR.
+        #[arg(long, requires = "mesh")]
+        sandbox: Option<PathBuf>,
     },
     /// Validate a FHIR resource (JSON) against a profile; exits 1 when it has errors.
     Validate {
@@ -206,20 +208,21 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             }
             Ok(0)
         }
-        Command::Demo { mesh: false } => {
+        Command::Demo { mesh: false, .. } => {
             crate::demo::run().await?;
             Ok(0)
         }
-        Command::Demo { mesh: true } => {
-            match crate::demo::mesh::run(&crate::demo::mesh::Options::from_env()).await {
-                Ok(()) => Ok(0),
-                Err(e) if e.is::<crate::demo::mesh::SandboxMissing>() => {
-                    eprintln!("error: {e}");
-                    Ok(crate::demo::mesh::EXIT_SANDBOX_MISSING)
-                }
-                Err(e) => Err(e),
+        Command::Demo {
+            mesh: true,
+            sandbox,
+        } => match crate::demo::mesh::run(&crate::demo::mesh::Options::from_env(sandbox)).await {
+            Ok(()) => Ok(0),
+            Err(e) if e.is::<crate::demo::mesh::SandboxMissing>() => {
+                eprintln!("error: {e}");
+                Ok(crate::demo::mesh::EXIT_SANDBOX_MISSING)
             }
-        }
+            Err(e) => Err(e),
+        },
         Command::Audit {
             command: AuditCommand::Verify { config, data_dir },
         } => {

@@ -2,9 +2,9 @@
 //! receive, as an ITK3 Transfer of Care message over MESH, and completed by the practice's
 //! acknowledgements.
 //!
-//! It needs NHS Digital's MESH sandbox (MIT), looked for at `../shared/tools/mesh-sandbox`
-//! relative to the current directory (or `MESH_SANDBOX_DIR`): the only thing outside the
-//! repository anything here reads, and only in this mode. Its `start.sh` installs the sandbox into
+//! It needs NHS Digital's MESH sandbox (MIT), which is not part of the product: its folder is
+//! given by `--sandbox DIR` (or `MESH_SANDBOX_DIR`). Nothing else the product runs reads outside
+//! the repository. Its `start.sh` installs the sandbox into
 //! a Python venv (`target/mesh-venv` when run from the repository, else under the system
 //! temporary folder, or `MESH_SANDBOX_VENV`; kept between runs, so only the first run installs)
 //! and starts it on a free loopback port with a mailbox for the gateway and one for the practice.
@@ -50,17 +50,13 @@ const SANDBOX_SHARED_KEY: &str = "TestKey";
 /// How long the demo waits for any one thing to happen.
 const PATIENCE: Duration = Duration::from_secs(30);
 
-/// Where the sandbox is looked for when `MESH_SANDBOX_DIR` is not set (relative to the current
-/// directory: the repository root).
-pub const SANDBOX_DIR: &str = "../shared/tools/mesh-sandbox";
-
 /// The process exit code of `demo --mesh` when the sandbox is absent.
 pub const EXIT_SANDBOX_MISSING: i32 = 3;
 
 /// `demo --mesh` without the sandbox.
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "demo --mesh needs the MESH sandbox at ../shared/tools/mesh-sandbox (NHS Digital's mesh-sandbox, MIT); the plain demo needs nothing\n(no start.sh in {}; MESH_SANDBOX_DIR names another copy)",
+    "demo --mesh needs NHS Digital's MESH sandbox (mesh-sandbox, MIT): give its folder with --sandbox DIR or MESH_SANDBOX_DIR; the plain demo needs nothing\n(no start.sh in {})",
     .0.display()
 )]
 pub struct SandboxMissing(pub PathBuf);
@@ -75,13 +71,14 @@ pub struct Options {
 }
 
 impl Options {
-    /// `MESH_SANDBOX_DIR` or `../shared/tools/mesh-sandbox`; `MESH_SANDBOX_VENV`, or
-    /// `target/mesh-venv` when there is a `target/` folder here (the one the MESH tests use), or
-    /// `throughcare-mesh-venv` in the system temporary folder.
-    pub fn from_env() -> Options {
-        let sandbox_dir = std::env::var_os("MESH_SANDBOX_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(SANDBOX_DIR));
+    /// `sandbox` (the `--sandbox` flag), else `MESH_SANDBOX_DIR` (neither: an empty path, which
+    /// the demo reports as missing); `MESH_SANDBOX_VENV`, or `target/mesh-venv` when there is a
+    /// `target/` folder here (the one the MESH tests use), or `throughcare-mesh-venv` in the
+    /// system temporary folder.
+    pub fn from_env(sandbox: Option<PathBuf>) -> Options {
+        let sandbox_dir = sandbox
+            .or_else(|| std::env::var_os("MESH_SANDBOX_DIR").map(PathBuf::from))
+            .unwrap_or_default();
         let venv = std::env::var_os("MESH_SANDBOX_VENV")
             .map(PathBuf::from)
             .unwrap_or_else(|| {
@@ -113,7 +110,7 @@ async fn demo(options: &Options) -> anyhow::Result<()> {
     );
     step(
         1,
-        "Starting NHS Digital's MESH sandbox (../shared/tools/mesh-sandbox/start.sh, MIT) on a free loopback port.",
+        "Starting NHS Digital's MESH sandbox (its start.sh, MIT) on a free loopback port.",
     );
     println!(
         "      venv {} (the first run installs the sandbox from PyPI, about 20 s)",
@@ -808,7 +805,7 @@ mod tests {
         let err = run(&options).await.unwrap_err();
         assert!(err.is::<SandboxMissing>());
         assert!(err.to_string().starts_with(
-            "demo --mesh needs the MESH sandbox at ../shared/tools/mesh-sandbox (NHS Digital's mesh-sandbox, MIT); the plain demo needs nothing"
+            "demo --mesh needs NHS Digital's MESH sandbox (mesh-sandbox, MIT): give its folder with --sandbox DIR or MESH_SANDBOX_DIR; the plain demo needs nothing"
         ));
     }
 }

@@ -4,7 +4,7 @@
 //!
 //! `throughcare demo --mesh` ([`mesh`]): the GP practice receives over MESH instead, as GP systems
 //! do (an ITK3 Transfer of Care message, acknowledged by the practice system), against NHS
-//! Digital's MESH sandbox when `../shared/tools/mesh-sandbox` is there.
+//! Digital's MESH sandbox, whose folder `--sandbox` names.
 
 pub mod mesh;
 

@@ -27,6 +27,37 @@ use crate::clock::SharedClock;
 use crate::translate::Target;
 use endpoint::{Endpoint, EndpointKind};
 
+/// An outbound HTTPS client as every transport builds it: timeouts always (connect at most
+/// 10 s), no redirects, extra CA certificates (PEM bundle) and a client certificate with its key
+/// for mutual TLS when configured. `what` names it in errors.
+pub fn outbound_client(
+    timeout_secs: u64,
+    ca: Option<&std::path::Path>,
+    client_cert: Option<(&std::path::Path, &std::path::Path)>,
+    what: &str,
+) -> anyhow::Result<reqwest::Client> {
+    use anyhow::Context as _;
+    let mut builder = reqwest::Client::builder()
+        .timeout(Duration::from_secs(timeout_secs))
+        .connect_timeout(Duration::from_secs(timeout_secs.min(10)))
+        .redirect(reqwest::redirect::Policy::none());
+    if let Some(ca) = ca {
+        let pem = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
+        for cert in reqwest::Certificate::from_pem_bundle(&pem)? {
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    if let Some((cert, key)) = client_cert {
+        let mut identity =
+            std::fs::read(cert).with_context(|| format!("reading {}", cert.display()))?;
+        identity.extend(std::fs::read(key).with_context(|| format!("reading {}", key.display()))?);
+        builder = builder.identity(reqwest::Identity::from_pem(&identity)?);
+    }
+    builder
+        .build()
+        .with_context(|| format!("building the {what}"))
+}
+
 /// What a transport may use of the gateway while sending: its clock and its signing key (for
 /// the assertions it presents to recipients' token endpoints).
 pub struct SendContext<'a> {

@@ -5,9 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::Duration;
 
-use anyhow::Context;
 use async_trait::async_trait;
 use serde_json::Value;
 
@@ -28,23 +26,15 @@ pub struct FhirRest {
 /// Builds the HTTP client for pushes: timeouts always, no redirects, the gateway's certificate
 /// for mutual TLS and extra CAs when configured.
 pub fn push_client(settings: &DeliverySettings) -> anyhow::Result<reqwest::Client> {
-    let mut builder = reqwest::Client::builder()
-        .timeout(Duration::from_secs(settings.timeout_secs))
-        .connect_timeout(Duration::from_secs(settings.timeout_secs.min(10)))
-        .redirect(reqwest::redirect::Policy::none());
-    if let Some(ca) = &settings.ca {
-        let pem = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
-        for cert in reqwest::Certificate::from_pem_bundle(&pem)? {
-            builder = builder.add_root_certificate(cert);
-        }
-    }
-    if let (Some(cert), Some(key)) = (&settings.client_cert, &settings.client_key) {
-        let mut identity =
-            std::fs::read(cert).with_context(|| format!("reading {}", cert.display()))?;
-        identity.extend(std::fs::read(key).with_context(|| format!("reading {}", key.display()))?);
-        builder = builder.identity(reqwest::Identity::from_pem(&identity)?);
-    }
-    builder.build().context("building the push client")
+    super::outbound_client(
+        settings.timeout_secs,
+        settings.ca.as_deref(),
+        settings
+            .client_cert
+            .as_deref()
+            .zip(settings.client_key.as_deref()),
+        "push client",
+    )
 }
 
 impl FhirRest {

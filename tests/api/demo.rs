@@ -15,9 +15,9 @@ async fn the_demo_runs_a_release_end_to_end() {
 /// The binary as a user runs it, from the repository root.
 fn demo_mesh(sandbox: &std::path::Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_throughcare"))
-        .args(["demo", "--mesh"])
+        .args(["demo", "--mesh", "--sandbox"])
+        .arg(sandbox)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env("MESH_SANDBOX_DIR", sandbox)
         .env("MESH_SANDBOX_VENV", harness::venv())
         .output()
         .expect("running throughcare demo --mesh")
@@ -59,8 +59,8 @@ fn the_mesh_demo_without_the_sandbox_says_what_it_needs() {
     assert_eq!(output.status.code(), Some(3), "{stderr}");
     assert!(
         stderr.contains(
-            "demo --mesh needs the MESH sandbox at ../shared/tools/mesh-sandbox \
-             (NHS Digital's mesh-sandbox, MIT); the plain demo needs nothing"
+            "demo --mesh needs NHS Digital's MESH sandbox (mesh-sandbox, MIT): give its folder \
+             with --sandbox DIR or MESH_SANDBOX_DIR; the plain demo needs nothing"
         ),
         "{stderr}"
     );

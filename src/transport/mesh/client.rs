@@ -178,23 +178,15 @@ impl std::fmt::Debug for MeshClient {
 /// Builds the HTTP client for MESH like the gateway's other outbound clients: timeouts always,
 /// no redirects, the configured CA and the mailbox's client certificate.
 pub fn mesh_http_client(settings: &MeshSettings) -> anyhow::Result<reqwest::Client> {
-    let mut builder = reqwest::Client::builder()
-        .timeout(Duration::from_secs(settings.timeout_secs))
-        .connect_timeout(Duration::from_secs(settings.timeout_secs.min(10)))
-        .redirect(reqwest::redirect::Policy::none());
-    if let Some(ca) = &settings.ca {
-        let pem = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
-        for cert in reqwest::Certificate::from_pem_bundle(&pem)? {
-            builder = builder.add_root_certificate(cert);
-        }
-    }
-    if let (Some(cert), Some(key)) = (&settings.client_cert, &settings.client_key) {
-        let mut identity =
-            std::fs::read(cert).with_context(|| format!("reading {}", cert.display()))?;
-        identity.extend(std::fs::read(key).with_context(|| format!("reading {}", key.display()))?);
-        builder = builder.identity(reqwest::Identity::from_pem(&identity)?);
-    }
-    builder.build().context("building the MESH client")
+    crate::transport::outbound_client(
+        settings.timeout_secs,
+        settings.ca.as_deref(),
+        settings
+            .client_cert
+            .as_deref()
+            .zip(settings.client_key.as_deref()),
+        "MESH client",
+    )
 }
 
 impl MeshClient {
