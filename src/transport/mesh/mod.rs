@@ -1,6 +1,7 @@
-//! MESH, NHS England's message exchange: how GP practices receive (ITK3 messages over MESH,
-//! `../shared/corpus/itk3/README.md` §4). This module is the MESH API client only; the ITK3
-//! message, its XML and the wiring of `EndpointKind::Mesh` into delivery live elsewhere.
+//! MESH, NHS England's message exchange: how GP practices receive (ITK3 messages over MESH;
+//! the MESH API as NHS England's MESH sandbox implements it). This module is the MESH API
+//! client; the ITK3 message is `crate::itk`, its XML `crate::fhir::xml`, the transport
+//! [`transport`] and the delivery and inbox use cases `crate::delivery::mesh`.
 //!
 //! - [`auth`]: the `NHSMESH` authorisation header (HMAC-SHA256, nonce and counter);
 //! - [`client`]: [`MeshClient`]: handshake, send (gzip above `compress_above_bytes`, chunks
