@@ -1,6 +1,6 @@
 //! Delivering to GP practices over MESH as ITK3 Transfer of Care messages (issue 13).
 //!
-//! Sending ([`prepare`], [`sent`]): the recipient's copy is the ITK eDischarge document
+//! Sending (`prepare`, `sent`): the recipient's copy is the ITK eDischarge document
 //! (`itk-edischarge-stu3`); it is wrapped in an ITK3 message ([`crate::itk::build_message`]:
 //! both acknowledgements requested) whose ids are made once per delivery and kept in the store
 //! (`mesh_messages`), so a resend after a crash or a retry is the same message and the practice

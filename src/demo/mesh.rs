@@ -27,8 +27,8 @@ use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    Gateway, print_task, release_in_two_weeks, sample_client, sample_recipient, settings_in,
-    show_outcome, step, tasks_of, verify_audit,
+    Gateway, print_task, push_document, release_in_two_weeks, sample_client, sample_recipient,
+    settings_in, step, tasks_of, verify_audit,
 };
 use crate::config::{MeshSettings, Secret};
 use crate::fhir::xml::{FhirVersion, from_xml, to_xml};
@@ -231,30 +231,13 @@ async fn exchange(dir: &Path, base: &str, gp: &mpsc::Sender<Request>) -> anyhow:
         6,
         "The prison pushes the release summary (POST /fhir/Bundle).",
     );
-    let response = http
-        .post(format!("{base}/fhir/Bundle"))
-        .bearer_auth(&token)
-        .header("Content-Type", "application/fhir+json")
-        .body(release_in_two_weeks(time::OffsetDateTime::now_utc().date()))
-        .send()
-        .await?;
-    let status = response.status();
-    let location = response
-        .headers()
-        .get("Location")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    let body: Value = response.json().await?;
-    println!(
-        "      {status}; Location: {}",
-        location.as_deref().unwrap_or("(none)")
-    );
-    show_outcome(&body);
-    if status.as_u16() != 201 {
-        anyhow::bail!("the document was not accepted");
-    }
-    let location = location.context("no Location header")?;
-    let document_id = location.rsplit('/').next().unwrap_or_default().to_string();
+    let (_, document_id) = push_document(
+        &http,
+        base,
+        &token,
+        release_in_two_weeks(time::OffsetDateTime::now_utc().date()),
+    )
+    .await?;
     let watch = TaskWatch {
         http: &http,
         token: &token,

@@ -122,6 +122,41 @@ fn step(n: u32, text: &str) {
     println!("\n[{n}] {text}");
 }
 
+/// The prison pushes `document` (`POST /fhir/Bundle`); prints the answer and its
+/// OperationOutcome; the document's Location and id (an error unless 201).
+async fn push_document(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    document: String,
+) -> anyhow::Result<(String, String)> {
+    let response = http
+        .post(format!("{base}/fhir/Bundle"))
+        .bearer_auth(token)
+        .header("Content-Type", "application/fhir+json")
+        .body(document)
+        .send()
+        .await?;
+    let status = response.status();
+    let location = response
+        .headers()
+        .get("Location")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let body: Value = response.json().await?;
+    println!(
+        "      {status}; Location: {}",
+        location.as_deref().unwrap_or("(none)")
+    );
+    show_outcome(&body);
+    if status.as_u16() != 201 {
+        anyhow::bail!("the document was not accepted");
+    }
+    let location = location.context("no Location header")?;
+    let document_id = location.rsplit('/').next().unwrap_or_default().to_string();
+    Ok((location, document_id))
+}
+
 fn show_outcome(body: &Value) {
     for issue in body
         .get("issue")
@@ -353,30 +388,7 @@ async fn exercise(dir: &Path, base: &str) -> anyhow::Result<()> {
         "The prison pushes the release summary (POST /fhir/Bundle).",
     );
     let document = release_in_two_weeks(time::OffsetDateTime::now_utc().date());
-    let response = http
-        .post(format!("{base}/fhir/Bundle"))
-        .bearer_auth(&token)
-        .header("Content-Type", "application/fhir+json")
-        .body(document.clone())
-        .send()
-        .await?;
-    let status = response.status();
-    let location = response
-        .headers()
-        .get("Location")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    let body: Value = response.json().await?;
-    println!(
-        "      {status}; Location: {}",
-        location.as_deref().unwrap_or("(none)")
-    );
-    show_outcome(&body);
-    if status.as_u16() != 201 {
-        anyhow::bail!("the document was not accepted");
-    }
-    let location = location.context("no Location header")?;
-    let document_id = location.rsplit('/').next().unwrap_or_default().to_string();
+    let (location, document_id) = push_document(&http, base, &token, document.clone()).await?;
 
     step(
         next(&mut n),
